@@ -1,0 +1,71 @@
+"""What every experiment front-end shares: flag parsing, one-line errors, workdirs."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from typing import Callable
+
+from absl import app, flags, logging
+
+from lstm_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+
+
+def define_training_flags(*, epochs: int, batch_size: int, learning_rate: float = 1e-3) -> None:
+    flags.DEFINE_string("workdir", None, "Where metrics, checkpoints and the summary go (default: a fresh runs/<name>-<time>).")
+    flags.DEFINE_integer("epochs", epochs, "Training epochs.")
+    flags.DEFINE_integer("batch_size", batch_size, "Training batch size.")
+    flags.DEFINE_float("learning_rate", learning_rate, "Adam learning rate.")
+    flags.DEFINE_integer("seed", 0, "The one seed every random stream comes from.")
+    flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its latest checkpoint.")
+
+
+def define_model_flags(*, hidden_size: int, activation: str) -> None:
+    flags.DEFINE_string("cell", "lstm", "Registered cell name (see lstm_jax.cells.CELLS).")
+    flags.DEFINE_integer("hidden_size", hidden_size, "Units per recurrent layer.")
+    flags.DEFINE_integer("num_layers", 1, "Recurrent layers in the stack.")
+    flags.DEFINE_float("dropout", 0.0, "Dropout between stacked layers, in [0, 1).")
+    flags.DEFINE_string("activation", activation, "Cell activation: tanh, relu, ...")
+    flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor.")
+
+
+def default_workdir(name: str) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = path = os.path.join("runs", f"{name}-{stamp}")
+    k = 1
+    while os.path.exists(path):
+        k += 1
+        path = f"{base}-{k}"
+    return path
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        fail(str(e).splitlines()[0])
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``app.run`` that turns bad input (``UserError``, bad flags) into one line on stderr, exit 2."""
+
+    def guarded(argv):
+        # Orbax reports every save at INFO; the epoch lines say enough unless --verbosity asks.
+        if not FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        if len(argv) > 1:
+            fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        try:
+            main(argv)
+        except UserError as e:
+            fail(str(e))
+
+    app.run(guarded, flags_parser=_parse_flags)

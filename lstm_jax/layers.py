@@ -1,0 +1,218 @@
+"""Sequence layers: a cell scanned over time, both directions, and stacks of them.
+
+Every layer takes ``x_BxTxD`` (batch first) and optional ``lengths_B``: row b is valid on
+``[0, lengths[b])``. Past a row's length its carry is frozen and its outputs are zero, so padding
+never changes a valid output, and the reverse direction reverses only the valid prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lstm_jax.cells import RecurrentCell, get_cell
+from lstm_jax.errors import ConfigError
+
+Array = jax.Array
+
+
+def valid_mask(lengths_B: Array | None, T: int) -> Array | None:
+    """[B, T] boolean mask of the valid prefix, or None when every step is valid."""
+    if lengths_B is None:
+        return None
+    return jnp.arange(T)[None, :] < jnp.asarray(lengths_B)[:, None]
+
+
+def reverse_valid(x_BxTx_: Array, lengths_B: Array | None) -> Array:
+    """Reverses each row's valid prefix in time and leaves its padding in place (an involution)."""
+    if lengths_B is None:
+        return jnp.flip(x_BxTx_, axis=1)
+    T = x_BxTx_.shape[1]
+    t = jnp.arange(T)[None, :]
+    L = jnp.asarray(lengths_B)[:, None]
+    idx_BxT = jnp.where(t < L, L - 1 - t, t)
+    idx = idx_BxT.reshape(idx_BxT.shape + (1,) * (x_BxTx_.ndim - 2))
+    return jnp.take_along_axis(x_BxTx_, idx, axis=1)
+
+
+def scan_cell(cell: RecurrentCell, xp_BxTxG: Array, carry, mask_BxT: Array | None, unroll: int = 1):
+    """Runs ``cell.step`` over time. Returns (final carry, outputs [B, T, H])."""
+    xs = jnp.swapaxes(xp_BxTxG, 0, 1)
+    if mask_BxT is None:
+
+        def body(carry, xp_BxG):
+            return cell.step(carry, xp_BxG)
+
+        carry, h_TxBxH = jax.lax.scan(body, carry, xs, unroll=unroll)
+    else:
+
+        def body(carry, inputs):
+            xp_BxG, m_B = inputs
+            new, h = cell.step(carry, xp_BxG)
+            m = m_B[:, None]
+            new = jax.tree.map(lambda n, o: jnp.where(m, n, o), new, carry)
+            return new, jnp.where(m, h, jnp.zeros_like(h))
+
+        carry, h_TxBxH = jax.lax.scan(body, carry, (xs, jnp.swapaxes(mask_BxT, 0, 1)), unroll=unroll)
+    return carry, jnp.swapaxes(h_TxBxH, 0, 1)
+
+
+class LSTM(nnx.Module):
+    """One recurrent layer: ``LSTM(in_features, hidden_size, *, rngs)``.
+
+    ``layer(x_BxTxD, lengths=None, initial_carry=None, return_carry=False)`` returns the outputs
+    [B, T, H], and ``(outputs, final_carry)`` when ``return_carry``. ``cell`` is a registered name
+    (see ``lstm_jax.cells.CELLS``) or a cell class; extra keyword arguments go to the cell.
+    ``reverse=True`` runs backwards over each row's valid prefix; its outputs stay aligned with the
+    inputs. ``unroll`` is passed to ``lax.scan``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_size: int,
+        *,
+        cell: str | type[RecurrentCell] = "lstm",
+        reverse: bool = False,
+        unroll: int = 1,
+        rngs: nnx.Rngs,
+        **cell_kwargs: Any,
+    ):
+        if unroll < 1:
+            raise ConfigError(f"unroll must be >= 1, got {unroll}")
+        self.cell = get_cell(cell)(in_features, hidden_size, rngs=rngs, **cell_kwargs)
+        self.in_features = in_features
+        self.hidden_size = hidden_size
+        self.reverse = reverse
+        self.unroll = unroll
+
+    @property
+    def out_features(self) -> int:
+        return self.hidden_size
+
+    def initial_carry(self, batch_size: int):
+        return self.cell.initial_carry(batch_size)
+
+    def final_output(self, carry) -> Array:
+        """The last valid step's output [B, H], read from a final carry."""
+        return self.cell.output(carry)
+
+    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None, return_carry: bool = False):
+        B, T, _ = x_BxTxD.shape
+        if self.reverse:
+            x_BxTxD = reverse_valid(x_BxTxD, lengths)
+        carry = self.initial_carry(B) if initial_carry is None else initial_carry
+        xp = self.cell.project(x_BxTxD)
+        carry, h_BxTxH = scan_cell(self.cell, xp, carry, valid_mask(lengths, T), self.unroll)
+        if self.reverse:
+            h_BxTxH = reverse_valid(h_BxTxH, lengths)
+        return (h_BxTxH, carry) if return_carry else h_BxTxH
+
+
+class Bidirectional(nnx.Module):
+    """A forward and a backward layer over the same input; outputs concatenated to [B, T, 2H].
+
+    Build it from two layers, ``Bidirectional(fwd, bwd)``, or from sizes with ``Bidirectional.create``.
+    The final carry is ``(forward_carry, backward_carry)``; the backward carry has read the whole
+    valid prefix, from its last step back to step 0.
+    """
+
+    def __init__(self, forward: LSTM, backward: LSTM):
+        if not backward.reverse or forward.reverse:
+            raise ConfigError("Bidirectional needs a forward layer and a layer with reverse=True")
+        self.forward = forward
+        self.backward = backward
+
+    @classmethod
+    def create(cls, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **kwargs) -> "Bidirectional":
+        return cls(
+            LSTM(in_features, hidden_size, rngs=rngs, **kwargs),
+            LSTM(in_features, hidden_size, reverse=True, rngs=rngs, **kwargs),
+        )
+
+    @property
+    def out_features(self) -> int:
+        return self.forward.out_features + self.backward.out_features
+
+    def initial_carry(self, batch_size: int):
+        return (self.forward.initial_carry(batch_size), self.backward.initial_carry(batch_size))
+
+    def final_output(self, carry) -> Array:
+        """[B, 2H]: the forward state after the last valid step beside the backward one after step 0."""
+        return jnp.concatenate([self.forward.final_output(carry[0]), self.backward.final_output(carry[1])], -1)
+
+    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None, return_carry: bool = False):
+        cf, cb = (None, None) if initial_carry is None else initial_carry
+        hf, cf = self.forward(x_BxTxD, lengths, cf, return_carry=True)
+        hb, cb = self.backward(x_BxTxD, lengths, cb, return_carry=True)
+        h = jnp.concatenate([hf, hb], axis=-1)
+        return (h, (cf, cb)) if return_carry else h
+
+
+def dropout(x: Array, rate: float, key: Array | None) -> Array:
+    """Inverted dropout; the identity when ``key`` is None (evaluation) or ``rate`` is 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+class LSTMStack(nnx.Module):
+    """Layers on top of each other with dropout between them (not after the last).
+
+    ``hidden_sizes`` gives each layer's width (an int repeats for ``num_layers``). Each layer is an
+    ``LSTM`` or, with ``bidirectional``, a ``Bidirectional``. Call as
+    ``stack(x_BxTxD, lengths=None, *, key=None)`` -> ``(outputs [B, T, H_out], final carries)``,
+    one carry per layer; ``key=None`` means evaluation (no dropout).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: int | Sequence[int],
+        *,
+        num_layers: int | None = None,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        rngs: nnx.Rngs,
+        **layer_kwargs: Any,
+    ):
+        if isinstance(hidden_sizes, int):
+            hidden_sizes = (hidden_sizes,) * (num_layers or 1)
+        elif num_layers is not None and num_layers != len(hidden_sizes):
+            raise ConfigError(f"num_layers={num_layers} but {len(hidden_sizes)} hidden sizes were given")
+        if not hidden_sizes:
+            raise ConfigError("an LSTM stack needs at least one layer")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        layers = []
+        d = in_features
+        for h in hidden_sizes:
+            layer = (
+                Bidirectional.create(d, h, rngs=rngs, **layer_kwargs)
+                if bidirectional
+                else LSTM(d, h, rngs=rngs, **layer_kwargs)
+            )
+            layers.append(layer)
+            d = layer.out_features
+        self.layers = nnx.List(layers)
+        self.dropout = dropout
+
+    @property
+    def out_features(self) -> int:
+        return self.layers[-1].out_features
+
+    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None):
+        carries = []
+        h = x_BxTxD
+        n = len(self.layers)
+        keys = [None] * n if key is None else list(jax.random.split(key, n))
+        for k, layer in enumerate(self.layers):
+            if k > 0:
+                h = dropout(h, self.dropout, keys[k])
+            h, carry = layer(h, lengths, return_carry=True)
+            carries.append(carry)
+        return h, tuple(carries)
