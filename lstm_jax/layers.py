@@ -164,9 +164,8 @@ class LSTMStack(nnx.Module):
     """Layers on top of each other with dropout between them (not after the last).
 
     ``hidden_sizes`` gives each layer's width (an int repeats for ``num_layers``). Each layer is an
-    ``LSTM`` or, with ``bidirectional``, a ``Bidirectional``. Call as
-    ``stack(x_BxTxD, lengths=None, *, key=None)`` -> ``(outputs [B, T, H_out], final carries)``,
-    one carry per layer; ``key=None`` means evaluation (no dropout).
+    ``LSTM`` or, with ``bidirectional``, a ``Bidirectional``. Called like ``LSTM``, plus a dropout
+    ``key`` (None means evaluation: no dropout). Carries are a tuple with one entry per layer.
     """
 
     def __init__(
@@ -205,14 +204,24 @@ class LSTMStack(nnx.Module):
     def out_features(self) -> int:
         return self.layers[-1].out_features
 
-    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None):
+    def initial_carry(self, batch_size: int):
+        return tuple(layer.initial_carry(batch_size) for layer in self.layers)
+
+    def final_output(self, carries) -> Array:
+        """The top layer's last-valid-step features, read from the stack's final carries."""
+        return self.layers[-1].final_output(carries[-1])
+
+    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None,
+                 return_carry: bool = False, *, key: Array | None = None):
+        """Outputs [B, T, H_out], and ``(outputs, carries)`` with one carry per layer when ``return_carry``."""
+        n = len(self.layers)
+        inits = (None,) * n if initial_carry is None else tuple(initial_carry)
+        keys = [None] * n if key is None else list(jax.random.split(key, n))
         carries = []
         h = x_BxTxD
-        n = len(self.layers)
-        keys = [None] * n if key is None else list(jax.random.split(key, n))
         for k, layer in enumerate(self.layers):
             if k > 0:
                 h = dropout(h, self.dropout, keys[k])
-            h, carry = layer(h, lengths, return_carry=True)
+            h, carry = layer(h, lengths, inits[k], return_carry=True)
             carries.append(carry)
-        return h, tuple(carries)
+        return (h, tuple(carries)) if return_carry else h

@@ -45,7 +45,12 @@ class ModelConfig:
 
     def __post_init__(self):
         if isinstance(self.hidden_size, Sequence):
-            object.__setattr__(self, "hidden_size", tuple(int(h) for h in self.hidden_size))
+            sizes = tuple(int(h) for h in self.hidden_size)
+            if self.num_layers == 1 and len(sizes) > 1:
+                object.__setattr__(self, "num_layers", len(sizes))
+            elif len(sizes) != self.num_layers:
+                raise ConfigError(f"num_layers={self.num_layers} but hidden_size has {len(sizes)} entries")
+            object.__setattr__(self, "hidden_size", sizes)
         if self.num_layers < 1:
             raise ConfigError(f"num_layers must be >= 1, got {self.num_layers}")
         if any(h < 1 for h in self.hidden_sizes):
@@ -63,8 +68,6 @@ class ModelConfig:
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
         if isinstance(self.hidden_size, tuple):
-            if len(self.hidden_size) not in (1, self.num_layers) and self.num_layers != 1:
-                raise ConfigError(f"num_layers={self.num_layers} but hidden_size has {len(self.hidden_size)} entries")
             return self.hidden_size
         return (self.hidden_size,) * self.num_layers
 
@@ -86,7 +89,7 @@ class ModelConfig:
 def pool(stack: LSTMStack, h_BxTxH: Array, carries, lengths_B: Array | None, pooling: str) -> Array:
     """[B, T, H] outputs -> [B, H] features, honouring the valid lengths."""
     if pooling == "last":
-        return stack.layers[-1].final_output(carries[-1])
+        return stack.final_output(carries)
     if lengths_B is None:
         return h_BxTxH.mean(axis=1)
     # Outputs past a row's length are already zero, so the sum only needs the right divisor.
@@ -100,7 +103,7 @@ class _Head(nnx.Module):
         self.head = nnx.Linear(self.encoder.out_features, out_features, rngs=rngs)
 
     def features(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None) -> Array:
-        h, carries = self.encoder(x_BxTxD, lengths, key=key)
+        h, carries = self.encoder(x_BxTxD, lengths, return_carry=True, key=key)
         return pool(self.encoder, h, carries, lengths, self.config.pooling)
 
 
