@@ -31,6 +31,10 @@ class Checkpointer:
         self.mode = mode
         policies = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
+            # best_fn makes orbax write each step's metrics to disk and rank by them; without it,
+            # best_step() silently returns the latest step and a restarted manager cannot rank.
+            best_fn=lambda m: m[metric],
+            best_mode=mode,
             preservation_policy=policies.AnyPreservationPolicy(
                 [
                     policies.LatestN(n=1),
