@@ -212,3 +212,234 @@ class LSTMCell(RecurrentCell):
         c = f.astype(c.dtype) * c + (i * g).astype(c.dtype)
         h = o * self.activation(c).astype(o.dtype)
         return c, h.astype(c.dtype)
+
+
+# -- Greff et al. 2017: the vanilla (peephole) LSTM and its one-change variants -----------------------
+
+
+@register("peephole")
+class PeepholeCell(LSTMCell):
+    """The vanilla LSTM of Greff et al. 2017 ("LSTM: A Search Space Odyssey"): the LSTM with peepholes.
+
+        z = x W + h U + b, blocks in order (i, f, o, g)
+        i = σ(z_i + p_i ⊙ c)
+        f = σ(z_f + p_f ⊙ c)
+        g = act(z_g)
+        c' = f ⊙ c + i ⊙ g
+        o = σ(z_o + p_o ⊙ c')          the output gate looks at the new cell state
+        h' = o ⊙ act(c')
+
+    The peepholes p_i, p_f, p_o are diagonal ([H] vectors) and start at zero, so the untrained cell
+    is the plain LSTM. Greff's variants below each change one piece of this: a gate left out of
+    ``gates`` is the constant 1 and has neither a weight block nor a peephole. Carry is (c, h).
+    """
+
+    def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **kwargs):
+        super().__init__(in_features, hidden_size, rngs=rngs, **kwargs)
+        dtype = self.kernel[...].dtype
+        for gate in ("i", "f", "o"):
+            setattr(self, f"p_{gate}", nnx.Param(jnp.zeros((hidden_size,), dtype)) if gate in self.gates else None)
+
+    # The pieces the variants override.
+    def gate(self, z_BxGH: Array, name: str, c_BxH: Array) -> Array:
+        """σ(z_name + p_name ⊙ c), or 1 for a gate this cell does not have."""
+        if name not in self.gates:
+            return jnp.ones_like(c_BxH)
+        return self.recurrent_activation(z_BxGH[..., self.gate_slice(name)] + getattr(self, f"p_{name}")[...] * c_BxH)
+
+    def forget_gate(self, z_BxGH: Array, c_BxH: Array, i_BxH: Array) -> Array:
+        return self.gate(z_BxGH, "f", c_BxH)
+
+    def candidate(self, z_BxGH: Array) -> Array:
+        """The input activation g."""
+        return self.activation(z_BxGH[..., self.gate_slice("g")])
+
+    def squash(self, c_BxH: Array) -> Array:
+        """The output activation applied to the cell state."""
+        return self.activation(c_BxH)
+
+    def cell_step(self, c_BxH: Array, z_BxGH: Array):
+        """(c, z) -> (c', h', (i, f, o)); elementwise work runs in the carry's dtype."""
+        z = z_BxGH.astype(c_BxH.dtype)
+        i = self.gate(z, "i", c_BxH)
+        f = self.forget_gate(z, c_BxH, i)
+        c = f * c_BxH + i * self.candidate(z)
+        o = self.gate(z, "o", c)
+        return c, o * self.squash(c), (i, f, o)
+
+    def update(self, carry, z_BxGH: Array):
+        c, h, _ = self.cell_step(carry[0], z_BxGH)
+        return c, h
+
+
+@register("nig")
+class NIGCell(PeepholeCell):
+    """Greff's NIG, no input gate: i = 1, so c' = f ⊙ c + g. Blocks (f, o, g); peepholes p_f, p_o."""
+
+    gates = ("f", "o", "g")
+
+
+@register("nfg")
+class NFGCell(PeepholeCell):
+    """Greff's NFG, no forget gate: f = 1, so c' = c + i ⊙ g. Blocks (i, o, g); peepholes p_i, p_o."""
+
+    gates = ("i", "o", "g")
+
+
+@register("nog")
+class NOGCell(PeepholeCell):
+    """Greff's NOG, no output gate: o = 1, so h' = act(c'). Blocks (i, f, g); peepholes p_i, p_f."""
+
+    gates = ("i", "f", "g")
+
+
+@register("niaf")
+class NIAFCell(PeepholeCell):
+    """Greff's NIAF, no input activation: g = z_g (linear), so c' = f ⊙ c + i ⊙ z_g."""
+
+    def candidate(self, z_BxGH: Array) -> Array:
+        return z_BxGH[..., self.gate_slice("g")]
+
+
+@register("noaf")
+class NOAFCell(PeepholeCell):
+    """Greff's NOAF, no output activation: h' = o ⊙ c'."""
+
+    def squash(self, c_BxH: Array) -> Array:
+        return c_BxH
+
+
+@register("cifg")
+class CIFGCell(PeepholeCell):
+    """Greff's CIFG, coupled input and forget gate: f = 1 − i, so c' = (1 − i) ⊙ c + i ⊙ g.
+
+    Blocks (i, o, g); peepholes p_i, p_o. An open forget gate at the start means a half-shut input
+    gate, so ``forget_bias`` is subtracted from b_i instead of added to a b_f that does not exist.
+    """
+
+    gates = ("i", "o", "g")
+
+    def init_bias(self, bias_G_H: Array) -> Array:
+        return bias_G_H.at[self.gate_slice("i")].add(-self.forget_bias)
+
+    def forget_gate(self, z_BxGH: Array, c_BxH: Array, i_BxH: Array) -> Array:
+        return 1.0 - i_BxH
+
+
+@register("fgr")
+class FGRCell(PeepholeCell):
+    """Greff's FGR, full gate recurrence: the gates also read all three gates of the previous step.
+
+        [ẑ_i ẑ_f ẑ_o] = [z_i z_f z_o] + [i f o]_{t-1} R       R [3H, 3H]: the 9 matrices R_ab, a, b ∈ {i, f, o}
+        then as ``peephole`` with ẑ in place of z
+
+    Carry is (c, h, a) with a = [i f o] of the previous step [B, 3H], zero before the first step.
+    R starts at zero (the untrained cell is the peephole LSTM): previous gates are all positive, so a
+    random R would shift every gate by a large common offset.
+    """
+
+    def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **kwargs):
+        super().__init__(in_features, hidden_size, rngs=rngs, **kwargs)
+        H = hidden_size
+        self.gate_recurrent_kernel = nnx.Param(jnp.zeros((3 * H, 3 * H), self.kernel[...].dtype))
+
+    def initial_carry(self, batch_size: int, dtype=jnp.float32):
+        c, h = super().initial_carry(batch_size, dtype)
+        return c, h, jnp.zeros((batch_size, 3 * self.hidden_size), dtype)
+
+    def update(self, carry, z_BxGH: Array):
+        c, _, a = carry
+        H3 = 3 * self.hidden_size
+        z = z_BxGH.astype(c.dtype)
+        z = jnp.concatenate([z[..., :H3] + a @ self.gate_recurrent_kernel[...].astype(c.dtype), z[..., H3:]], axis=-1)
+        c, h, gates = self.cell_step(c, z)
+        return c, h, jnp.concatenate(gates, axis=-1)
+
+
+# -- other families ---------------------------------------------------------------------------------
+
+
+@register("layernorm")
+class LayerNormLSTMCell(LSTMCell):
+    """The layer-normalised LSTM of Ba, Kiros & Hinton 2016, each gate block normalised on its own.
+
+        z = LN(x W; α_x) + LN(h U; α_h) + b       LN over each [H] gate block, blocks (i, f, o, g)
+        i, f, o, g and c' as in ``lstm``
+        h' = o ⊙ act(LN(c'; α_c) + β_c)
+
+    LN(v; α) = α ⊙ (v − mean(v)) / sqrt(var(v) + 1e-5). The shifts of the two gate LNs would only
+    add to b, so b (which carries the forget bias) stands in for both. Gains α_x, α_h [4H] and
+    α_c [H] start at 1, β_c [H] at 0. Statistics are taken in float32.
+    """
+
+    eps: ClassVar[float] = 1e-5
+
+    def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **kwargs):
+        super().__init__(in_features, hidden_size, rngs=rngs, **kwargs)
+        dtype, GH = self.kernel[...].dtype, self.num_gates * hidden_size
+        self.gain_x = nnx.Param(jnp.ones((GH,), dtype))
+        self.gain_h = nnx.Param(jnp.ones((GH,), dtype))
+        self.gain_c = nnx.Param(jnp.ones((hidden_size,), dtype))
+        self.shift_c = nnx.Param(jnp.zeros((hidden_size,), dtype))
+
+    def normalize(self, v_Bx_: Array, blocks: int) -> Array:
+        """Zero mean, unit variance over each of ``blocks`` equal blocks of the last axis."""
+        shape = v_Bx_.shape
+        v = v_Bx_.astype(jnp.float32).reshape(shape[:-1] + (blocks, shape[-1] // blocks))
+        v = (v - v.mean(-1, keepdims=True)) * jax.lax.rsqrt(v.var(-1, keepdims=True) + self.eps)
+        return v.reshape(shape)
+
+    def project(self, x_BxTxD: Array) -> Array:
+        x, w = self._cast(x_BxTxD, self.kernel[...])
+        xp = self.normalize(x @ w, self.num_gates) * self.gain_x[...]
+        if self.bias is not None:
+            xp = xp + self.bias[...]
+        return xp
+
+    def recurrent(self, h_BxH: Array) -> Array:
+        return self.normalize(super().recurrent(h_BxH), self.num_gates) * self.gain_h[...]
+
+    def update(self, carry, z_BxGH: Array):
+        c, _ = carry
+        i, f, o, g = self.split_gates(z_BxGH.astype(c.dtype))
+        c = f * c + i * g
+        h = o * self.activation(self.normalize(c, 1) * self.gain_c[...] + self.shift_c[...])
+        return c, h.astype(c.dtype)
+
+
+@register("gru")
+class GRUCell(RecurrentCell):
+    """The gated recurrent unit (Cho et al. 2014) in PyTorch's convention, the usual comparison.
+
+        r = σ(x W_r + h U_r + b_r)            blocks in order (r, z, n)
+        z = σ(x W_z + h U_z + b_z)
+        n = act(x W_n + b_n + r ⊙ (h U_n + b_hn))
+        h' = (1 − z) ⊙ n + z ⊙ h
+
+    The reset gate scales only the recurrent part of n, so that part keeps its own bias b_hn [H]
+    (b_r and b_z absorb their recurrent twins), and the step is its own. Carry is (h,).
+    """
+
+    gates = ("r", "z", "n")
+
+    def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **kwargs):
+        super().__init__(in_features, hidden_size, rngs=rngs, **kwargs)
+        has_bias = self.bias is not None
+        self.recurrent_bias = nnx.Param(jnp.zeros((hidden_size,), self.kernel[...].dtype)) if has_bias else None
+
+    def initial_carry(self, batch_size: int, dtype=jnp.float32):
+        return (jnp.zeros((batch_size, self.hidden_size), dtype),)
+
+    def output(self, carry) -> Array:
+        return carry[0]
+
+    def step(self, carry, xp_BxGH: Array):
+        (h,) = carry
+        H2 = 2 * self.hidden_size
+        xp = xp_BxGH.astype(h.dtype)
+        hu = self.recurrent(h).astype(h.dtype)
+        r, z = jnp.split(self.recurrent_activation(xp[..., :H2] + hu[..., :H2]), 2, axis=-1)
+        hn = hu[..., H2:] if self.recurrent_bias is None else hu[..., H2:] + self.recurrent_bias[...]
+        n = self.activation(xp[..., H2:] + r * hn)
+        h = (1.0 - z) * n + z * h
+        return (h,), h
