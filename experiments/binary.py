@@ -17,7 +17,7 @@ from experiments import common
 from lstm_jax import data as data_lib
 from lstm_jax.errors import DataError
 from lstm_jax.models import Classifier, ModelConfig
-from lstm_jax.training import BinaryTask, TrainConfig, Trainer, rng_streams
+from lstm_jax.training import BinaryTask, Trainer, rng_streams
 
 common.define_training_flags(epochs=10, batch_size=32)
 common.define_model_flags(hidden_size=50, activation="tanh")
@@ -47,12 +47,11 @@ def load(name: str, seed: int) -> data_lib.Dataset:
 
 def main(argv):
     model_cfg = model_config()
-    train_cfg = TrainConfig(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-                            learning_rate=FLAGS.learning_rate, seed=FLAGS.seed)
+    train_cfg = common.train_config()
     data = load(FLAGS.dataset, FLAGS.seed)
     model = Classifier(data.num_features, model_cfg, rngs=nnx.Rngs(rng_streams(FLAGS.seed)["params"]))
     workdir = FLAGS.workdir or common.default_workdir("binary")
-    trainer = Trainer(model, BinaryTask(), data, train_cfg, workdir, resume=FLAGS.resume,
+    trainer = Trainer(model, BinaryTask(), data, train_cfg, workdir, resume=FLAGS.resume, log=common.log_fn(),
                       extra_config={"model": model_cfg, "experiment": "binary"})
     print(f"workdir: {trainer.workdir}")
     summary = trainer.fit()

@@ -10,6 +10,7 @@ from typing import Callable
 from absl import app, flags, logging
 
 from lstm_jax.errors import UserError
+from lstm_jax.training import TrainConfig
 
 FLAGS = flags.FLAGS
 
@@ -21,6 +22,26 @@ def define_training_flags(*, epochs: int, batch_size: int, learning_rate: float 
     flags.DEFINE_float("learning_rate", learning_rate, "Adam learning rate.")
     flags.DEFINE_integer("seed", 0, "The one seed every random stream comes from.")
     flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its latest checkpoint.")
+    flags.DEFINE_integer("patience", 0, "Early stopping: epochs without a better validation metric (0: off).")
+    flags.DEFINE_enum("schedule", "constant", ["constant", "cosine", "warmup_cosine"], "Learning-rate schedule.")
+    flags.DEFINE_integer("warmup_epochs", 0, "Linear warmup epochs, with --schedule=warmup_cosine.")
+    flags.DEFINE_float("clip_norm", 0.0, "Clip gradients to this global norm (0: off).")
+    flags.DEFINE_bool("quiet", False, "No per-epoch progress lines.")
+
+
+def train_config(**overrides) -> TrainConfig:
+    """The TrainConfig the training flags describe; ``overrides`` win over defaults, not over flags given."""
+    values = {name: FLAGS[name].value for name in
+              ("epochs", "batch_size", "learning_rate", "seed", "patience", "schedule", "warmup_epochs", "clip_norm")}
+    for name, value in overrides.items():
+        if not FLAGS[name].present:
+            values[name] = value
+    return TrainConfig(**values)
+
+
+def log_fn():
+    """Where per-epoch progress goes: stdout, or nowhere with --quiet."""
+    return (lambda _: None) if FLAGS.quiet else (lambda line: print(line, flush=True))
 
 
 def define_model_flags(*, hidden_size: int, activation: str) -> None:

@@ -18,7 +18,7 @@ from flax import nnx
 from experiments import common
 from lstm_jax import data as data_lib
 from lstm_jax.models import Forecaster, ModelConfig
-from lstm_jax.training import RegressionTask, TrainConfig, Trainer, rng_streams
+from lstm_jax.training import RegressionTask, Trainer, rng_streams
 
 common.define_training_flags(epochs=20, batch_size=32)
 common.define_model_flags(hidden_size=50, activation="tanh")
@@ -30,12 +30,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     model_cfg = ModelConfig(cell=FLAGS.cell, hidden_size=FLAGS.hidden_size, num_layers=FLAGS.num_layers,
                             dropout=FLAGS.dropout, activation=FLAGS.activation, unroll=FLAGS.unroll)
-    train_cfg = TrainConfig(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-                            learning_rate=FLAGS.learning_rate, seed=FLAGS.seed)
+    train_cfg = common.train_config()
     data, scaler = data_lib.sine_forecast(window=FLAGS.window, val_fraction=FLAGS.val_fraction)
     model = Forecaster(data.num_features, model_cfg, rngs=nnx.Rngs(rng_streams(FLAGS.seed)["params"]))
     workdir = FLAGS.workdir or common.default_workdir("forecast")
-    trainer = Trainer(model, RegressionTask(), data, train_cfg, workdir, resume=FLAGS.resume,
+    trainer = Trainer(model, RegressionTask(), data, train_cfg, workdir, resume=FLAGS.resume, log=common.log_fn(),
                       extra_config={"model": model_cfg, "experiment": "forecast"})
     print(f"workdir: {trainer.workdir}")
     summary = trainer.fit()

@@ -46,6 +46,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     eval_batch_size: int = 512
+    patience: int = 0  # stop after this many epochs without a better validation metric; 0: never
+    schedule: str = "constant"  # learning rate over training: constant | cosine | warmup_cosine
+    warmup_epochs: int = 0  # for warmup_cosine: linear warmup from 0 over this many epochs
+    clip_norm: float = 0.0  # clip gradients to this global norm; 0: no clipping
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -54,6 +58,30 @@ class TrainConfig:
             raise ConfigError(f"batch sizes must be >= 1, got {self.batch_size} and {self.eval_batch_size}")
         if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
             raise ConfigError(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0, got {self.patience}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 <= self.warmup_epochs < self.epochs or (self.warmup_epochs and self.schedule != "warmup_cosine"):
+            raise ConfigError(f"warmup_epochs must be in [0, epochs) and needs schedule=warmup_cosine, got {self.warmup_epochs}")
+        if self.clip_norm < 0:
+            raise ConfigError(f"clip_norm must be >= 0, got {self.clip_norm}")
+
+
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Adam with the configured schedule and optional global-norm clipping."""
+    total = config.epochs * steps_per_epoch
+    lr = config.learning_rate
+    if config.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(lr, total)
+    elif config.schedule == "warmup_cosine":
+        warmup = config.warmup_epochs * steps_per_epoch
+        lr = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), total)
+    tx = optax.adam(lr)
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), tx) if config.clip_norm else tx
 
 
 # -- tasks: a loss and metrics per example --------------------------------------------------------
@@ -210,7 +238,8 @@ class Trainer:
         self.ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                  metric=task.best_metric, mode=task.best_mode)
         replicated = NamedSharding(self.mesh, P())
-        self.state = jax.device_put(TrainState.create(model, optax.adam(config.learning_rate)), replicated)
+        tx = make_optimizer(config, num_batches(len(data.train), config.batch_size))
+        self.state = jax.device_put(TrainState.create(model, tx), replicated)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         if resume:
@@ -294,11 +323,25 @@ class Trainer:
         total = jax.tree.map(lambda *xs: sum(xs), *per_step)
         return _finalise(total, "train")
 
+    def epochs_without_improvement(self) -> int:
+        """Epochs since the best validation metric so far (0 when the last epoch was the best)."""
+        if not self.history:
+            return 0
+        values = [r[self.task.best_metric] for r in self.history]
+        best = int(np.argmin(values) if self.task.best_mode == "min" else np.argmax(values))
+        return len(values) - 1 - best
+
     def fit(self) -> dict[str, Any]:
         """Trains the remaining epochs, then evaluates the best checkpoint. Returns the summary."""
         t0 = time.perf_counter()
         cfg = self.config
+        stopped_early = False
+        steps_per_epoch = num_batches(len(self.data.train), cfg.batch_size)
         while self.epoch < cfg.epochs:
+            if cfg.patience and self.epochs_without_improvement() >= cfg.patience:
+                stopped_early = True
+                self.log(f"early stop: no better {self.task.best_metric} for {cfg.patience} epochs")
+                break
             te = time.perf_counter()
             record = self.train_epoch()
             record.update(self.evaluate(self.data.val, "val"))
@@ -308,7 +351,11 @@ class Trainer:
             self.history.append(record)
             atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.history))
             shown = "  ".join(f"{p}_{k} {record[f'{p}_{k}']:.4g}" for p in ("train", "val") for k in self.task.shown)
-            self.log(f"epoch {self.epoch:>3}/{cfg.epochs}  {shown}  ({record['seconds']:.2f}s)")
+            # The first epoch carries compilation; later epochs predict the rest better.
+            recent = [r["seconds"] for r in self.history[-3:]]
+            eta = (cfg.epochs - self.epoch) * float(np.median(recent))
+            self.log(f"epoch {self.epoch:>3}/{cfg.epochs}  {shown}  "
+                     f"{steps_per_epoch / record['seconds']:.0f} steps/s  {record['seconds']:.2f}s  eta {eta:.0f}s")
         best = self.ckpt.best_step()
         meta = self._restore(best)
         summary: dict[str, Any] = {"best_epoch": int(meta["epoch"])}
@@ -317,6 +364,7 @@ class Trainer:
             summary.update(self.evaluate(self.data.test, "test"))
         summary.update({
             "epochs_trained": self.epoch,
+            "stopped_early": stopped_early,
             "steps": int(self.state.step),
             "wall_seconds": time.perf_counter() - t0,
             "num_devices": self.mesh.size,
@@ -326,7 +374,12 @@ class Trainer:
         return summary
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """Writes summary.json and the learning curves into the workdir."""
         atomic_write(self.summary_path, json.dumps(to_jsonable(summary), indent=2) + "\n")
+        if self.history:
+            from lstm_jax import plots  # matplotlib is slow to import; only the end of a run needs it
+
+            plots.learning_curves(self.history, os.path.join(self.workdir, "learning_curves.png"), self.task.shown)
 
     def close(self) -> None:
         self.ckpt.close()

@@ -1,0 +1,79 @@
+"""Pictures written into a workdir (matplotlib, drawn off-screen)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # never open a window; workdirs are often on headless machines
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(history: Sequence[dict[str, Any]], path: str, metrics: Sequence[str] = ("loss",)) -> str:
+    """One panel per metric, train and val against epoch. Returns ``path``."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    epochs = [r["epoch"] for r in history]
+    for ax, m in zip(axes[0], metrics):
+        for split in ("train", "val"):
+            key = f"{split}_{m}"
+            if history and key in history[0]:
+                ax.plot(epochs, [r[key] for r in history], marker="o", ms=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(m)
+        if m in ("loss", "mse") and history and all(r.get(f"train_{m}", 1) > 0 for r in history):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(cm_2x2: np.ndarray, path: str, labels: Sequence[str] = ("0", "1"), title: str = "") -> str:
+    """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    plt = _pyplot()
+    cm = np.asarray(cm_2x2)
+    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    ax.imshow(cm, cmap="Blues")
+    for (r, c), v in np.ndenumerate(cm):
+        ax.text(c, r, str(int(v)), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def forecast(series_T: np.ndarray, start: int, forecast_H: np.ndarray, path: str, *,
+             baselines: dict[str, np.ndarray] | None = None, title: str = "") -> str:
+    """The whole series, with the forecast (and optional baselines) over ``[start, start + H)``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    t = np.arange(len(series_T))
+    ax.plot(t, series_T, color="0.3", lw=1, label="series")
+    span = np.arange(start, start + len(forecast_H))
+    for name, values in (baselines or {}).items():
+        ax.plot(span, values, lw=1, ls="--", label=name)
+    ax.plot(span, forecast_H, color="C3", lw=1.5, label="forecast")
+    ax.axvline(start, color="0.6", lw=0.8)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
