@@ -14,6 +14,15 @@ from lstm_jax.training import TrainConfig
 
 FLAGS = flags.FLAGS
 
+# Multi-host: every process runs the same command with its own --process_id (or the environment
+# variables below). Without a coordinator the job is one process over all its local devices.
+flags.DEFINE_string("coordinator_address", os.environ.get("LSTM_JAX_COORDINATOR"),
+                    "host:port of process 0, for a multi-process job (env LSTM_JAX_COORDINATOR).")
+flags.DEFINE_integer("num_processes", int(os.environ.get("LSTM_JAX_NUM_PROCESSES", "1")),
+                     "Processes in a multi-process job (env LSTM_JAX_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", int(os.environ.get("LSTM_JAX_PROCESS_ID", "0")),
+                     "This process's index in a multi-process job (env LSTM_JAX_PROCESS_ID).")
+
 
 def define_training_flags(*, epochs: int, batch_size: int, learning_rate: float = 1e-3) -> None:
     flags.DEFINE_string("workdir", None, "Where metrics, checkpoints and the summary go (default: a fresh runs/<name>-<time>).")
@@ -63,6 +72,21 @@ def default_workdir(name: str) -> str:
     return path
 
 
+def initialize_distributed() -> None:
+    """Joins a multi-process job when a coordinator is given; a no-op otherwise."""
+    if FLAGS.coordinator_address is None:
+        if FLAGS.num_processes != 1:
+            raise UserError("--num_processes > 1 needs --coordinator_address")
+        return
+    if not 0 <= FLAGS.process_id < FLAGS.num_processes:
+        raise UserError(f"--process_id must be in [0, {FLAGS.num_processes}), got {FLAGS.process_id}")
+    import jax
+
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    if jax.process_index() != 0:
+        sys.stdout = open(os.devnull, "w")  # one report per job; errors still reach stderr
+
+
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -85,6 +109,7 @@ def run(main: Callable[[list[str]], None]) -> None:
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         try:
+            initialize_distributed()
             main(argv)
         except UserError as e:
             fail(str(e))

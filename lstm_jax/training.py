@@ -179,6 +179,28 @@ def predict_step(state: TrainState, batch: dict[str, Array]) -> Array:
     return _apply(state, state.params, batch, None)
 
 
+# -- devices and hosts ----------------------------------------------------------------------------
+
+def data_mesh() -> Mesh:
+    """A 1-D 'data' mesh over every device of every process, each process's devices contiguous.
+
+    Process p then owns rows [p * B / P, (p + 1) * B / P) of every global batch.
+    """
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    return Mesh(np.array(devices), ("data",))
+
+
+def to_host(tree: Any) -> Any:
+    """Device values -> NumPy. Replicated values that span other processes are read locally."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
 # -- files ----------------------------------------------------------------------------------------
 
 def atomic_write(path: str, text: str) -> None:
@@ -224,7 +246,11 @@ class Trainer:
         self.workdir = os.path.abspath(workdir)
         self.extra_config = extra_config or {}
         self.streams = rng_streams(config.seed)
-        self.mesh = Mesh(np.array(jax.devices()), ("data",))
+        self.mesh = data_mesh()
+        self.is_primary = jax.process_index() == 0
+        if not self.is_primary:
+            log = lambda _: None  # one progress stream for the whole job
+        self.log = log
         n_dev = self.mesh.size
         if config.batch_size % n_dev or config.eval_batch_size % n_dev:
             raise ConfigError(
@@ -234,7 +260,8 @@ class Trainer:
         self.metrics_path = os.path.join(self.workdir, "metrics.jsonl")
         self.summary_path = os.path.join(self.workdir, "summary.json")
         self._check_workdir(resume)
-        os.makedirs(self.workdir, exist_ok=True)
+        if self.is_primary:
+            os.makedirs(self.workdir, exist_ok=True)
         self.ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                  metric=task.best_metric, mode=task.best_mode)
         replicated = NamedSharding(self.mesh, P())
@@ -262,10 +289,10 @@ class Trainer:
     def _ckpt_tree(self) -> dict[str, Any]:
         s = self.state
         return {"params": s.params, "opt_state": s.opt_state, "step": s.step,
-                "rng": {k: jax.random.key_data(v) for k, v in self.streams.items()}}
+                "rng": {k: np.asarray(jax.random.key_data(v)) for k, v in self.streams.items()}}
 
     def _save(self, record: dict[str, Any]) -> None:
-        meta = {"epoch": self.epoch, "step": int(self.state.step), **record}
+        meta = {"epoch": self.epoch, "step": self.step, **record}
         self.ckpt.save(self.epoch, self._ckpt_tree(), meta)
 
     def _restore(self, step: int) -> dict[str, Any]:
@@ -278,6 +305,10 @@ class Trainer:
             self.state.replace(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"]), replicated)
         return meta
 
+    @property
+    def step(self) -> int:
+        return int(to_host(self.state.step))
+
     def _resume(self) -> None:
         step = self.ckpt.latest_step()
         if step is None:
@@ -288,32 +319,52 @@ class Trainer:
         if os.path.exists(self.metrics_path):
             with open(self.metrics_path) as f:
                 self.history = [r for r in map(json.loads, filter(str.strip, f)) if r["epoch"] <= self.epoch]
+            self._write_metrics()
+        self.log(f"resumed from {self.ckpt.directory} at epoch {self.epoch} (step {self.step})")
+
+    def _write_metrics(self) -> None:
+        if self.is_primary:
             atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.history))
-        self.log(f"resumed from {self.ckpt.directory} at epoch {self.epoch} (step {int(self.state.step)})")
 
     # -- running ----------------------------------------------------------------------------------
     def _shard(self, batch: dict[str, np.ndarray]) -> dict[str, Array]:
-        return jax.device_put(batch, NamedSharding(self.mesh, P("data")))
+        """A global batch -> arrays split over the data mesh; each process supplies only its rows."""
+        sharding = NamedSharding(self.mesh, P("data"))
+        if jax.process_count() == 1:
+            return jax.device_put(batch, sharding)
+        p, n = jax.process_index(), jax.process_count()
+
+        def local(x):
+            rows = len(x) // n
+            return jax.make_array_from_process_local_data(sharding, x[p * rows : (p + 1) * rows], x.shape)
+
+        return jax.tree.map(local, batch)
 
     def evaluate(self, split: Split, prefix: str) -> dict[str, float]:
         sums = [self._eval_step(self.state, self._shard(b)) for b in batches(split, self.config.eval_batch_size)]
-        total = jax.device_get(jax.tree.map(lambda *xs: sum(xs), *sums))
+        total = to_host(jax.tree.map(lambda *xs: sum(xs), *sums))
         return _finalise(total, prefix)
 
     def predict(self, split: Split) -> np.ndarray:
-        outs = [np.asarray(self._predict_step(self.state, self._shard(b))) for b in batches(split, self.config.eval_batch_size)]
+        """Model outputs for every row of ``split``, on every process."""
+        from jax.experimental import multihost_utils
+
+        outs = []
+        for b in batches(split, self.config.eval_batch_size):
+            out = self._predict_step(self.state, self._shard(b))
+            outs.append(np.asarray(out if out.is_fully_addressable else multihost_utils.process_allgather(out, tiled=True)))
         return np.concatenate(outs)[: len(split)]
 
     def train_epoch(self) -> dict[str, float]:
         train = self.data.train
         key = jax.random.fold_in(self.streams["shuffle"], self.epoch)
         order = np.asarray(jax.random.permutation(key, len(train)))
-        first = int(self.state.step)
+        first = self.step
         per_step = []
         for batch in batches(train, self.config.batch_size, order):
             self.state, sums = self._train_step(self.state, self._shard(batch), self.streams["dropout"])
             per_step.append(sums)
-        per_step = jax.device_get(per_step)
+        per_step = to_host(per_step)
         bad = [k for k, s in enumerate(per_step) if not s["finite"]]
         if bad:
             raise NonFiniteError(
@@ -346,10 +397,10 @@ class Trainer:
             record = self.train_epoch()
             record.update(self.evaluate(self.data.val, "val"))
             self.epoch += 1
-            record = {"epoch": self.epoch, "step": int(self.state.step), **record, "seconds": time.perf_counter() - te}
+            record = {"epoch": self.epoch, "step": self.step, **record, "seconds": time.perf_counter() - te}
             self._save(record)
             self.history.append(record)
-            atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.history))
+            self._write_metrics()
             shown = "  ".join(f"{p}_{k} {record[f'{p}_{k}']:.4g}" for p in ("train", "val") for k in self.task.shown)
             # The first epoch carries compilation; later epochs predict the rest better.
             recent = [r["seconds"] for r in self.history[-3:]]
@@ -365,16 +416,19 @@ class Trainer:
         summary.update({
             "epochs_trained": self.epoch,
             "stopped_early": stopped_early,
-            "steps": int(self.state.step),
+            "steps": self.step,
             "wall_seconds": time.perf_counter() - t0,
             "num_devices": self.mesh.size,
+            "num_processes": jax.process_count(),
             "dataset": self.data.info,
             "config": to_jsonable({"train": self.config, **self.extra_config}),
         })
         return summary
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """Writes summary.json and the learning curves into the workdir."""
+        """Writes summary.json and the learning curves into the workdir (on the primary process)."""
+        if not self.is_primary:
+            return
         atomic_write(self.summary_path, json.dumps(to_jsonable(summary), indent=2) + "\n")
         if self.history:
             from lstm_jax import plots  # matplotlib is slow to import; only the end of a run needs it
