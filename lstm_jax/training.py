@@ -395,9 +395,11 @@ class Trainer:
                 break
             te = time.perf_counter()
             record = self.train_epoch()
+            train_seconds = time.perf_counter() - te
             record.update(self.evaluate(self.data.val, "val"))
             self.epoch += 1
-            record = {"epoch": self.epoch, "step": self.step, **record, "seconds": time.perf_counter() - te}
+            record = {"epoch": self.epoch, "step": self.step, **record,
+                      "seconds": time.perf_counter() - te, "train_seconds": train_seconds}
             self._save(record)
             self.history.append(record)
             self._write_metrics()
