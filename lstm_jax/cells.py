@@ -259,13 +259,14 @@ class PeepholeCell(LSTMCell):
         return self.activation(c_BxH)
 
     def cell_step(self, c_BxH: Array, z_BxGH: Array):
-        """(c, z) -> (c', h', (i, f, o)); elementwise work runs in the carry's dtype."""
-        z = z_BxGH.astype(c_BxH.dtype)
+        """(c, z) -> (c', h', (i, f, o)), all in the carry's dtype (scan needs it to stay put)."""
+        dtype = c_BxH.dtype
+        z = z_BxGH.astype(dtype)
         i = self.gate(z, "i", c_BxH)
         f = self.forget_gate(z, c_BxH, i)
-        c = f * c_BxH + i * self.candidate(z)
+        c = (f * c_BxH + i * self.candidate(z)).astype(dtype)
         o = self.gate(z, "o", c)
-        return c, o * self.squash(c), (i, f, o)
+        return c, (o * self.squash(c)).astype(dtype), tuple(a.astype(dtype) for a in (i, f, o))
 
     def update(self, carry, z_BxGH: Array):
         c, h, _ = self.cell_step(carry[0], z_BxGH)
@@ -369,7 +370,7 @@ class LayerNormLSTMCell(LSTMCell):
 
     LN(v; α) = α ⊙ (v − mean(v)) / sqrt(var(v) + 1e-5). The shifts of the two gate LNs would only
     add to b, so b (which carries the forget bias) stands in for both. Gains α_x, α_h [4H] and
-    α_c [H] start at 1, β_c [H] at 0. Statistics are taken in float32.
+    α_c [H] start at 1, β_c [H] at 0. Statistics are taken in float32 at least.
     """
 
     eps: ClassVar[float] = 1e-5
@@ -385,7 +386,7 @@ class LayerNormLSTMCell(LSTMCell):
     def normalize(self, v_Bx_: Array, blocks: int) -> Array:
         """Zero mean, unit variance over each of ``blocks`` equal blocks of the last axis."""
         shape = v_Bx_.shape
-        v = v_Bx_.astype(jnp.float32).reshape(shape[:-1] + (blocks, shape[-1] // blocks))
+        v = v_Bx_.astype(jnp.promote_types(v_Bx_.dtype, jnp.float32)).reshape(shape[:-1] + (blocks, shape[-1] // blocks))
         v = (v - v.mean(-1, keepdims=True)) * jax.lax.rsqrt(v.var(-1, keepdims=True) + self.eps)
         return v.reshape(shape)
 
@@ -402,7 +403,7 @@ class LayerNormLSTMCell(LSTMCell):
     def update(self, carry, z_BxGH: Array):
         c, _ = carry
         i, f, o, g = self.split_gates(z_BxGH.astype(c.dtype))
-        c = f * c + i * g
+        c = (f * c + i * g).astype(c.dtype)
         h = o * self.activation(self.normalize(c, 1) * self.gain_c[...] + self.shift_c[...])
         return c, h.astype(c.dtype)
 
@@ -441,5 +442,5 @@ class GRUCell(RecurrentCell):
         r, z = jnp.split(self.recurrent_activation(xp[..., :H2] + hu[..., :H2]), 2, axis=-1)
         hn = hu[..., H2:] if self.recurrent_bias is None else hu[..., H2:] + self.recurrent_bias[...]
         n = self.activation(xp[..., H2:] + r * hn)
-        h = (1.0 - z) * n + z * h
+        h = ((1.0 - z) * n + z * h).astype(h.dtype)
         return (h,), h
