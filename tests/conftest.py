@@ -1,0 +1,104 @@
+"""Shared test helpers: float32 JAX, an independent NumPy LSTM, experiment subprocesses."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Callable
+
+import jax
+import numpy as np
+import pytest
+
+# Every test runs in float32 unless it opts into float64 with ``jax.enable_x64(True)`` locally.
+jax.config.update("jax_enable_x64", False)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+NP_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "relu": lambda z: np.maximum(z, 0.0),
+}
+
+
+def np_lstm(x_BxTxD, W_DxGH, U_HxGH, b_GH, activation="tanh", c0_BxH=None, h0_BxH=None):
+    """Plain NumPy LSTM over a whole sequence (no masking), fused gate blocks in order (i, f, o, g).
+
+    i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o); g = act(z_g);
+    c' = f * c + i * g; h' = o * act(c'), with z = x W + h U + b.
+    Returns (h_BxTxH, (c_BxH, h_BxH)) computed in the dtype of the inputs (use float64 for references).
+    """
+    act = NP_ACTIVATIONS[activation]
+    x_BxTxD = np.asarray(x_BxTxD)
+    B, T, _ = x_BxTxD.shape
+    H = U_HxGH.shape[0]
+    dt = np.result_type(x_BxTxD, W_DxGH)
+    c = np.zeros((B, H), dt) if c0_BxH is None else np.asarray(c0_BxH, dt)
+    h = np.zeros((B, H), dt) if h0_BxH is None else np.asarray(h0_BxH, dt)
+    outs = []
+    for t in range(T):
+        z = x_BxTxD[:, t] @ W_DxGH + h @ U_HxGH + b_GH
+        zi, zf, zo, zg = (z[:, k * H : (k + 1) * H] for k in range(4))
+        i, f, o, g = _sigmoid(zi), _sigmoid(zf), _sigmoid(zo), act(zg)
+        c = f * c + i * g
+        h = o * act(c)
+        outs.append(h)
+    return np.stack(outs, axis=1), (c, h)
+
+
+def cell_weights(cell, dtype=np.float64):
+    """(W, U, b) of an LSTMCell as NumPy arrays in ``dtype``."""
+    return (
+        np.asarray(cell.kernel[...], dtype),
+        np.asarray(cell.recurrent_kernel[...], dtype),
+        np.asarray(cell.bias[...], dtype),
+    )
+
+
+@pytest.fixture
+def np_reference():
+    """The NumPy LSTM reference and a weight extractor: ``(np_lstm, cell_weights)``."""
+    return np_lstm, cell_weights
+
+
+def _run_experiment(name: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Runs ``python -m experiments.<name> *args`` from the repository root and captures its output."""
+    return subprocess.run(
+        [sys.executable, "-m", f"experiments.{name}", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _start_experiment(name: str, *args: str) -> subprocess.Popen:
+    """Starts an experiment without waiting, so that several jax start-ups can overlap."""
+    return subprocess.Popen(
+        [sys.executable, "-m", f"experiments.{name}", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.fixture(scope="session")
+def run_experiment():
+    """``run_experiment(name, *flags) -> CompletedProcess`` (text stdout/stderr)."""
+    return _run_experiment
+
+
+@pytest.fixture(scope="session")
+def start_experiment():
+    """``start_experiment(name, *flags) -> Popen``; collect with ``communicate()``."""
+    return _start_experiment

@@ -1,0 +1,171 @@
+"""The experiment front-ends end to end, as subprocesses: outputs, workdirs, resume, flag errors.
+
+Each run pays jax start-up and compilation, so runs are few, started together, and each one is
+checked for everything it can show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import jax
+import pytest
+
+SMALL = ("--epochs=1", "--hidden_size=8")
+BINARY_VARIANTS = {"basic": (), "stacked": ("--stacked",), "bidirectional": ("--bidirectional",)}
+BINARY_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "wall_seconds", "num_devices", "config")
+FORECAST_KEYS = ("val_mse", "wall_seconds", "num_devices", "config")
+
+
+def collect(procs):
+    """Waits for every started process; returns name -> (returncode, stdout, stderr)."""
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        out[name] = (proc.returncode, stdout, stderr)
+    return out
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def snapshot(workdir):
+    """Every file under ``workdir`` with its bytes, to prove a refused run touched nothing."""
+    files = {}
+    for root, _, names in os.walk(workdir):
+        for n in names:
+            p = os.path.join(root, n)
+            with open(p, "rb") as f:
+                files[os.path.relpath(p, workdir)] = f.read()
+    return files
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, start_experiment):
+    """One-epoch runs of every variant, started at once so their start-ups overlap."""
+    base = tmp_path_factory.mktemp("experiments")
+    workdirs = {name: base / f"binary_{name}" for name in BINARY_VARIANTS}
+    workdirs["forecast"] = base / "forecast"
+    procs = {
+        name: start_experiment("binary", *SMALL, *flags, f"--workdir={workdirs[name]}")
+        for name, flags in BINARY_VARIANTS.items()
+    }
+    procs["forecast"] = start_experiment("forecast", *SMALL, f"--workdir={workdirs['forecast']}")
+    results = collect(procs)
+    return {name: (*results[name], workdirs[name]) for name in procs}
+
+
+def assert_finished_run(rc, stdout, stderr, workdir, keys):
+    assert rc == 0, f"exit {rc}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    assert "Traceback" not in stderr
+    assert os.path.isfile(workdir / "metrics.jsonl")
+    assert os.path.isdir(workdir / "checkpoints")
+    assert any(n.isdigit() for n in os.listdir(workdir / "checkpoints"))
+    summary = read_json(workdir / "summary.json")
+    missing = [k for k in keys if k not in summary]
+    assert not missing, f"summary.json lacks {missing}"
+    assert summary["num_devices"] == jax.device_count()
+    assert summary["wall_seconds"] > 0
+    return summary
+
+
+@pytest.mark.parametrize("variant", list(BINARY_VARIANTS))
+def test_binary_runs_end_to_end(runs, variant):
+    rc, stdout, stderr, workdir = runs[variant]
+    summary = assert_finished_run(rc, stdout, stderr, workdir, BINARY_KEYS)
+    m = re.search(r"test accuracy: ([0-9.]+)", stdout)
+    assert m, stdout
+    assert float(m.group(1)) == pytest.approx(summary["test_accuracy"], abs=5e-5)
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and 0.0 <= summary["val_accuracy"] <= 1.0
+    assert [r["epoch"] for r in read_metrics(workdir)] == [1]
+    assert os.path.isdir(workdir / "checkpoints" / "1")
+
+    model = summary["config"]["model"]
+    assert summary["config"]["train"]["epochs"] == 1
+    if variant == "stacked":
+        # The seed's stacked model: LSTM(2h) -> Dropout(0.2) -> LSTM(h).
+        assert model["hidden_size"] == [16, 8] and model["num_layers"] == 2 and model["dropout"] == 0.2
+    else:
+        assert model["hidden_size"] == 8 and model["num_layers"] == 1
+    assert model["bidirectional"] == (variant == "bidirectional")
+
+
+def test_forecast_runs_end_to_end(runs):
+    rc, stdout, stderr, workdir = runs["forecast"]
+    summary = assert_finished_run(rc, stdout, stderr, workdir, FORECAST_KEYS)
+    m = re.search(r"val_mse: (\S+)", stdout)
+    assert m, stdout
+    assert float(m.group(1)) == pytest.approx(summary["val_mse"], rel=1e-3)
+    assert summary["val_mse"] >= 0
+    assert len(summary["first_predictions"]) == 10
+    assert len(re.findall(r"predicted [+-][0-9.]+\s+actual [+-][0-9.]+", stdout)) == 10
+    assert [r["epoch"] for r in read_metrics(workdir)] == [1]
+    assert summary["config"]["model"]["hidden_size"] == 8
+
+
+def test_used_workdir_is_refused_then_resume_continues(runs, tmp_path, run_experiment):
+    rc, _, _, original = runs["basic"]
+    assert rc == 0
+    workdir = tmp_path / "wd"
+    shutil.copytree(original, workdir)
+    before = snapshot(workdir)
+
+    refused = run_experiment("binary", *SMALL, f"--workdir={workdir}")
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), refused.stderr
+    assert "--resume" in lines[0]
+    assert "Traceback" not in refused.stderr + refused.stdout
+    assert snapshot(workdir) == before
+
+    resumed = run_experiment("binary", "--epochs=2", "--hidden_size=8", "--resume", f"--workdir={workdir}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stdout and "test accuracy:" in resumed.stdout
+    # Only epoch 2 is trained: one new epoch line, and each epoch appears once in the metrics.
+    assert len(re.findall(r"^epoch\s+\d+/2", resumed.stdout, re.M)) == 1
+    records = read_metrics(workdir)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[0] == read_metrics(original)[0]
+    summary = read_json(workdir / "summary.json")
+    assert summary["epochs_trained"] == 2
+    assert summary["steps"] == 2 * records[0]["step"]
+
+
+BAD_FLAGS = {
+    "negative_epochs": ("--epochs=-1",),
+    "zero_hidden": ("--hidden_size=0",),
+    "dropout_one": ("--dropout=1.0",),
+    "negative_dropout": ("--dropout=-0.1",),
+    "epochs_not_int": ("--epochs=abc",),
+    "unknown_dataset": ("--dataset=no_such_dataset",),
+    "unknown_flag": ("--no_such_flag=1",),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory, start_experiment):
+    base = tmp_path_factory.mktemp("bad_flags")
+    procs = {name: start_experiment("binary", *flags, f"--workdir={base / name}") for name, flags in BAD_FLAGS.items()}
+    results = collect(procs)
+    return {name: (*results[name], base / name) for name in procs}
+
+
+@pytest.mark.parametrize("case", list(BAD_FLAGS))
+def test_bad_flags_give_one_error_line(bad_flag_runs, case):
+    rc, stdout, stderr, workdir = bad_flag_runs[case]
+    assert rc != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error:"), stderr
+    assert "Traceback" not in stderr + stdout
+    assert not os.path.exists(workdir), "a refused run must not create its workdir"
