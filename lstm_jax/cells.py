@@ -114,13 +114,14 @@ class RecurrentCell(nnx.Module):
         # for its fused kernel, so the init does not depend on the number of gates.
         k_in = jax.random.split(rngs.params(), G)
         k_rec = jax.random.split(rngs.params(), G)
-        self.kernel = nnx.Param(
-            jnp.concatenate([kernel_init(k, (in_features, H), param_dtype) for k in k_in], axis=1)
-        )
-        self.recurrent_kernel = nnx.Param(
-            jnp.concatenate([recurrent_kernel_init(k, (H, H), param_dtype) for k in k_rec], axis=1)
-        )
-        self.bias = nnx.Param(self.init_bias(bias_init(rngs.params(), (G * H,), param_dtype))) if use_bias else None
+        # Initialisers run in at least float32 (orthogonal's QR has no bf16 kernel), then cast.
+        init_dtype = jnp.promote_types(param_dtype, jnp.float32)
+        self.kernel = nnx.Param(jnp.concatenate(
+            [kernel_init(k, (in_features, H), init_dtype) for k in k_in], axis=1).astype(param_dtype))
+        self.recurrent_kernel = nnx.Param(jnp.concatenate(
+            [recurrent_kernel_init(k, (H, H), init_dtype) for k in k_rec], axis=1).astype(param_dtype))
+        self.bias = (nnx.Param(self.init_bias(bias_init(rngs.params(), (G * H,), init_dtype)).astype(param_dtype))
+                     if use_bias else None)
 
     # -- layout -------------------------------------------------------------------------------------
     @property
@@ -166,7 +167,13 @@ class RecurrentCell(nnx.Module):
         return self.step(carry, self.project(x_BxD))
 
     # -- what subclasses define ---------------------------------------------------------------------
-    def initial_carry(self, batch_size: int, dtype=jnp.float32):
+    @property
+    def carry_dtype(self):
+        """The parameters' dtype, widened to at least float32: bf16 cells keep f32 state, f64 stays f64."""
+        return jnp.promote_types(self.recurrent_kernel[...].dtype, jnp.float32)
+
+    def initial_carry(self, batch_size: int, dtype=None):
+        """Zero state for ``batch_size`` rows, in ``dtype`` (default ``carry_dtype``)."""
         raise NotImplementedError
 
     def update(self, carry, z_BxGH: Array):
@@ -192,8 +199,8 @@ class LSTMCell(RecurrentCell):
 
     gates = ("i", "f", "o", "g")
 
-    def initial_carry(self, batch_size: int, dtype=jnp.float32):
-        z = jnp.zeros((batch_size, self.hidden_size), dtype)
+    def initial_carry(self, batch_size: int, dtype=None):
+        z = jnp.zeros((batch_size, self.hidden_size), dtype or self.carry_dtype)
         return (z, z)
 
     def output(self, carry) -> Array:
@@ -273,6 +280,12 @@ class PeepholeCell(LSTMCell):
         return c, h
 
 
+@register("np")
+class NPCell(LSTMCell):
+    """Greff's NP, no peepholes: the standard ``lstm`` under Greff's name, so his eight variants
+    can be listed together. It runs the generic scan path (``lstm`` takes the fast paths)."""
+
+
 @register("nig")
 class NIGCell(PeepholeCell):
     """Greff's NIG, no input gate: i = 1, so c' = f ⊙ c + g. Blocks (f, o, g); peepholes p_f, p_o."""
@@ -344,9 +357,9 @@ class FGRCell(PeepholeCell):
         H = hidden_size
         self.gate_recurrent_kernel = nnx.Param(jnp.zeros((3 * H, 3 * H), self.kernel[...].dtype))
 
-    def initial_carry(self, batch_size: int, dtype=jnp.float32):
+    def initial_carry(self, batch_size: int, dtype=None):
         c, h = super().initial_carry(batch_size, dtype)
-        return c, h, jnp.zeros((batch_size, 3 * self.hidden_size), dtype)
+        return c, h, jnp.zeros((batch_size, 3 * self.hidden_size), c.dtype)
 
     def update(self, carry, z_BxGH: Array):
         c, _, a = carry
@@ -428,8 +441,8 @@ class GRUCell(RecurrentCell):
         has_bias = self.bias is not None
         self.recurrent_bias = nnx.Param(jnp.zeros((hidden_size,), self.kernel[...].dtype)) if has_bias else None
 
-    def initial_carry(self, batch_size: int, dtype=jnp.float32):
-        return (jnp.zeros((batch_size, self.hidden_size), dtype),)
+    def initial_carry(self, batch_size: int, dtype=None):
+        return (jnp.zeros((batch_size, self.hidden_size), dtype or self.carry_dtype),)
 
     def output(self, carry) -> Array:
         return carry[0]

@@ -22,7 +22,7 @@ from lstm_jax.cells import CELLS
 from lstm_jax.models import Classifier, ModelConfig
 from lstm_jax.training import BinaryTask, TrainState, train_step
 
-NAMES = ("lstm", "peephole", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "fgr", "layernorm", "gru")
+NAMES = ("lstm", "np", "peephole", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "fgr", "layernorm", "gru")
 B, T, D, H = 2, 4, 3, 4
 
 
@@ -121,7 +121,7 @@ def ref_gru(P, x):
 
 
 def reference(name, P, x):
-    if name == "lstm":
+    if name in ("lstm", "np"):  # Greff's NP (no peepholes) is the standard LSTM
         return ref_lstm(P, x)
     if name == "layernorm":
         return ref_layernorm(P, x)
@@ -153,7 +153,7 @@ def num_params(module):
 # -- tests --------------------------------------------------------------------------------------------
 
 def test_all_cells_registered():
-    assert set(NAMES) <= set(CELLS)
+    assert set(NAMES) <= set(CELLS) and len(NAMES) == 12
 
 
 @pytest.mark.parametrize("use_bias", [True, False])
@@ -207,9 +207,9 @@ def test_backward_matches_finite_differences(name):
 def param_formula(name, D, H, bias=True):
     """Parameter count of one cell, as tabled in docs/cells.md."""
     b = int(bias)
-    G = {"lstm": 4, "peephole": 4, "niaf": 4, "noaf": 4, "fgr": 4, "layernorm": 4, "gru": 3}.get(name, 3)
+    G = {"lstm": 4, "np": 4, "peephole": 4, "niaf": 4, "noaf": 4, "fgr": 4, "layernorm": 4, "gru": 3}.get(name, 3)
     n = G * H * (D + H) + b * G * H
-    peepholes = {"lstm": 0, "layernorm": 0, "gru": 0, "peephole": 3, "niaf": 3, "noaf": 3, "fgr": 3}.get(name, 2)
+    peepholes = {"lstm": 0, "np": 0, "layernorm": 0, "gru": 0, "peephole": 3, "niaf": 3, "noaf": 3, "fgr": 3}.get(name, 2)
     n += peepholes * H
     n += {"fgr": 9 * H * H, "layernorm": 2 * 4 * H + 2 * H, "gru": b * H}.get(name, 0)
     return n

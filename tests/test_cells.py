@@ -165,3 +165,16 @@ def test_bad_cell_arguments_raise_config_error():
         LSTMCell(D, 0, rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError):
         LSTMCell(0, H, rngs=nnx.Rngs(0))
+
+
+def test_carry_follows_parameter_dtype():
+    """f64 parameters keep an f64 state; bf16 parameters keep an f32 state (never narrower)."""
+    import lstm_jax
+
+    with jax.enable_x64(True):
+        layer = lstm_jax.LSTM(3, 4, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+        h, (c, h_last) = layer(jnp.ones((2, 5, 3), jnp.float64), return_carry=True)
+        assert h.dtype == c.dtype == jnp.float64
+    for name in sorted(lstm_jax.CELLS):
+        cell = lstm_jax.CELLS[name](3, 4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+        assert all(a.dtype == jnp.float32 for a in cell.initial_carry(2)), name
