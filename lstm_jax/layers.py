@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lstm_jax import fast
 from lstm_jax.cells import RecurrentCell, get_cell
 from lstm_jax.errors import ConfigError
 
@@ -67,7 +68,14 @@ class LSTM(nnx.Module):
     [B, T, H], and ``(outputs, final_carry)`` when ``return_carry``. ``cell`` is a registered name
     (see ``lstm_jax.cells.CELLS``) or a cell class; extra keyword arguments go to the cell.
     ``reverse=True`` runs backwards over each row's valid prefix; its outputs stay aligned with the
-    inputs. ``unroll`` is passed to ``lax.scan``.
+    inputs. ``unroll`` is passed to ``lax.scan`` (None: a per-backend default).
+
+    ``impl`` picks how the recurrence runs: ``'scan'`` is the generic ``lax.scan`` of ``cell.step``
+    (every cell); ``'fast'`` is ``lstm_jax.fast`` (the standard ``LSTMCell`` only); ``'cudnn'`` is
+    cuDNN through ``jax.experimental.rnn`` (standard cell with tanh/sigmoid, on a GPU); ``'auto'``
+    takes the fastest one that applies. ``remat=True`` (fast path) recomputes the forward in chunks
+    during the backward pass, so that long sequences train in O(sqrt(T)) activation memory.
+    Pass ``dtype=jnp.bfloat16`` (a cell argument) to compute in bf16; the cell state c stays f32.
     """
 
     def __init__(
@@ -77,17 +85,23 @@ class LSTM(nnx.Module):
         *,
         cell: str | type[RecurrentCell] = "lstm",
         reverse: bool = False,
-        unroll: int = 1,
+        unroll: int | None = None,
+        impl: str = "auto",
+        remat: bool = False,
         rngs: nnx.Rngs,
         **cell_kwargs: Any,
     ):
-        if unroll < 1:
+        if unroll is not None and unroll < 1:
             raise ConfigError(f"unroll must be >= 1, got {unroll}")
+        if impl not in IMPLS:
+            raise ConfigError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
         self.cell = get_cell(cell)(in_features, hidden_size, rngs=rngs, **cell_kwargs)
         self.in_features = in_features
         self.hidden_size = hidden_size
         self.reverse = reverse
         self.unroll = unroll
+        self.remat = remat
+        self.impl = _resolve_impl(impl, self.cell, remat)
 
     @property
     def out_features(self) -> int:
@@ -105,11 +119,51 @@ class LSTM(nnx.Module):
         if self.reverse:
             x_BxTxD = reverse_valid(x_BxTxD, lengths)
         carry = self.initial_carry(B) if initial_carry is None else initial_carry
-        xp = self.cell.project(x_BxTxD)
-        carry, h_BxTxH = scan_cell(self.cell, xp, carry, valid_mask(lengths, T), self.unroll)
+        if self.impl == "scan":
+            xp = self.cell.project(x_BxTxD)
+            unroll = 1 if self.unroll is None else self.unroll
+            carry, h_BxTxH = scan_cell(self.cell, xp, carry, valid_mask(lengths, T), unroll)
+        else:
+            carry, h_BxTxH = self._call_fast(x_BxTxD, lengths, carry)
         if self.reverse:
             h_BxTxH = reverse_valid(h_BxTxH, lengths)
         return (h_BxTxH, carry) if return_carry else h_BxTxH
+
+    def _call_fast(self, x_BxTxD: Array, lengths: Array | None, carry):
+        """The standard cell through ``lstm_jax.fast`` (or cuDNN); same results as ``scan_cell``."""
+        cell = self.cell
+        if self.impl == "cudnn":
+            return fast.cudnn_lstm(cell, x_BxTxD, lengths, carry)
+        # Time-major before the projection, where the feature axis is still narrow.
+        x_TxBxD = jnp.swapaxes(x_BxTxD, 0, 1)
+        mask_TxB = None if lengths is None else valid_mask(lengths, x_BxTxD.shape[1]).T
+        carry, h_TxBxH = fast.lstm_layer(cell, x_TxBxD, carry, mask_TxB, unroll=self.unroll, remat=self.remat)
+        return carry, jnp.swapaxes(h_TxBxH, 0, 1)
+
+
+IMPLS = ("auto", "scan", "fast", "cudnn")
+
+
+def _resolve_impl(impl: str, cell: RecurrentCell, remat: bool) -> str:
+    """'auto' -> the fastest implementation that runs ``cell``; a forced one is checked."""
+    if impl == "auto":
+        if fast.cudnn_supports(cell) and not remat:
+            impl = "cudnn"
+        else:
+            impl = "fast" if fast.supports_cell(cell) else "scan"
+    elif impl == "fast" and not fast.supports_cell(cell):
+        raise ConfigError(
+            f"impl='fast' runs the standard LSTMCell with sigmoid/tanh/relu/linear activations only, "
+            f"not this {type(cell).__name__}; use impl='scan' or 'auto'"
+        )
+    elif impl == "cudnn" and not fast.cudnn_supports(cell):
+        raise ConfigError(
+            "impl='cudnn' needs a CUDA GPU and the standard LSTMCell in float32 with tanh and sigmoid "
+            f"(backend here: {jax.default_backend()}); use impl='auto'"
+        )
+    if remat and impl != "fast":
+        raise ConfigError(f"remat=True is an option of the fast path (the standard LSTMCell), not of impl={impl!r}")
+    return impl
 
 
 class Bidirectional(nnx.Module):

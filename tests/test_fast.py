@@ -1,0 +1,169 @@
+"""The fast paths of the standard cell match the generic scan, forward and gradients."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lstm_jax import fast
+from lstm_jax.errors import ConfigError
+from lstm_jax.layers import LSTM, Bidirectional
+
+B, T, D, H = 6, 13, 5, 8  # T = 13 is no multiple of remat's chunk, so its padding is exercised too
+LENGTHS = np.array([13, 1, 0, 5, 13, 7])
+
+
+def assert_close(actual, expected, tol=1e-5):
+    """Every leaf within ``tol`` of the reference, relative to the leaf's scale (at least 1)."""
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
+        assert a.shape == e.shape
+        scale = max(1.0, float(np.max(np.abs(e), initial=0.0)))
+        assert float(np.max(np.abs(a - e), initial=0.0)) <= tol * scale, (a, e)
+
+
+def inputs(seed=0):
+    k = jax.random.split(jax.random.key(seed), 4)
+    x = jax.random.normal(k[0], (B, T, D))
+    carry = (jax.random.normal(k[1], (B, H)), jax.random.normal(k[2], (B, H)))
+    w_out = jax.random.normal(k[3], (B, T, H))
+    return x, carry, w_out
+
+
+def value_and_grads(layer, x, lengths, carry, w_out):
+    """Outputs, final carry and the gradients of a loss touching all of them, w.r.t. params, x, carry."""
+    graphdef, params = nnx.split(layer)
+
+    def loss(params, x, carry):
+        out, (c, h) = nnx.merge(graphdef, params)(x, lengths, carry, return_carry=True)
+        return jnp.sum(jnp.sin(out) * w_out) + jnp.sum(1.3 * c) + jnp.sum(h * h), (out, c, h)
+
+    (_, aux), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, x, carry)
+    return aux, grads
+
+
+def make(impl, reverse=False, **kw):
+    return LSTM(D, H, impl=impl, reverse=reverse, rngs=nnx.Rngs(0), **kw)
+
+
+# Each option on and off, in pairs that cover every two of them together.
+COMBOS = [(False, False, False), (False, True, True), (True, False, True), (True, True, False)]
+
+
+@pytest.mark.parametrize("reverse,with_lengths,with_carry", COMBOS)
+def test_fast_matches_scan(reverse, with_lengths, with_carry):
+    x, carry, w = inputs()
+    lengths = jnp.asarray(LENGTHS) if with_lengths else None
+    carry = carry if with_carry else None
+    ref = value_and_grads(make("scan", reverse), x, lengths, carry, w)
+    got = value_and_grads(make("fast", reverse), x, lengths, carry, w)
+    assert_close(got, ref)
+
+
+@pytest.mark.parametrize("reverse,with_lengths", [(False, False), (True, True)])
+def test_remat_matches_scan(reverse, with_lengths):
+    x, carry, w = inputs(1)
+    lengths = jnp.asarray(LENGTHS) if with_lengths else None
+    ref = value_and_grads(make("scan", reverse), x, lengths, carry, w)
+    got = value_and_grads(make("fast", reverse, remat=True), x, lengths, carry, w)
+    assert_close(got, ref)
+
+
+@pytest.mark.parametrize("activation,recurrent_activation", [("relu", "sigmoid"), ("linear", "tanh")])
+def test_other_activations_match_scan(activation, recurrent_activation):
+    x, carry, w = inputs(2)
+    kw = dict(activation=activation, recurrent_activation=recurrent_activation)
+    lengths = jnp.asarray(LENGTHS)
+    ref = value_and_grads(make("scan", **kw), 0.5 * x, lengths, carry, w)
+    got = value_and_grads(make("fast", unroll=2, **kw), 0.5 * x, lengths, carry, w)
+    assert_close(got, ref)
+
+
+def test_bf16_keeps_the_cell_state_in_float32():
+    x, carry, w = inputs(3)
+    ref = value_and_grads(make("scan"), x, None, carry, w)
+    layer = make("fast", dtype=jnp.bfloat16)
+    (out, c, h), grads = value_and_grads(layer, x, None, carry, w)
+    assert out.dtype == c.dtype == h.dtype == jnp.float32
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    assert_close((out, c, h), ref[0], tol=5e-2)
+    assert_close(grads, ref[1], tol=1e-1)
+
+
+def test_lstm_scan_alone_matches_a_numpy_lstm(np_reference):
+    np_lstm, cell_weights = np_reference
+    x, _, _ = inputs(4)
+    cell = make("fast").cell
+    W, U, b = cell_weights(cell)
+    xp = jnp.swapaxes(x, 0, 1) @ cell.kernel[...] + cell.bias[...]
+    zeros = jnp.zeros((B, H))
+    (c, h), out = fast.lstm_scan(xp, cell.recurrent_kernel[...], (zeros, zeros))
+    ref_out, (ref_c, ref_h) = np_lstm(np.asarray(x, np.float64), W, U, b)
+    assert_close((jnp.swapaxes(out, 0, 1), c, h), (ref_out, ref_c, ref_h))
+
+
+def test_bidirectional_fast_matches_scan():
+    x, _, w = inputs(5)
+    w = jnp.concatenate([w, -w], axis=-1)
+    lengths = jnp.asarray(LENGTHS)
+    results = []
+    for impl in ("scan", "fast"):
+        layer = Bidirectional.create(D, H, impl=impl, rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(layer)
+
+        def loss(params, x):
+            out, ((cf, hf), (cb, hb)) = nnx.merge(graphdef, params)(x, lengths, return_carry=True)
+            return jnp.sum(jnp.sin(out) * w) + jnp.sum(cf * hb) + jnp.sum(cb - hf), out
+
+        results.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x))
+    assert_close(results[1], results[0])
+
+
+def test_auto_picks_the_fast_path_for_the_standard_cell_only():
+    backend_default = "cudnn" if fast.cudnn_available() else "fast"
+    assert make("auto").impl == backend_default
+    assert make("auto", remat=True).impl == "fast"
+    assert make("auto", activation="gelu").impl == "scan"
+    assert LSTM(D, H, cell="peephole", rngs=nnx.Rngs(0)).impl == "scan"
+    # Subclasses of LSTMCell are ablations: even one with the same maths takes the generic path.
+    assert LSTM(D, H, cell="np", rngs=nnx.Rngs(0)).impl == "scan"
+
+
+def test_bad_impl_is_a_config_error():
+    with pytest.raises(ConfigError, match="impl must be one of"):
+        make("fastest")
+    with pytest.raises(ConfigError, match="impl='fast'"):
+        LSTM(D, H, cell="peephole", impl="fast", rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="remat"):
+        make("scan", remat=True)
+    if not fast.cudnn_available():
+        with pytest.raises(ConfigError, match="impl='cudnn'"):
+            make("cudnn")
+
+
+needs_cudnn = pytest.mark.skipif(not fast.cudnn_available(), reason="needs a CUDA GPU with cuDNN")
+
+
+@needs_cudnn
+@pytest.mark.parametrize("reverse,with_lengths,with_carry", [(False, False, False), (False, True, True), (True, True, False)])
+def test_cudnn_matches_scan(reverse, with_lengths, with_carry):
+    x, carry, w = inputs(6)
+    lengths = jnp.asarray(LENGTHS) if with_lengths else None
+    carry = carry if with_carry else None
+    with jax.default_matmul_precision("highest"):
+        ref = value_and_grads(make("scan", reverse), x, lengths, carry, w)
+        got = value_and_grads(make("cudnn", reverse), x, lengths, carry, w)
+    assert_close(got, ref)
+
+
+@needs_cudnn
+def test_fast_matches_scan_on_gpu():
+    x, carry, w = inputs(7)
+    lengths = jnp.asarray(LENGTHS)
+    with jax.default_matmul_precision("highest"):
+        ref = value_and_grads(make("scan"), x, lengths, carry, w)
+        got = value_and_grads(make("fast"), x, lengths, carry, w)
+    assert_close(got, ref)
