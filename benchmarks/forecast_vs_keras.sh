@@ -26,7 +26,7 @@ if [[ -z "${LSTM_JAX_PYTHON:-}" ]]; then
 fi
 if [[ -z "${KERAS_PYTHON:-}" ]]; then
   KERAS_PYTHON=/tmp/venv-keras/bin/python
-  if ! "$KERAS_PYTHON" -c 'import keras, jax' 2>/dev/null; then
+  if ! KERAS_BACKEND=jax "$KERAS_PYTHON" -c 'import keras, jax' 2>/dev/null; then
     echo "creating /tmp/venv-keras (pip install keras jax)" >&2
     python3 -m venv /tmp/venv-keras
     /tmp/venv-keras/bin/python -m pip install --quiet keras jax
@@ -84,7 +84,7 @@ CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | 
 CORES=$(nproc)
 COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- lstm_jax experiments pyproject.toml || echo ' + uncommitted changes')"
 LSTM_VERSIONS=$("$LSTM_JAX_PYTHON" -c 'import jax, flax; print(f"jax {jax.__version__}, flax {flax.__version__}")')
-KERAS_VERSIONS=$("$KERAS_PYTHON" -c 'import keras, jax; print(f"keras {keras.__version__}, jax {jax.__version__}")')
+KERAS_VERSIONS=$(KERAS_BACKEND=jax "$KERAS_PYTHON" -c 'import keras, jax; print(f"keras {keras.__version__}, jax {jax.__version__}")')
 PYTHON_VERSION=$("$LSTM_JAX_PYTHON" -c 'import platform; print(platform.python_version())')
 export CPU_MODEL CORES COMMIT LSTM_VERSIONS KERAS_VERSIONS PYTHON_VERSION
 
