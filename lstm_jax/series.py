@@ -363,11 +363,13 @@ def detect_season(x_T: np.ndarray, *, max_period: int | None = None, min_acf: fl
         if top > best_acf:
             best_acf = top
             best_lag = next(k for k in candidates if acf[k] >= 0.8 * top)
-            # The plain estimate shrinks by (n - k) / n at lag k, pulling peaks to shorter lags;
-            # the exact lag is read from the unshrunk estimate near the one found.
+            # The exact lag, from the correlation at all its multiples (an error of one step grows
+            # m-fold at the m-th multiple, noise does not), in the estimate that is not shrunk by
+            # (n - k) / n at lag k (which pulls peaks to shorter lags).
             unbiased = acf * len(view) / (len(view) - np.arange(len(acf)))
             lo, hi = max(2, best_lag - best_lag // 10 - 1), min(max_period, best_lag + best_lag // 10 + 1)
-            best_lag = lo + int(np.argmax(unbiased[lo : hi + 1]))
+            scores = [unbiased[k :: k].mean() for k in range(lo, hi + 1)]
+            best_lag = lo + int(np.argmax(scores))
     return best_lag
 
 
