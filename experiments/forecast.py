@@ -34,7 +34,7 @@ from lstm_jax.training import RegressionTask, Trainer, atomic_write, rng_streams
 
 common.define_training_flags(epochs=20, batch_size=32)
 common.define_model_flags(hidden_size=50, activation="tanh")
-flags.DEFINE_integer("window", 50, "Input window length.")
+flags.DEFINE_integer("window", 50, "Input window length (csv: two seasons, or 24 steps without one, unless given).")
 flags.DEFINE_float("val_fraction", 0.2, "Fraction of windows, taken from the end, held out for validation.")
 flags.DEFINE_string("dataset", "sine", "'sine' (the seed program) or 'csv:PATH' (a column of a CSV file).")
 flags.DEFINE_string("column", None, "csv: the column to forecast.")
