@@ -1,19 +1,21 @@
 """Fast paths for the standard ``LSTMCell``, on raw arrays.
 
-The sequence layer hoists the input projection (``xp = x W + b``, one large matmul) and hands the
-recurrence to :func:`lstm_scan`, which keeps only what must be sequential inside ``lax.scan``:
+:func:`lstm` runs a whole layer as one ``jax.custom_vjp``:
 
-* forward, per step: one fused dot ``h U`` [B, H] @ [H, 4H] and one pass of elementwise work over
-  the contiguous gate blocks (i, f, o, g);
-* backward (a ``jax.custom_vjp``), per step: only the dh/dc recursion and ``dz U^T``. The weight
-  gradient ``dU = sum_t h_{t-1}^T dz_t`` is one [H, T*B] @ [T*B, 4H] matmul after the scan, and the
-  layer's autodiff turns ``dxp`` into dW and db as single matmuls over all steps too.
+* forward: the input projection ``x W`` for all steps as one matmul, hoisted out of the scan; per
+  step, one fused dot ``h U`` [B, H] @ [H, 4H] and one pass of elementwise work over the contiguous
+  gate blocks (i, f, o, g);
+* backward: per step, only the dh/dc recursion and ``dz U^T``; the weight gradients dW, dU and db
+  (and dx) are single matmuls over all steps after the scan.
+
+On CPU the cost that matters next to the arithmetic is fresh memory: every call page-faults its
+whole temporary allocation. So the gates overwrite the projected inputs in place, and the gate
+gradients overwrite the gates, one [T, B, 4H] buffer for all three.
 
 Semantics are those of ``layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
-is frozen and the output is zero. Arrays are time-major here: ``xp_TxBxG``, ``mask_TxB``.
-
-Matmuls run in the dtype of ``xp`` and ``U`` (bf16 works); the elementwise work and the cell state
-run in the carry's dtype (float32). On a GPU, :func:`cudnn_lstm` runs the whole layer in cuDNN.
+is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mask_TxB``.
+Matmuls run in the dtype of W and U (bf16 works); the elementwise work and the cell state run in
+the carry's dtype (float32). On a GPU, :func:`cudnn_lstm` runs the whole layer in cuDNN.
 """
 
 from __future__ import annotations
@@ -67,19 +69,25 @@ def _new_c(gates, c):
     return gates[:, H : 2 * H] * c + gates[:, :H] * gates[:, 3 * H :]
 
 
-def _forward(act, rec_act, unroll, save, xp, U, c0, h0, mask):
-    """The forward scan. Returns ((c, h), outputs [T, B, H], residuals or None).
+def _forward(act, rec_act, unroll, save, x, W, b, U, c0, h0, mask):
+    """The forward pass. Returns ((c, h), outputs [T, B, H], residuals or None).
 
-    The residuals are the activated gates [T, B, 4H] (in the compute dtype) and the cell state
-    entering each step [T, B, H].
+    The residuals are the activated gates [T, B, 4H] and the cell state entering each step
+    [T, B, H]. The gates overwrite the projected inputs step by step, in place: the loop carries
+    that buffer instead of stacking a new one, which saves allocating and first-touching T*B*4H
+    floats (on CPU, page faults on fresh memory cost more than the arithmetic).
     """
+    T = x.shape[0]
     H = c0.shape[-1]
     f32 = c0.dtype
+    xp = jnp.dot(x.astype(W.dtype), W)  # the hoisted projection; the bias is added in the step, for free
+    bias = jnp.zeros((4 * H,), f32) if b is None else b.astype(f32)
 
     def body(carry, inputs):
-        c, h = carry
-        xp_t, m_t = inputs
-        z = xp_t.astype(f32) + jnp.dot(h.astype(U.dtype), U, preferred_element_type=f32)
+        c, h, buf = carry
+        t, m_t = inputs
+        xp_t = jax.lax.dynamic_index_in_dim(buf, t, keepdims=False)
+        z = xp_t.astype(f32) + bias + jnp.dot(h.astype(U.dtype), U, preferred_element_type=f32)
         gates = _activate(act, rec_act, z)
         c_new = _new_c(gates, c)
         h_new = gates[:, 2 * H : 3 * H] * act(c_new)
@@ -88,46 +96,52 @@ def _forward(act, rec_act, unroll, save, xp, U, c0, h0, mask):
             m = m_t[:, None]
             c_new, h_new = jnp.where(m, c_new, c), jnp.where(m, h_new, h)
             out = jnp.where(m, out, jnp.zeros_like(out))
-        return (c_new, h_new), ((out, gates.astype(xp_t.dtype), c) if save else out)
+        if save:
+            buf = jax.lax.dynamic_update_index_in_dim(buf, gates.astype(buf.dtype), t, 0)
+        return (c_new, h_new, buf), ((out, c) if save else out)
 
-    (c, h), ys = jax.lax.scan(body, (c0, h0), (xp, mask), unroll=unroll)
+    steps = jnp.arange(T, dtype=jnp.int32)
+    (c, h, buf), ys = jax.lax.scan(body, (c0, h0, xp), (steps, mask), unroll=unroll)
     if save:
-        out, gates, c_prev = ys
-        return (c, h), out, (gates, c_prev)
+        out, c_prev = ys
+        return (c, h), out, (buf, c_prev)
     return (c, h), ys, None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _lstm(act, rec_act, unroll, xp, U, c0, h0, mask):
-    (c, h), out, _ = _forward(act, rec_act, unroll, False, xp, U, c0, h0, mask)
+def _lstm(act, rec_act, unroll, x, W, b, U, c0, h0, mask):
+    (c, h), out, _ = _forward(act, rec_act, unroll, False, x, W, b, U, c0, h0, mask)
     return (c, h), out
 
 
-def _lstm_fwd(act, rec_act, unroll, xp, U, c0, h0, mask):
-    (c, h), out, (gates, c_prev) = _forward(act, rec_act, unroll, True, xp, U, c0, h0, mask)
-    return ((c, h), out), (U, h0, mask, out, gates, c_prev)
+def _lstm_fwd(act, rec_act, unroll, x, W, b, U, c0, h0, mask):
+    (c, h), out, (gates, c_prev) = _forward(act, rec_act, unroll, True, x, W, b, U, c0, h0, mask)
+    return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev)
+
+
+def _dz(act, rec_act, gates, cp, dc, dh):
+    """One step back through the elementwise cell: -> (dz [B, 4H], dc_prev [B, H])."""
+    H = cp.shape[-1]
+    i, f, o, g = (gates[:, k * H : (k + 1) * H] for k in range(4))
+    d_act, d_rec = _GRAD_FROM_OUTPUT[act], _GRAD_FROM_OUTPUT[rec_act]
+    a = act(f * cp + i * g)  # recomputed: cheaper than saving another [T, B, H]
+    dc = dc + dh * o * d_act(a)
+    dz = jnp.concatenate([dc * g * d_rec(i), dc * cp * d_rec(f), dh * a * d_rec(o), dc * i * d_act(g)], axis=-1)
+    return dz, dc * f
 
 
 def _lstm_bwd(act, rec_act, unroll, res, cotangents):
-    U, h0, mask, out, gates, c_prev = res
+    x, W, b, U, h0, mask, out, gates, c_prev = res
     (dc_T, dh_T), dout = cotangents
-    H = h0.shape[-1]
+    T, B, G = gates.shape
+    H = G // 4
     f32 = c_prev.dtype
-    d_act, d_rec = _GRAD_FROM_OUTPUT[act], _GRAD_FROM_OUTPUT[rec_act]
     U_t = U.T  # transposed once, so each step's dz U^T is a plain row-major dot
 
     def body(carry, inputs):
-        dc, dh = carry
-        gates_t, cp_t, dout_t, m_t = inputs
-        gates_t = gates_t.astype(f32)
-        ifo, g = gates_t[:, : 3 * H], gates_t[:, 3 * H :]
-        i, f, o = ifo[:, :H], ifo[:, H : 2 * H], ifo[:, 2 * H :]
-        a = act(_new_c(gates_t, cp_t))  # recomputed: cheaper than saving another [T, B, H]
-        dh_t = dh + dout_t
-        dc_t = dc + dh_t * o * d_act(a)
-        d_ifo = jnp.concatenate([dc_t * g, dc_t * cp_t, dh_t * a], axis=-1) * d_rec(ifo)
-        dz = jnp.concatenate([d_ifo, dc_t * i * d_act(g)], axis=-1)
-        dc_prev = dc_t * f
+        dc, dh, buf, gates_t = carry
+        t, cp_t, dout_t, m_t = inputs
+        dz, dc_prev = _dz(act, rec_act, gates_t.astype(f32), cp_t, dc, dh + dout_t)
         if m_t is not None:
             # Past its length a row's step was the identity on the carry, with a zero output.
             m = m_t[:, None]
@@ -137,22 +151,34 @@ def _lstm_bwd(act, rec_act, unroll, res, cotangents):
         dh_prev = jnp.dot(dz, U_t, preferred_element_type=f32)
         if m_t is not None:
             dh_prev = dh_prev + jnp.where(m, jnp.zeros_like(dh), dh)
-        return (dc_prev, dh_prev), dz
+        # dz overwrites its step's gates in place (see _forward). The next step's gates are read
+        # after that write and carried: XLA would copy the whole buffer if a read could follow it.
+        buf = jax.lax.dynamic_update_index_in_dim(buf, dz.astype(buf.dtype), t, 0)
+        gates_next = jax.lax.dynamic_index_in_dim(buf, jnp.maximum(t - 1, 0), keepdims=False)
+        return (dc_prev, dh_prev, buf, gates_next), None
 
-    (dc0, dh0), dz = jax.lax.scan(body, (dc_T, dh_T), (gates, c_prev, dout, mask), reverse=True, unroll=unroll)
-    # dU = sum_t h_{t-1}^T dz_t as one matmul. At a valid step t the previous output equals the
-    # previous carry (the valid region is a prefix); at the other steps dz is zero.
-    h_prev = jnp.concatenate([h0[None], out[:-1]], axis=0).astype(U.dtype)
-    T, B, G = dz.shape
-    dU = jnp.dot(h_prev.reshape(T * B, H).T, dz.reshape(T * B, G), preferred_element_type=f32)
-    return dz.astype(gates.dtype), dU.astype(U.dtype), dc0, dh0, None
+    steps = jnp.arange(T, dtype=jnp.int32)
+    init = (dc_T, dh_T, gates, gates[T - 1])
+    (dc0, dh0, dz, _), _ = jax.lax.scan(body, init, (steps, c_prev, dout, mask), reverse=True, unroll=unroll)
+    # The weight gradients as single matmuls over all steps. At a valid step t the previous output
+    # equals the previous carry h (the valid region is a prefix); at the other steps dz is zero.
+    dz2 = dz.reshape(T * B, G)
+    h_prev = jnp.concatenate([h0[None], out[:-1]], axis=0).reshape(T * B, H).astype(U.dtype)
+    x2 = x.reshape(T * B, -1).astype(W.dtype)
+    dU = jnp.dot(h_prev.T, dz2.astype(U.dtype), preferred_element_type=f32).astype(U.dtype)
+    dW = jnp.dot(x2.T, dz2.astype(W.dtype), preferred_element_type=f32).astype(W.dtype)
+    db = None if b is None else jnp.sum(dz2.astype(f32), axis=0).astype(b.dtype)
+    dx = jnp.dot(dz2.astype(W.dtype), W.T, preferred_element_type=f32).reshape(x.shape).astype(x.dtype)
+    return dx, dW, db, dU, dc0, dh0, None
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
-def lstm_scan(
-    xp_TxBxG: Array,
+def lstm(
+    x_TxBxD: Array,
+    W_DxG: Array,
+    b_G: Array | None,
     U_HxG: Array,
     carry: tuple[Array, Array],
     mask_TxB: Array | None = None,
@@ -161,19 +187,20 @@ def lstm_scan(
     recurrent_activation: Callable = jax.nn.sigmoid,
     unroll: int | None = None,
 ):
-    """The LSTM recurrence over projected inputs. Returns (final (c, h), outputs [T, B, H]).
+    """The standard LSTM over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
-    ``xp_TxBxG`` holds ``x W + b`` with gate blocks (i, f, o, g); ``carry`` is ``(c, h)``, each
-    [B, H], in the dtype the elementwise work and the outputs use (float32). ``mask_TxB`` marks the
-    valid steps (a prefix of each row). ``activation`` and ``recurrent_activation`` must be among
-    sigmoid, tanh, relu and linear (``lstm_jax.cells.ACTIVATIONS``).
+    ``W_DxG``, ``b_G`` and ``U_HxG`` hold the gate blocks (i, f, o, g), as ``LSTMCell`` does; the
+    dtype of W and U is the matmul dtype (bf16 works). ``carry`` is ``(c, h)``, each [B, H], in the
+    dtype of the elementwise work and the outputs (float32). ``mask_TxB`` marks the valid steps
+    (a prefix of each row). The activations must be among sigmoid, tanh, relu and linear
+    (``lstm_jax.cells.ACTIVATIONS``).
     """
     if not supports(activation, recurrent_activation):
-        raise ValueError("lstm_scan supports the activations sigmoid, tanh, relu and linear only")
+        raise ValueError("the fast LSTM supports the activations sigmoid, tanh, relu and linear only")
     c0, h0 = carry
     h0 = h0.astype(c0.dtype)
     unroll = default_unroll() if unroll is None else unroll
-    return _lstm(activation, recurrent_activation, unroll, xp_TxBxG, U_HxG, c0, h0, mask_TxB)
+    return _lstm(activation, recurrent_activation, unroll, x_TxBxD, W_DxG, b_G, U_HxG, c0, h0, mask_TxB)
 
 
 # -- the standard cell as a layer ------------------------------------------------------------------
@@ -192,12 +219,6 @@ def _weights(cell):
     return cast(cell.kernel[...]), b, cast(cell.recurrent_kernel[...])
 
 
-def _project(x, W, b):
-    """``LSTMCell.project`` on raw arrays."""
-    xp = x.astype(W.dtype) @ W
-    return xp if b is None else xp + b.astype(xp.dtype)
-
-
 def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, unroll: int | None = None,
                remat: bool = False):
     """The standard ``LSTMCell`` over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
@@ -208,7 +229,7 @@ def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, un
     W, b, U = _weights(cell)
     kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation, unroll=unroll)
     if not remat:
-        return lstm_scan(_project(x_TxBxD, W, b), U, carry, mask_TxB, **kw)
+        return lstm(x_TxBxD, W, b, U, carry, mask_TxB, **kw)
     return _remat_scan(x_TxBxD, W, b, U, carry, mask_TxB, kw)
 
 
@@ -227,8 +248,7 @@ def _remat_scan(x_TxBxD, W, b, U, carry, mask_TxB, kw):
 
     @jax.checkpoint
     def chunk(carry, x_KxBxD, m_KxB, W, b, U):
-        # Projected per chunk, so not even xp [T, B, 4H] is kept for the backward pass.
-        return lstm_scan(_project(x_KxBxD, W, b), U, carry, m_KxB, **kw)
+        return lstm(x_KxBxD, W, b, U, carry, m_KxB, **kw)
 
     def body(carry, inputs):
         x_c, m_c = inputs
