@@ -59,7 +59,11 @@ def define_model_flags(*, hidden_size: int, activation: str) -> None:
     flags.DEFINE_integer("num_layers", 1, "Recurrent layers in the stack.")
     flags.DEFINE_float("dropout", 0.0, "Dropout between stacked layers, in [0, 1).")
     flags.DEFINE_string("activation", activation, "Cell activation: tanh, relu, ...")
-    flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor.")
+    flags.DEFINE_integer("unroll", None, "lax.scan unroll factor (default: chosen per backend).")
+    flags.DEFINE_float("input_dropout", 0.0, "Dropout on each recurrent layer's input, in [0, 1).")
+    flags.DEFINE_float("recurrent_dropout", 0.0, "Dropout on the h feeding each recurrence, in [0, 1).")
+    flags.DEFINE_enum("dropout_mode", "variational", ["variational", "per_step"],
+                      "Input/recurrent dropout masks: one per sequence (Gal & Ghahramani) or new each step.")
 
 
 def default_workdir(name: str) -> str:

@@ -156,9 +156,16 @@ class RecurrentCell(nnx.Module):
         h, u = self._cast(h_BxH, self.recurrent_kernel[...])
         return h @ u
 
-    def step(self, carry, xp_BxGH: Array):
-        """One step: (carry, projected input) -> (new carry, output h [B, H])."""
-        z = xp_BxGH + self.recurrent(self.output(carry)).astype(xp_BxGH.dtype)
+    def step(self, carry, xp_BxGH: Array, h_mask_BxH: Array | None = None):
+        """One step: (carry, projected input) -> (new carry, output h [B, H]).
+
+        ``h_mask_BxH`` (recurrent dropout, already scaled) multiplies the h that enters the
+        recurrent matmul; the carried state itself is never masked.
+        """
+        h = self.output(carry)
+        if h_mask_BxH is not None:
+            h = h * h_mask_BxH
+        z = xp_BxGH + self.recurrent(h).astype(xp_BxGH.dtype)
         carry = self.update(carry, z)
         return carry, self.output(carry)
 
@@ -447,11 +454,11 @@ class GRUCell(RecurrentCell):
     def output(self, carry) -> Array:
         return carry[0]
 
-    def step(self, carry, xp_BxGH: Array):
+    def step(self, carry, xp_BxGH: Array, h_mask_BxH: Array | None = None):
         (h,) = carry
         H2 = 2 * self.hidden_size
         xp = xp_BxGH.astype(h.dtype)
-        hu = self.recurrent(h).astype(h.dtype)
+        hu = self.recurrent(h if h_mask_BxH is None else h * h_mask_BxH).astype(h.dtype)
         r, z = jnp.split(self.recurrent_activation(xp[..., :H2] + hu[..., :H2]), 2, axis=-1)
         hn = hu[..., H2:] if self.recurrent_bias is None else hu[..., H2:] + self.recurrent_bias[...]
         n = self.activation(xp[..., H2:] + r * hn)

@@ -39,25 +39,43 @@ def reverse_valid(x_BxTx_: Array, lengths_B: Array | None) -> Array:
     return jnp.take_along_axis(x_BxTx_, idx, axis=1)
 
 
-def scan_cell(cell: RecurrentCell, xp_BxTxG: Array, carry, mask_BxT: Array | None, unroll: int = 1):
-    """Runs ``cell.step`` over time. Returns (final carry, outputs [B, T, H])."""
-    xs = jnp.swapaxes(xp_BxTxG, 0, 1)
-    if mask_BxT is None:
+DROPOUT_MODES = ("variational", "per_step")
 
-        def body(carry, xp_BxG):
-            return cell.step(carry, xp_BxG)
 
-        carry, h_TxBxH = jax.lax.scan(body, carry, xs, unroll=unroll)
-    else:
+def dropout_mask(key: Array, shape: tuple[int, ...], rate: float, dtype=jnp.float32) -> Array:
+    """An inverted-dropout mask: 0 with probability ``rate``, else 1 / (1 - rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return keep.astype(dtype) / (1.0 - rate)
 
-        def body(carry, inputs):
-            xp_BxG, m_B = inputs
-            new, h = cell.step(carry, xp_BxG)
-            m = m_B[:, None]
+
+def scan_cell(cell: RecurrentCell, xp_BxTxG: Array, carry, mask_BxT: Array | None, unroll: int = 1, *,
+              recurrent_dropout: float = 0.0, key: Array | None = None, variational: bool = True):
+    """Runs ``cell.step`` over time. Returns (final carry, outputs [B, T, H]).
+
+    With ``recurrent_dropout`` and a ``key``, the h entering the recurrent matmul is masked: one
+    [B, H] mask for the whole sequence when ``variational`` (Gal & Ghahramani 2016), else a fresh
+    mask at step t drawn inside the scan from ``fold_in(key, t)``.
+    """
+    B, T = xp_BxTxG.shape[:2]
+    H = cell.hidden_size
+    dropping = key is not None and recurrent_dropout > 0.0
+    h_mask = dropout_mask(key, (B, H), recurrent_dropout, cell.carry_dtype) if dropping and variational else None
+    xs = {"xp": jnp.swapaxes(xp_BxTxG, 0, 1), "t": jnp.arange(T)}
+    if mask_BxT is not None:
+        xs["valid"] = jnp.swapaxes(mask_BxT, 0, 1)
+
+    def body(carry, x):
+        m_h = h_mask
+        if dropping and not variational:
+            m_h = dropout_mask(jax.random.fold_in(key, x["t"]), (B, H), recurrent_dropout, cell.carry_dtype)
+        new, h = cell.step(carry, x["xp"], m_h)
+        if "valid" in x:
+            m = x["valid"][:, None]
             new = jax.tree.map(lambda n, o: jnp.where(m, n, o), new, carry)
-            return new, jnp.where(m, h, jnp.zeros_like(h))
+            h = jnp.where(m, h, jnp.zeros_like(h))
+        return new, h
 
-        carry, h_TxBxH = jax.lax.scan(body, carry, (xs, jnp.swapaxes(mask_BxT, 0, 1)), unroll=unroll)
+    carry, h_TxBxH = jax.lax.scan(body, carry, xs, unroll=unroll)
     return carry, jnp.swapaxes(h_TxBxH, 0, 1)
 
 
@@ -76,6 +94,12 @@ class LSTM(nnx.Module):
     takes the fastest one that applies. ``remat=True`` (fast path) recomputes the forward in chunks
     during the backward pass, so that long sequences train in O(sqrt(T)) activation memory.
     Pass ``dtype=jnp.bfloat16`` (a cell argument) to compute in bf16; the cell state c stays f32.
+
+    Dropout, active only when the call gets a ``key``: ``input_dropout`` on x and
+    ``recurrent_dropout`` on the h that feeds the recurrence (never on the carried state). With
+    ``dropout_mode='variational'`` (default; Gal & Ghahramani 2016) each sequence keeps one mask for
+    all its steps; with ``'per_step'`` every step draws new masks (recurrent ones from
+    ``fold_in(key, t)`` inside the scan). Recurrent dropout runs on the scan path.
     """
 
     def __init__(
@@ -88,11 +112,23 @@ class LSTM(nnx.Module):
         unroll: int | None = None,
         impl: str = "auto",
         remat: bool = False,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        dropout_mode: str = "variational",
         rngs: nnx.Rngs,
         **cell_kwargs: Any,
     ):
         if unroll is not None and unroll < 1:
             raise ConfigError(f"unroll must be >= 1, got {unroll}")
+        for name, rate in (("input_dropout", input_dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {rate}")
+        if dropout_mode not in DROPOUT_MODES:
+            raise ConfigError(f"dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {dropout_mode!r}")
+        if recurrent_dropout > 0.0 and impl == "auto":
+            impl = "scan"  # the fused paths have no hook for a mask inside their recurrence
+        elif recurrent_dropout > 0.0 and impl != "scan":
+            raise ConfigError(f"recurrent_dropout runs on impl='scan' (or 'auto'), not {impl!r}")
         if impl not in IMPLS:
             raise ConfigError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
         self.cell = get_cell(cell)(in_features, hidden_size, rngs=rngs, **cell_kwargs)
@@ -101,6 +137,9 @@ class LSTM(nnx.Module):
         self.reverse = reverse
         self.unroll = unroll
         self.remat = remat
+        self.input_dropout = input_dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.dropout_mode = dropout_mode
         self.impl = _resolve_impl(impl, self.cell, remat)
 
     @property
@@ -114,15 +153,22 @@ class LSTM(nnx.Module):
         """The last valid step's output [B, H], read from a final carry."""
         return self.cell.output(carry)
 
-    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None, return_carry: bool = False):
-        B, T, _ = x_BxTxD.shape
+    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None, return_carry: bool = False,
+                 *, key: Array | None = None):
+        B, T, D = x_BxTxD.shape
         if self.reverse:
             x_BxTxD = reverse_valid(x_BxTxD, lengths)
         carry = self.initial_carry(B) if initial_carry is None else initial_carry
+        variational = self.dropout_mode == "variational"
+        if key is not None and self.input_dropout > 0.0:
+            shape = (B, 1, D) if variational else (B, T, D)
+            x_BxTxD = x_BxTxD * dropout_mask(jax.random.fold_in(key, 0), shape, self.input_dropout, x_BxTxD.dtype)
         if self.impl == "scan":
             xp = self.cell.project(x_BxTxD)
             unroll = 1 if self.unroll is None else self.unroll
-            carry, h_BxTxH = scan_cell(self.cell, xp, carry, valid_mask(lengths, T), unroll)
+            carry, h_BxTxH = scan_cell(
+                self.cell, xp, carry, valid_mask(lengths, T), unroll, recurrent_dropout=self.recurrent_dropout,
+                key=None if key is None else jax.random.fold_in(key, 1), variational=variational)
         else:
             carry, h_BxTxH = self._call_fast(x_BxTxD, lengths, carry)
         if self.reverse:
@@ -198,10 +244,12 @@ class Bidirectional(nnx.Module):
         """[B, 2H]: the forward state after the last valid step beside the backward one after step 0."""
         return jnp.concatenate([self.forward.final_output(carry[0]), self.backward.final_output(carry[1])], -1)
 
-    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None, return_carry: bool = False):
+    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None, return_carry: bool = False,
+                 *, key: Array | None = None):
         cf, cb = (None, None) if initial_carry is None else initial_carry
-        hf, cf = self.forward(x_BxTxD, lengths, cf, return_carry=True)
-        hb, cb = self.backward(x_BxTxD, lengths, cb, return_carry=True)
+        kf, kb = (None, None) if key is None else jax.random.split(key)
+        hf, cf = self.forward(x_BxTxD, lengths, cf, return_carry=True, key=kf)
+        hb, cb = self.backward(x_BxTxD, lengths, cb, return_carry=True, key=kb)
         h = jnp.concatenate([hf, hb], axis=-1)
         return (h, (cf, cb)) if return_carry else h
 
@@ -274,8 +322,9 @@ class LSTMStack(nnx.Module):
         carries = []
         h = x_BxTxD
         for k, layer in enumerate(self.layers):
+            between, inside = (None, None) if keys[k] is None else jax.random.split(keys[k])
             if k > 0:
-                h = dropout(h, self.dropout, keys[k])
-            h, carry = layer(h, lengths, inits[k], return_carry=True)
+                h = dropout(h, self.dropout, between)
+            h, carry = layer(h, lengths, inits[k], return_carry=True, key=inside)
             carries.append(carry)
         return (h, tuple(carries)) if return_carry else h

@@ -15,7 +15,7 @@ from flax import nnx
 
 from lstm_jax.cells import get_activation, get_cell
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import LSTMStack
+from lstm_jax.layers import DROPOUT_MODES, LSTMStack
 
 Array = jax.Array
 
@@ -36,12 +36,15 @@ class ModelConfig:
     hidden_size: int | tuple[int, ...] = 50
     num_layers: int = 1
     bidirectional: bool = False
-    dropout: float = 0.0
+    dropout: float = 0.0  # between stacked layers
+    input_dropout: float = 0.0  # on each layer's input, inside the layer
+    recurrent_dropout: float = 0.0  # on the h that feeds each recurrence
+    dropout_mode: str = "variational"  # input/recurrent masks: one per sequence, or "per_step"
     activation: str = "tanh"
     recurrent_activation: str = "sigmoid"
     forget_bias: float = 1.0
     pooling: str = "last"
-    unroll: int = 1
+    unroll: int | None = None  # lax.scan unroll; None: a per-backend default
 
     def __post_init__(self):
         if isinstance(self.hidden_size, Sequence):
@@ -59,8 +62,13 @@ class ModelConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.unroll < 1:
+        if self.unroll is not None and self.unroll < 1:
             raise ConfigError(f"unroll must be >= 1, got {self.unroll}")
+        for name in ("input_dropout", "recurrent_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.dropout_mode not in DROPOUT_MODES:
+            raise ConfigError(f"dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {self.dropout_mode!r}")
         get_cell(self.cell)
         get_activation(self.activation)
         get_activation(self.recurrent_activation)
@@ -79,6 +87,9 @@ class ModelConfig:
             dropout=self.dropout,
             cell=self.cell,
             unroll=self.unroll,
+            input_dropout=self.input_dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            dropout_mode=self.dropout_mode,
             activation=self.activation,
             recurrent_activation=self.recurrent_activation,
             forget_bias=self.forget_bias,
