@@ -8,7 +8,8 @@ The forecasting recipe (``transform_candidates``, ``block_forecast``) in short:
 * The last ``test_size`` points are the test; every transform and every choice below sees only
   the training part before them.
 * The season comes from ``--season`` or from the autocorrelation of the (detrended) training part.
-* Transforms must extrapolate: differencing (seasonal when there is a season), log, standard scaling.
+* Transforms must extrapolate: differencing (seasonal when there is a season), removal of the
+  mean seasonal profile, log, standard scaling.
   ``transform_candidates`` offers one undifferenced and one differenced chain (log or not, judged
   by model-free stand-ins on a validation span at the end of the training part); the experiment
   trains a model on each and keeps the one that forecasts that validation span better.
@@ -214,6 +215,38 @@ class Difference(Transform):
         return x[self.lag:]
 
 
+class Deseason(Transform):
+    """Subtracts the training mean of each phase of the season (``x[t] - mean_k x[k]`` over ``k = t mod season``).
+
+    Phases count from the first value, so every series passed in must start where the training
+    part started (a history, or the training part itself). What remains is the anomaly, which a
+    model can forecast towards zero at long horizons, as a climatology does.
+    """
+
+    def __init__(self, season: int):
+        if season < 2:
+            raise ConfigError(f"deseason needs a season >= 2, got {season}")
+        self.season = int(season)
+        self.name = f"deseason{season}"
+        self.means = None
+
+    def fit(self, x_T):
+        x_T = np.asarray(x_T, np.float64)
+        if len(x_T) < self.season:
+            raise DataError(f"deseasoning needs one season ({self.season}) of training values, got {len(x_T)}")
+        phase = np.arange(len(x_T)) % self.season
+        self.means = np.array([x_T[phase == k].mean() for k in range(self.season)])
+        return self
+
+    def forward(self, x_T):
+        x_T = np.asarray(x_T, np.float64)
+        return x_T - self.means[np.arange(len(x_T)) % self.season]
+
+    def inverse(self, z_H, history):
+        z_H = np.asarray(z_H, np.float64)
+        return z_H + self.means[(len(history) + np.arange(len(z_H))) % self.season]
+
+
 class Standard(Transform):
     """``(x - mean) / std`` with the training part's mean and std: linear, so it extrapolates."""
 
@@ -291,7 +324,7 @@ class Chain(Transform):
         return x
 
 
-TRANSFORM_NAMES = ("none", "log", "diff", "sdiff", "diffK (e.g. diff12)", "standard", "minmax")
+TRANSFORM_NAMES = ("none", "log", "diff", "sdiff", "diffK (e.g. diff12)", "deseason", "standard", "minmax")
 
 
 def parse_transform(spec: str, season: int = 1) -> Chain:
@@ -307,6 +340,10 @@ def parse_transform(spec: str, season: int = 1) -> Chain:
             out.append(Standard())
         elif p == "minmax":
             out.append(MinMax())
+        elif p == "deseason":
+            if season < 2:
+                raise ConfigError("the transform deseason needs a season >= 2 (give --season or let it be detected)")
+            out.append(Deseason(season))
         elif p == "sdiff":
             if season < 2:
                 raise ConfigError("the transform sdiff needs a season >= 2 (give --season or let it be detected)")
@@ -447,7 +484,8 @@ def transform_candidates(train_T: np.ndarray, season: int, val_size: int) -> lis
     Two kinds, each scored by how well a model-free stand-in forecasts the last ``val_size``
     values from the rest (MAE, original units):
 
-    * level (``standard``): the mean seasonal profile, what an undifferenced model tends to;
+    * level (``deseason,standard``, or ``standard`` without a season): the mean seasonal
+      profile, what a model of the anomalies from it tends to at long horizons;
     * differenced (``sdiff,standard``, or ``diff,standard`` without a season): the last season
       plus the mean drift, what a model of differences tends to.
 
@@ -464,7 +502,8 @@ def transform_candidates(train_T: np.ndarray, season: int, val_size: int) -> lis
     logs = [False, True] if fit.min() > 0 and train_T.max() >= 2 * train_T.min() else [False]
     diff_name = "sdiff" if season > 1 else "diff"
     out = []
-    for kind, stand_in in (("standard", _profile_forecast), (f"{diff_name},standard", _drift_forecast)):
+    level_name = "deseason,standard" if season > 1 else "standard"
+    for kind, stand_in in ((level_name, _profile_forecast), (f"{diff_name},standard", _drift_forecast)):
         best = None
         for use_log in logs:
             f = np.log(fit) if use_log else fit

@@ -92,7 +92,8 @@ def test_every_transform_chain_inverts_exactly():
     t = np.arange(120)
     x_T = 50 + 0.3 * t + 5 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.5, 120)
     train_T, rest_T = x_T[:100], x_T[100:]
-    for spec in ("standard", "minmax", "log", "diff,standard", "sdiff,standard", "log,diff,sdiff,standard"):
+    for spec in ("standard", "minmax", "log", "diff,standard", "sdiff,standard", "deseason,standard",
+                 "log,diff,sdiff,standard", "log,deseason,diff,standard"):
         chain = series.parse_transform(spec, season=12).fit(train_T)
         z_T = chain.forward(x_T)
         assert len(z_T) == len(x_T) - chain.drops
@@ -113,11 +114,20 @@ def test_transforms_are_fitted_on_the_training_part_only():
     assert mm.forward(np.array([7.0]))[0] == pytest.approx(2.0)
 
 
+def test_deseason_removes_the_training_profile_and_continues_its_phase():
+    train_T = np.array([1.0, 10.0, 3.0, 12.0])  # phase means 2 and 11
+    chain = series.parse_transform("deseason", season=2).fit(train_T)
+    assert chain.forward(train_T).tolist() == [-1, -1, 1, 1]
+    # Three steps after a history of 5 values: phases 1, 0, 1.
+    assert chain.inverse(np.zeros(3), np.zeros(5)).tolist() == [11, 2, 11]
+
+
 def test_transform_errors():
     with pytest.raises(ConfigError, match="unknown transform"):
         series.parse_transform("boxcox")
-    with pytest.raises(ConfigError, match="needs a season"):
-        series.parse_transform("sdiff", season=1)
+    for spec in ("sdiff", "deseason"):
+        with pytest.raises(ConfigError, match="needs a season"):
+            series.parse_transform(spec, season=1)
     with pytest.raises(DataError, match="positive"):
         series.parse_transform("log").fit(np.array([1.0, 0.0, 2.0]))
 
@@ -129,8 +139,10 @@ def test_transform_candidates_difference_a_trend_and_keep_a_stationary_level():
     trending = series.transform_candidates(100 + 2 * t + season + rng.normal(0, 1, 240), 12, 24)
     assert trending[0].spec == "sdiff,standard"
     stationary = series.transform_candidates(100 + season + rng.normal(0, 3, 240), 12, 24)
-    assert stationary[0].spec == "standard"
-    assert {c.spec for c in stationary} == {"standard", "sdiff,standard"}
+    assert stationary[0].spec == "deseason,standard"
+    assert {c.spec for c in stationary} == {"deseason,standard", "sdiff,standard"}
+    no_season = series.transform_candidates(100 + 2 * t + rng.normal(0, 1, 240), 1, 24)
+    assert [c.spec for c in no_season] == ["diff,standard", "standard"]
 
 
 # -- season, baselines, metrics, multi-step -------------------------------------------------------
