@@ -91,6 +91,23 @@ def initialize_distributed() -> None:
         sys.stdout = open(os.devnull, "w")  # one report per job; errors still reach stderr
 
 
+def enable_compilation_cache() -> None:
+    """Keeps compiled XLA programs across runs, so a second run skips most compilation.
+
+    The folder is $LSTM_JAX_COMPILATION_CACHE (default ~/.cache/lstm_jax/xla); set it to 0 to
+    switch the cache off.
+    """
+    path = os.environ.get("LSTM_JAX_COMPILATION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lstm_jax", "xla"))
+    if path in ("", "0"):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    # Small programs too: model initialisation runs many of them op by op.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -112,6 +129,7 @@ def run(main: Callable[[list[str]], None]) -> None:
             logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        enable_compilation_cache()
         try:
             initialize_distributed()
             main(argv)

@@ -41,8 +41,9 @@ class Checkpointer:
                     policies.BestN(get_metric_fn=lambda m: m[metric], reverse=(mode == "min"), n=1),
                 ]
             ),
-            # Each epoch's checkpoint is small; writing it synchronously keeps "saved" meaning saved.
-            enable_async_checkpointing=False,
+            # Writing overlaps the next epoch; wait() (called before any restore and at the end of a
+            # run) makes "saved" mean saved. A save cut short never replaces the last complete one.
+            enable_async_checkpointing=True,
             create=not read_only,
             read_only=read_only,
         )
@@ -60,19 +61,26 @@ class Checkpointer:
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
             metrics={self.metric: float(meta[self.metric])},
         )
+
+    def wait(self) -> None:
+        """Blocks until every save has reached the disk."""
         self._manager.wait_until_finished()
 
     def all_steps(self) -> list[int]:
+        self.wait()
         return list(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
+        self.wait()
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
+        self.wait()
         return self._manager.best_step()
 
     def restore(self, step: int, like: Any) -> tuple[Any, dict[str, Any]]:
         """Restores ``step`` into the structure, shapes and dtypes of ``like``. Returns (state, meta)."""
+        self.wait()
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
             out = self._manager.restore(
@@ -90,4 +98,5 @@ class Checkpointer:
         return state, meta
 
     def close(self) -> None:
+        self.wait()
         self._manager.close()

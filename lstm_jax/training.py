@@ -356,6 +356,14 @@ class Trainer:
         return np.concatenate(outs)[: len(split)]
 
     def train_epoch(self) -> dict[str, float]:
+        """One pass over the shuffled training split. Returns the epoch's train metrics."""
+        try:
+            return self._train_epoch()
+        except NonFiniteError:
+            self.ckpt.wait()  # the last good checkpoint must be whole before we stop
+            raise
+
+    def _train_epoch(self) -> dict[str, float]:
         train = self.data.train
         key = jax.random.fold_in(self.streams["shuffle"], self.epoch)
         order = np.asarray(jax.random.permutation(key, len(train)))
