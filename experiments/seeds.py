@@ -54,8 +54,9 @@ def extra_flags() -> list[str]:
 
 def run_one(seed: Seed, parent: str) -> dict:
     """Runs one program to completion; returns its row of the table."""
-    shown = ["python", "-m", seed.module, *seed.flags, *extra_flags()]
-    argv = [sys.executable, "-m", seed.module, *seed.flags, *extra_flags(), f"--workdir={os.path.join(parent, seed.name)}"]
+    args = ["-m", seed.module, *seed.flags, *extra_flags()]
+    shown = ["python", *args]
+    argv = [sys.executable, *args, f"--workdir={os.path.join(parent, seed.name)}"]
     log_path = os.path.join(parent, f"{seed.name}.log")
     print(f"[{seed.name}] {shlex.join(shown)}", flush=True)
     t0 = time.perf_counter()
