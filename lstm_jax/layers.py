@@ -86,7 +86,7 @@ class LSTM(nnx.Module):
     [B, T, H], and ``(outputs, final_carry)`` when ``return_carry``. ``cell`` is a registered name
     (see ``lstm_jax.cells.CELLS``) or a cell class; extra keyword arguments go to the cell.
     ``reverse=True`` runs backwards over each row's valid prefix; its outputs stay aligned with the
-    inputs. ``unroll`` is passed to ``lax.scan`` (None: a per-backend default).
+    inputs. ``unroll`` is passed to the generic path's ``lax.scan`` (None: a per-backend default).
 
     ``impl`` picks how the recurrence runs: ``'scan'`` is the generic ``lax.scan`` of ``cell.step``
     (every cell); ``'fast'`` is ``lstm_jax.fast`` (the standard ``LSTMCell`` only); ``'cudnn'`` is
@@ -165,7 +165,7 @@ class LSTM(nnx.Module):
             x_BxTxD = x_BxTxD * dropout_mask(jax.random.fold_in(key, 0), shape, self.input_dropout, x_BxTxD.dtype)
         if self.impl == "scan":
             xp = self.cell.project(x_BxTxD)
-            unroll = 1 if self.unroll is None else self.unroll
+            unroll = fast.default_unroll() if self.unroll is None else self.unroll
             carry, h_BxTxH = scan_cell(
                 self.cell, xp, carry, valid_mask(lengths, T), unroll, recurrent_dropout=self.recurrent_dropout,
                 key=None if key is None else jax.random.fold_in(key, 1), variational=variational)
@@ -183,7 +183,7 @@ class LSTM(nnx.Module):
         # Time-major before the projection, where the feature axis is still narrow.
         x_TxBxD = jnp.swapaxes(x_BxTxD, 0, 1)
         mask_TxB = None if lengths is None else valid_mask(lengths, x_BxTxD.shape[1]).T
-        carry, h_TxBxH = fast.lstm_layer(cell, x_TxBxD, carry, mask_TxB, unroll=self.unroll, remat=self.remat)
+        carry, h_TxBxH = fast.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=self.remat)
         return carry, jnp.swapaxes(h_TxBxH, 0, 1)
 
 
@@ -246,12 +246,35 @@ class Bidirectional(nnx.Module):
 
     def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None, return_carry: bool = False,
                  *, key: Array | None = None):
+        if self._fusable(key):
+            h, carry = self._call_fused(x_BxTxD, lengths, initial_carry)
+            return (h, carry) if return_carry else h
         cf, cb = (None, None) if initial_carry is None else initial_carry
         kf, kb = (None, None) if key is None else jax.random.split(key)
         hf, cf = self.forward(x_BxTxD, lengths, cf, return_carry=True, key=kf)
         hb, cb = self.backward(x_BxTxD, lengths, cb, return_carry=True, key=kb)
         h = jnp.concatenate([hf, hb], axis=-1)
         return (h, (cf, cb)) if return_carry else h
+
+    def _fusable(self, key) -> bool:
+        """Both directions on the fast path with one configuration, and no dropout to draw."""
+        f, b = self.forward, self.backward
+        no_dropout = key is None or (f.input_dropout == 0.0 and b.input_dropout == 0.0)
+        return (f.impl == b.impl == "fast" and not (f.remat or b.remat) and no_dropout
+                and fast.stackable(f.cell, b.cell))
+
+    def _call_fused(self, x_BxTxD: Array, lengths: Array | None, initial_carry):
+        """Both directions in one scan (``fast.lstm_layers``); the same results as running them apart."""
+        B, T, _ = x_BxTxD.shape
+        cf, cb = (None, None) if initial_carry is None else initial_carry
+        carries = [self.forward.initial_carry(B) if cf is None else cf, self.backward.initial_carry(B) if cb is None else cb]
+        xs = jnp.stack([x_BxTxD, reverse_valid(x_BxTxD, lengths)])
+        mask_TxB = None if lengths is None else valid_mask(lengths, T).T
+        (cf, cb), h_2xTxBxH = fast.lstm_layers(
+            [self.forward.cell, self.backward.cell], jnp.swapaxes(xs, 1, 2), carries, mask_TxB)
+        hf = jnp.swapaxes(h_2xTxBxH[0], 0, 1)
+        hb = reverse_valid(jnp.swapaxes(h_2xTxBxH[1], 0, 1), lengths)
+        return jnp.concatenate([hf, hb], axis=-1), (cf, cb)
 
 
 def dropout(x: Array, rate: float, key: Array | None) -> Array:
