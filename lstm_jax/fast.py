@@ -293,15 +293,13 @@ def _remat_scan(x_TxBxD, W, b, U, carry, mask_TxB, kw):
 # -- cuDNN -----------------------------------------------------------------------------------------
 
 def cudnn_available() -> bool:
-    """Whether the default backend is a CUDA GPU with jax's cuDNN RNN kernels."""
+    """Whether the default backend is a CUDA GPU (where jax.experimental.rnn has cuDNN kernels)."""
     if jax.default_backend() != "gpu":
         return False
-    try:
-        from jax._src.lib import gpu_rnn
-    except ImportError:
-        return False
-    platform = getattr(jax.devices()[0].client, "platform_version", "").lower()
-    return gpu_rnn is not None and "cuda" in platform
+    from jax.extend.backend import get_backend
+
+    version = str(get_backend().platform_version).lower()
+    return "rocm" not in version and "hip" not in version
 
 
 def cudnn_supports(cell) -> bool:
@@ -320,34 +318,40 @@ def cudnn_supports(cell) -> bool:
 _CUDNN_ORDER = (0, 1, 3, 2)
 
 
-def _to_cudnn(a_xG: Array, H: int) -> Array:
+def _to_cudnn(a_xG: Array) -> Array:
     """[..., 4H] in our gate order -> [4H, ...] in cuDNN's."""
     blocks = jnp.split(a_xG, 4, axis=-1)
     return jnp.concatenate([blocks[k] for k in _CUDNN_ORDER], axis=-1).T
 
 
-def cudnn_lstm(cell, x_BxTxD: Array, lengths_B: Array | None, carry):
+def cudnn_weights(cell) -> Array:
+    """The cell's weights as the flat vector ``jax.experimental.rnn.lstm`` takes (one layer, one direction):
+    W_ih [4H, D], W_hh [4H, H], b_ih, b_hh, each in cuDNN's gate order."""
+    H = cell.hidden_size
+    b = jnp.zeros((4 * H,), jnp.float32) if cell.bias is None else cell.bias[...]
+    return jnp.concatenate([
+        _to_cudnn(cell.kernel[...]).ravel(),
+        _to_cudnn(cell.recurrent_kernel[...]).ravel(),
+        _to_cudnn(b),
+        jnp.zeros((4 * H,), jnp.float32),  # cuDNN's second (recurrent) bias; ours is folded into b
+    ])
+
+
+def cudnn_lstm(cell, x_BxTxD: Array, lengths_B: Array | None, carry, *, run: Callable | None = None):
     """The standard cell over a batch-first sequence through cuDNN. Returns (final (c, h), outputs [B, T, H]).
 
     Same semantics as the scan path, a zero length included (cuDNN wants lengths >= 1, so such rows
-    run one step whose results are then discarded).
+    run one step whose results are then discarded). ``run`` stands in for ``jax.experimental.rnn.lstm``
+    (the tests pass its pure-JAX reference, to check the weight layout without a GPU).
     """
-    from jax.experimental import rnn
-
+    if run is None:
+        from jax.experimental.rnn import lstm as run
     B, T, D = x_BxTxD.shape
     H = cell.hidden_size
     c0, h0 = carry
-    b = jnp.zeros((4 * H,), jnp.float32) if cell.bias is None else cell.bias[...]
-    weights = jnp.concatenate([
-        _to_cudnn(cell.kernel[...], H).ravel(),
-        _to_cudnn(cell.recurrent_kernel[...], H).ravel(),
-        _to_cudnn(b, H),
-        jnp.zeros((4 * H,), jnp.float32),  # cuDNN has a second, recurrent bias; ours is folded into b
-    ])
-    full = jnp.full((B,), T, jnp.int32)
-    lengths = full if lengths_B is None else jnp.asarray(lengths_B, jnp.int32)
-    y, h_n, c_n = rnn.lstm(
-        x_BxTxD.astype(jnp.float32), h0[None], c0[None], weights, jnp.maximum(lengths, 1),
+    lengths = jnp.full((B,), T, jnp.int32) if lengths_B is None else jnp.asarray(lengths_B, jnp.int32)
+    y, h_n, c_n = run(
+        x_BxTxD.astype(jnp.float32), h0[None], c0[None], cudnn_weights(cell), jnp.maximum(lengths, 1),
         input_size=D, hidden_size=H, num_layers=1, dropout=0.0, bidirectional=False,
     )
     c, h = c_n[0], h_n[0]

@@ -144,6 +144,23 @@ def test_bad_impl_is_a_config_error():
             make("cudnn")
 
 
+def test_cudnn_weight_layout_matches_scan_on_any_backend():
+    """The cuDNN path with jax's pure-JAX reference of the cuDNN LSTM in place of the kernel."""
+    from jax.experimental import rnn
+
+    def reference(x, h0, c0, weights, seq_lengths, *, input_size, hidden_size, num_layers, dropout, bidirectional):
+        unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
+        return rnn.lstm_ref(x, h0, c0, *unpacked, seq_lengths, input_size, hidden_size, num_layers, dropout,
+                            bidirectional)
+
+    x, carry, _ = inputs(8)
+    layer = make("scan")
+    lengths = jnp.asarray(LENGTHS)
+    ref_out, (ref_c, ref_h) = layer(x, lengths, carry, return_carry=True)
+    (c, h), out = fast.cudnn_lstm(layer.cell, x, lengths, carry, run=reference)
+    assert_close((out, c, h), (ref_out, ref_c, ref_h))
+
+
 needs_cudnn = pytest.mark.skipif(not fast.cudnn_available(), reason="needs a CUDA GPU with cuDNN")
 
 
