@@ -125,11 +125,13 @@ does; Keras keeps no such cache, so its first run and its rounds do the same wor
 | lstm_jax | `{env['LSTM_CMD']}` | {float(env['LSTM_FIRST']):.2f} | {med(lt):.2f} | {spread(lt)} | {med(lm):.3e} |
 | Keras 3 | `{env['KERAS_CMD']}` | {float(env['KERAS_FIRST']):.2f} | {med(kt):.2f} | {spread(kt)} | {med(km):.3e} |
 
-**Ratio lstm_jax / Keras, medians of the rounds: {ratio:.2f}** (lstm_jax is {verdict}); first runs:
-{float(env['LSTM_FIRST']) / float(env['KERAS_FIRST']):.2f}. Of lstm_jax's whole command, the
-training loop (Trainer.fit, from its summary's wall_seconds: compilation, 20 epochs, a checkpoint
-after each, the final evaluation) took a median of {med(lf):.2f} s; the rest is start-up (imports, model
-initialisation), the final prediction, writing summary.json and learning_curves.png, and exit.
+**Ratio lstm_jax / Keras, medians of the rounds: {ratio:.2f}** (lstm_jax is {verdict}).
+First runs, lstm_jax compiling everything: {float(env['LSTM_FIRST']) / float(env['KERAS_FIRST']):.2f}.
+
+Of lstm_jax's whole command in the rounds, the training loop (Trainer.fit, from its summary's
+wall_seconds: 20 epochs with a checkpoint after each, the final evaluation) took a median of
+{med(lf):.2f} s; the rest is start-up (imports, model initialisation), the final prediction, writing
+summary.json and learning_curves.png, and exit.
 
 val MSE is the mean squared error on the scaled validation windows: lstm_jax's `val_mse` (its best
 epoch's checkpoint, seed 0, the same every round), Keras' last-epoch `val_loss` (not seeded; over
