@@ -5,6 +5,7 @@
 #   ./launch.sh binary [flags]  python -m experiments.binary   (--helpfull lists every flag)
 #   ./launch.sh forecast [...]  python -m experiments.forecast
 #   ./launch.sh seeds [flags]   the four seed programs, then a results table (python -m experiments.seeds)
+#   ./launch.sh ucr | ablation | bench [flags]   python -m experiments.ucr / .ablation / .benchmark
 #   ./launch.sh test [args]     python -m pytest -q tests; arguments go to pytest
 #
 # Environment:
@@ -29,8 +30,12 @@ usage: ./launch.sh <command> [arguments]
 
 commands:
   binary [flags]     binary classification (python -m experiments.binary); e.g. --bidirectional, --stacked
-  forecast [flags]   next-value forecasting of the sine series (python -m experiments.forecast)
+  forecast [flags]   forecasting: the seed sine program, or --dataset=csv:PATH --column=NAME --test_size=N
+                     (python -m experiments.forecast)
   seeds [flags]      run the four seed programs and print their results table (python -m experiments.seeds)
+  ucr [flags]        the UCR recipe on every set in ../shared/data/ucr, with the baselines (python -m experiments.ucr)
+  ablation [flags]   every registered cell over seeds, one table (python -m experiments.ablation)
+  bench [flags]      the LSTM speed benchmark against its peers (python -m experiments.benchmark)
   test [args]        the test suite (python -m pytest -q tests); arguments go to pytest
   help               this message
 
@@ -124,9 +129,13 @@ case "$cmd" in
   help | -h | --help)
     usage
     ;;
-  binary | forecast | seeds)
+  binary | forecast | seeds | ablation | ucr)
     setup_env
     exec "$PY" -m "experiments.$cmd" "$@"
+    ;;
+  bench)
+    setup_env
+    exec "$PY" -m experiments.benchmark "$@"
     ;;
   test)
     setup_env
@@ -140,12 +149,6 @@ case "$cmd" in
     fi
     exit "$rc"
     ;;
-  # ---- more subcommands go here, one arm each, plus a line in usage() ----------------------------
-  # bench | ablation | ucr)
-  #   setup_env
-  #   exec "$PY" -m "experiments.$cmd" "$@"
-  #   ;;
-  # -----------------------------------------------------------------------------------------------
   *)
     [[ -n "$cmd" ]] && echo "launch.sh: unknown command '$cmd'" >&2
     usage >&2
