@@ -46,6 +46,12 @@ The first run creates .venv here and installs the project (CPU jax; CUDA jax whe
 answers). Set LSTM_JAX_CUDA=0 to force CPU jax, LSTM_JAX_CUDA=1 to force CUDA 12 jax
 (13 for CUDA 13), LSTM_JAX_VENV=DIR to use an environment you installed yourself.
 
+Multi-host: start the same command once per process, each with its own --process_id, e.g. on
+two hosts (or twice on one machine) with a --workdir both see:
+  ./launch.sh binary --coordinator_address=host0:12345 --num_processes=2 --process_id=0 --workdir=/shared/run
+  ./launch.sh binary --coordinator_address=host0:12345 --num_processes=2 --process_id=1 --workdir=/shared/run
+(or LSTM_JAX_COORDINATOR, LSTM_JAX_NUM_PROCESSES, LSTM_JAX_PROCESS_ID in the environment).
+
 `test` exits with pytest's status. pytest's 5 ("no tests collected", also when -k/-m deselects
 everything) is kept as a failure, so a run that tested nothing never passes for a green one.
 EOF
