@@ -15,6 +15,10 @@ measured on the same device in the same run.
 GFLOP counts only the LSTM's matmuls, the same for every implementation: forward 2*B*T*4H*(I+H);
 a training step adds the weight gradients and the recurrent input gradient, 2*B*T*4H*(I+2H).
 
+On CPU, every call of every implementation page-faults its fresh working memory, and what that
+costs depends on the machine (a VM shared with other jobs pays much more). glibc's
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` cuts it for all of them; the report records the environment.
+
 Implementations (``--impls``; peers that are not installed, or need a GPU, are skipped and listed):
 lstm_jax:scan, lstm_jax:fast, lstm_jax:fast_bf16, lstm_jax:cudnn (the paths behind ``lstm_jax.LSTM``),
 flax_nnx (``nnx.RNN(nnx.OptimizedLSTMCell)``), flax_linen (``nn.RNN(nn.OptimizedLSTMCell)``), torch
@@ -36,6 +40,8 @@ from typing import Any, Callable
 # A GPU shared with torch must not be grabbed whole by JAX up front; this also keeps memory honest.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# Compile times are part of the report: no persistent compilation cache (experiments.common turns it on).
+os.environ.setdefault("LSTM_JAX_COMPILATION_CACHE", "0")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -370,7 +376,9 @@ def run_benchmark(shapes: list[Shape], impls: list[str], modes: tuple[str, ...],
                     "gflops": gflops, "percent_of_matmul_peak": 100 * gflops / peak,
                 })
                 log(f"  {shape}  {mode:7s}  {name:20s} {median:9.2f} ms")
-    return {"device": device_description(), "backend": jax.default_backend(), "versions": versions(),
+    env = {k: os.environ[k] for k in ("GLIBC_TUNABLES", "XLA_FLAGS", "OMP_NUM_THREADS", "MALLOC_MMAP_MAX_")
+           if k in os.environ}
+    return {"device": device_description(), "backend": jax.default_backend(), "versions": versions(), "environment": env,
             "matmul_peak_gflops": peak, "matmul_peak_size": peak_size or (2048 if on_cpu else 8192),
             "results": results, "skipped": skipped}
 
@@ -406,7 +414,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
                 cells.append(fmt(ref and ref["median_ms"] / r0["median_ms"], ".2f"))
             mem = r0["peak_memory_bytes"]
             cells += [fmt(r0["gflops"], ".1f"), fmt(r0["percent_of_matmul_peak"], ".1f"),
-                      fmt(r0["compile_s"], ".2f"), fmt(mem and mem / 2**20, ".0f")]
+                      fmt(r0["compile_s"], ".2f"), fmt(mem and mem / 2**20, ".1f" if mem < 10 * 2**20 else ".0f")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if report["skipped"]:

@@ -267,7 +267,8 @@ class Bidirectional(nnx.Module):
         """Both directions in one scan (``fast.lstm_layers``); the same results as running them apart."""
         B, T, _ = x_BxTxD.shape
         cf, cb = (None, None) if initial_carry is None else initial_carry
-        carries = [self.forward.initial_carry(B) if cf is None else cf, self.backward.initial_carry(B) if cb is None else cb]
+        carries = [self.forward.initial_carry(B) if cf is None else cf,
+                   self.backward.initial_carry(B) if cb is None else cb]
         xs = jnp.stack([x_BxTxD, reverse_valid(x_BxTxD, lengths)])
         mask_TxB = None if lengths is None else valid_mask(lengths, T).T
         (cf, cb), h_2xTxBxH = fast.lstm_layers(
