@@ -414,7 +414,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
                 cells.append(fmt(ref and ref["median_ms"] / r0["median_ms"], ".2f"))
             mem = r0["peak_memory_bytes"]
             cells += [fmt(r0["gflops"], ".1f"), fmt(r0["percent_of_matmul_peak"], ".1f"),
-                      fmt(r0["compile_s"], ".2f"), fmt(mem and mem / 2**20, ".1f" if mem < 10 * 2**20 else ".0f")]
+                      fmt(r0["compile_s"], ".2f"), fmt(mem and mem / 2**20, ".1f" if mem and mem < 10 * 2**20 else ".0f")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if report["skipped"]:
@@ -436,13 +436,14 @@ def main(argv):
     report = run_benchmark(shapes, list(dict.fromkeys(FLAGS.impls)), modes, FLAGS.rounds, FLAGS.warmup,
                            FLAGS.peak_size)
     report = {"command": command.strip(), "date": datetime.date.today().isoformat(), **report}
-    table = markdown(report, report["command"])
-    print("\n" + table)
-    if FLAGS.out:
+    if FLAGS.out:  # the measurements first, so that nothing below can lose them
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
         with open(FLAGS.out + ".json", "w") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
+    table = markdown(report, report["command"])
+    print("\n" + table)
+    if FLAGS.out:
         with open(FLAGS.out + ".md", "w") as f:
             f.write(table + "\n")
         print(f"wrote {FLAGS.out}.json and {FLAGS.out}.md")
