@@ -17,6 +17,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def learning_curves(history: Sequence[dict[str, Any]], path: str, metrics: Sequence[str] = ("loss",)) -> str:
     """One panel per metric, train and val against epoch. Returns ``path``."""
     plt = _pyplot()
@@ -33,10 +40,7 @@ def learning_curves(history: Sequence[dict[str, Any]], path: str, metrics: Seque
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def confusion_matrix(cm_2x2: np.ndarray, path: str, labels: Sequence[str] = ("0", "1"), title: str = "") -> str:
@@ -52,10 +56,7 @@ def confusion_matrix(cm_2x2: np.ndarray, path: str, labels: Sequence[str] = ("0"
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def forecast(series_T: np.ndarray, start: int, forecast_H: np.ndarray, path: str, *,
@@ -73,7 +74,4 @@ def forecast(series_T: np.ndarray, start: int, forecast_H: np.ndarray, path: str
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

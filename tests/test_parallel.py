@@ -42,12 +42,17 @@ def error_lines(proc) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line]
 
 
-@pytest.fixture(scope="module")
-def one_device_run(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("one") / "run"
-    proc = run("binary", "--epochs=1", f"--workdir={wd}")
+def one_device_summary(tmp_path_factory, module: str) -> dict:
+    """The reference: ``module`` for one epoch on one device."""
+    wd = tmp_path_factory.mktemp(f"one_{module}") / "run"
+    proc = run(module, "--epochs=1", f"--workdir={wd}")
     assert proc.returncode == 0, proc.stderr
     return summary(wd)
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+    return one_device_summary(tmp_path_factory, "binary")
 
 
 def test_four_devices_match_one(one_device_run, tmp_path):
@@ -61,10 +66,7 @@ def test_four_devices_match_one(one_device_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def one_device_forecast(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("one_forecast") / "run"
-    proc = run("forecast", "--epochs=1", f"--workdir={wd}")
-    assert proc.returncode == 0, proc.stderr
-    return summary(wd)
+    return one_device_summary(tmp_path_factory, "forecast")
 
 
 def test_two_processes_match_one(one_device_forecast, tmp_path):
