@@ -63,6 +63,16 @@ def test_fast_matches_scan(reverse, with_lengths, with_carry):
     assert_close(got, ref)
 
 
+@pytest.mark.parametrize("T_long", [40, 37])  # chunks of 20 steps; a prime length, chunks of one step
+def test_forward_alone_matches_scan(T_long):
+    """Without a gradient the fast path projects the sequence chunk by chunk."""
+    x = jax.random.normal(jax.random.key(9), (B, T_long, D))
+    lengths = jnp.asarray([T_long, 1, 0, 5, T_long - 3, 21])
+    ref = make("scan", reverse=True)(x, lengths, return_carry=True)
+    got = make("fast", reverse=True)(x, lengths, return_carry=True)
+    assert_close(got, ref)
+
+
 def test_remat_matches_scan():
     x, carry, w = inputs(1)
     lengths = jnp.asarray(LENGTHS)
