@@ -73,6 +73,18 @@ def test_forward_alone_matches_scan(T_long):
     assert_close(got, ref)
 
 
+def test_gradient_through_the_final_carry_alone():
+    """pooling='last' reads only the final carry: the outputs' cotangent is then a symbolic zero."""
+    x, _, _ = inputs(10)
+    lengths = jnp.asarray(LENGTHS)
+    grads = []
+    for impl in ("scan", "fast"):
+        graphdef, params = nnx.split(make(impl))
+        loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x, lengths, return_carry=True)[1][1]))  # noqa: E731
+        grads.append(jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x))
+    assert_close(grads[1], grads[0])
+
+
 def test_remat_matches_scan():
     x, carry, w = inputs(1)
     lengths = jnp.asarray(LENGTHS)
