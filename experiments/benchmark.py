@@ -68,6 +68,7 @@ flags.DEFINE_integer("warmup", 2, "Untimed calls of each implementation before t
 flags.DEFINE_integer("peak_size", 0, "N of the N x N f32 matmul that sets the peak (0: 2048 on CPU, 8192 on GPU).")
 flags.DEFINE_enum("torch_device", "auto", ["auto", "cpu", "cuda"], "Where torch runs (auto: CUDA when available).")
 flags.DEFINE_string("out", None, "Path prefix: writes <out>.json and <out>.md (the table is printed either way).")
+flags.DEFINE_string("note", "", "Free text recorded with the results (machine load, how the run was started).")
 FLAGS = flags.FLAGS
 
 
@@ -385,7 +386,8 @@ def run_benchmark(shapes: list[Shape], impls: list[str], modes: tuple[str, ...],
 
 def markdown(report: dict[str, Any], command: str) -> str:
     """One table per shape: each implementation's times, its ratios to the peers, work rate and costs."""
-    lines = [f"`{command}`", "", f"{report['device']}; jax {report['versions']['jax']}; "
+    lines = [f"`{command}`", ""] + ([report["note"], ""] if report.get("note") else []) + [
+             f"{report['device']}; jax {report['versions']['jax']}; "
              f"f32 matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s (same run). Median of "
              f"{report['results'][0]['rounds'] if report['results'] else 0} interleaved rounds.", ""]
     by_key = {(str(Shape(**r["shape"])), r["impl"], r["mode"]): r for r in report["results"]}
@@ -435,7 +437,7 @@ def main(argv):
     command = "python -m experiments.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = run_benchmark(shapes, list(dict.fromkeys(FLAGS.impls)), modes, FLAGS.rounds, FLAGS.warmup,
                            FLAGS.peak_size)
-    report = {"command": command.strip(), "date": datetime.date.today().isoformat(), **report}
+    report = {"command": command.strip(), "date": datetime.date.today().isoformat(), "note": FLAGS.note, **report}
     if FLAGS.out:  # the measurements first, so that nothing below can lose them
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
         with open(FLAGS.out + ".json", "w") as f:
