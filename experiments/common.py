@@ -38,6 +38,15 @@ def define_training_flags(*, epochs: int, batch_size: int, learning_rate: float 
     flags.DEFINE_bool("quiet", False, "No per-epoch progress lines.")
 
 
+MODEL_FLAGS = ("cell", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "dropout_mode",
+               "activation", "unroll")
+
+
+def model_kwargs() -> dict:
+    """ModelConfig arguments from the shared model flags (hidden_size and the rest stay with each experiment)."""
+    return {name: FLAGS[name].value for name in MODEL_FLAGS}
+
+
 def train_config(**overrides) -> TrainConfig:
     """The TrainConfig the training flags describe; ``overrides`` win over defaults, not over flags given."""
     values = {name: FLAGS[name].value for name in

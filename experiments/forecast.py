@@ -63,8 +63,7 @@ def main(argv):
 
 
 def main_sine():
-    model_cfg = ModelConfig(cell=FLAGS.cell, hidden_size=FLAGS.hidden_size, num_layers=FLAGS.num_layers,
-                            dropout=FLAGS.dropout, activation=FLAGS.activation, unroll=FLAGS.unroll)
+    model_cfg = ModelConfig(hidden_size=FLAGS.hidden_size, **common.model_kwargs())
     train_cfg = common.train_config()
     data, scaler = data_lib.sine_forecast(window=FLAGS.window, val_fraction=FLAGS.val_fraction)
     model = Forecaster(data.num_features, model_cfg, rngs=nnx.Rngs(rng_streams(FLAGS.seed)["params"]))
@@ -157,8 +156,7 @@ class Candidate:
             info={**info, "transform": self.name, "train_windows": n_train, "train_repeats": repeats},
         )
         hidden = FLAGS.hidden_size if FLAGS["hidden_size"].present else CSV_HIDDEN
-        self.model_cfg = ModelConfig(cell=FLAGS.cell, hidden_size=hidden, num_layers=FLAGS.num_layers,
-                                     dropout=FLAGS.dropout, activation=FLAGS.activation, unroll=FLAGS.unroll)
+        self.model_cfg = ModelConfig(hidden_size=hidden, **common.model_kwargs())
         model = Forecaster(1, self.model_cfg, horizon=horizon, rngs=nnx.Rngs(rng_streams(FLAGS.seed)["params"]))
         self.recipe = {"transform": self.name, "strategy": FLAGS.strategy, "window": window, "horizon": horizon}
         self.trainer = Trainer(model, RegressionTask(), data, train_cfg, workdir, resume=FLAGS.resume,
