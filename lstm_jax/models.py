@@ -15,11 +15,13 @@ from flax import nnx
 
 from lstm_jax.cells import get_activation, get_cell
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import DROPOUT_MODES, LSTMStack
+from lstm_jax.layers import DROPOUT_MODES, LSTMStack, dropout, valid_mask
 
 Array = jax.Array
 
 POOLINGS = ("last", "mean")
+ARCHITECTURES = ("lstm", "lstm_fcn")
+CONV_NORMS = ("global", "layer", "group", "instance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,12 @@ class ModelConfig:
     forget_bias: float = 1.0
     pooling: str = "last"
     unroll: int | None = None  # lax.scan unroll; None: a per-backend default
+    # Which classifier ``make_classifier`` builds: the recurrent stack alone ('lstm') or LSTM-FCN.
+    # The fields below are read by 'lstm_fcn' only; see ``LSTMFCN``.
+    architecture: str = "lstm"
+    conv_filters: tuple[int, ...] = (128, 256, 128)
+    conv_kernels: tuple[int, ...] = (8, 5, 3)
+    conv_norm: str = "global"
 
     def __post_init__(self):
         if isinstance(self.hidden_size, Sequence):
@@ -72,6 +80,16 @@ class ModelConfig:
         get_cell(self.cell)
         get_activation(self.activation)
         get_activation(self.recurrent_activation)
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
+        filters, kernels = tuple(int(f) for f in self.conv_filters), tuple(int(k) for k in self.conv_kernels)
+        object.__setattr__(self, "conv_filters", filters)
+        object.__setattr__(self, "conv_kernels", kernels)
+        if not filters or len(filters) != len(kernels) or min(filters + kernels) < 1:
+            raise ConfigError(f"conv_filters and conv_kernels need one positive entry per convolution each, "
+                              f"got {filters} and {kernels}")
+        if self.conv_norm not in CONV_NORMS:
+            raise ConfigError(f"conv_norm must be one of {', '.join(CONV_NORMS)}, got {self.conv_norm!r}")
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
@@ -138,3 +156,106 @@ class Forecaster(_Head):
 
     def __call__(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None) -> Array:
         return self.head(self.features(x_BxTxD, lengths, key=key))
+
+
+# -- LSTM-FCN -------------------------------------------------------------------------------------
+
+class MaskedNorm(nnx.Module):
+    """Stateless normalisation of conv features [B, T, C], then a per-channel scale and bias.
+
+    ``'global'``: each row over all its valid steps and channels (GroupNorm with one group).
+    ``'layer'``: over the C channels of each step. ``'group'``: 8 (or fewer) groups of channels, each
+    over the valid steps. ``'instance'``: each channel over the valid steps. Statistics never read a
+    step past a row's length. Used instead of BatchNorm, whose running statistics are state that the
+    training loop (which carries ``nnx.Param`` only) would never update. On small UCR sets 'global'
+    did best (it keeps how the amplitude varies along the series, which per-step 'layer' removes right
+    after the first convolution); see benchmarks/ucr_results.md.
+    """
+
+    def __init__(self, channels: int, kind: str = "layer", *, eps: float = 1e-5, rngs: nnx.Rngs):
+        self.kind, self.eps = kind, eps
+        self.groups = {"layer": 1, "global": 1, "instance": channels,
+                       "group": next(g for g in (8, 4, 2, 1) if channels % g == 0)}[kind]
+        self.scale = nnx.Param(jnp.ones((channels,)))
+        self.bias = nnx.Param(jnp.zeros((channels,)))
+
+    def __call__(self, h_BxTxC: Array, mask_BxT: Array | None) -> Array:
+        B, T, C = h_BxTxC.shape
+        if self.kind == "layer":
+            mean = h_BxTxC.mean(-1, keepdims=True)
+            var = jnp.square(h_BxTxC - mean).mean(-1, keepdims=True)
+            z = (h_BxTxC - mean) * jax.lax.rsqrt(var + self.eps)
+        else:
+            G = self.groups
+            h = h_BxTxC.reshape(B, T, G, C // G)
+            m = jnp.ones((B, T), h.dtype) if mask_BxT is None else mask_BxT.astype(h.dtype)
+            m = m[:, :, None, None]
+            n = jnp.maximum(m.sum(1, keepdims=True), 1.0) * (C // G)
+            mean = (h * m).sum((1, 3), keepdims=True) / n
+            var = (jnp.square(h - mean) * m).sum((1, 3), keepdims=True) / n
+            z = ((h - mean) * jax.lax.rsqrt(var + self.eps)).reshape(B, T, C)
+        return z * self.scale[...] + self.bias[...]
+
+
+class LSTMFCN(nnx.Module):
+    """LSTM-FCN (Karim et al. 2017): ``model(x_BxTxD, lengths=None, *, key=None)`` -> logits [B].
+
+    Two branches read the same input, their features are concatenated, and one Dense gives the logit:
+
+    * LSTM branch, over the *dimension-shuffled* input: the D channels are the steps and the T time
+      points are the features of each step (so a univariate series is one step of T features). It is
+      ``config.stack(T)``, its last output, then dropout ``config.dropout`` (the paper uses 0.8).
+    * FCN branch: ``Conv1D(f, k) -> norm -> ReLU`` for each (f, k) of ``conv_filters`` /
+      ``conv_kernels`` (the paper's 128-8, 256-5, 128-3), then global average pooling over time.
+
+    Deviation from the paper: the paper's BatchNorm is replaced by ``MaskedNorm`` (``config.conv_norm``),
+    which needs no running statistics. With ``lengths``, steps past a row's length are zeroed before each
+    convolution and left out of the normalisation and the pooling, so padding never changes a logit.
+    The network is built for one series length ``length`` (the LSTM branch's input width); shorter
+    series are zero-padded to it by the caller and passed with ``lengths``.
+    """
+
+    def __init__(self, in_features: int, length: int, config: ModelConfig, *, rngs: nnx.Rngs):
+        if length < 1:
+            raise ConfigError(f"LSTM-FCN needs the series length (>= 1), got {length}")
+        self.config, self.length = config, length
+        self.encoder = config.stack(length, rngs)
+        convs, norms = [], []
+        c = in_features
+        for f, k in zip(config.conv_filters, config.conv_kernels):
+            convs.append(nnx.Conv(c, f, kernel_size=(k,), padding="SAME", rngs=rngs))
+            norms.append(MaskedNorm(f, config.conv_norm, rngs=rngs))
+            c = f
+        self.convs, self.norms = nnx.List(convs), nnx.List(norms)
+        self.head = nnx.Linear(self.encoder.out_features + c, 1, rngs=rngs)
+
+    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None) -> Array:
+        B, T, D = x_BxTxD.shape
+        if T != self.length:
+            raise ConfigError(f"this LSTM-FCN was built for series of length {self.length}, got {T}; "
+                              f"zero-pad shorter series and pass lengths")
+        mask_BxT = valid_mask(lengths, T)
+        keep = (lambda h: h) if mask_BxT is None else (lambda h: jnp.where(mask_BxT[:, :, None], h, 0.0))
+        x_BxTxD = keep(x_BxTxD)
+        k_stack, k_out = (None, None) if key is None else tuple(jax.random.split(key))
+        # Dimension shuffle: [B, D, T] -- D steps of T features; every step is valid.
+        _, carries = self.encoder(jnp.swapaxes(x_BxTxD, 1, 2), None, return_carry=True, key=k_stack)
+        f_lstm = dropout(self.encoder.final_output(carries), self.config.dropout, k_out)
+        h = x_BxTxD
+        for conv, norm in zip(self.convs, self.norms):
+            # Zeroing past the length makes 'SAME' padding at the end of a short row read zeros too.
+            h = keep(jax.nn.relu(norm(conv(h), mask_BxT)))
+        if lengths is None:
+            f_conv = h.mean(axis=1)
+        else:
+            f_conv = h.sum(axis=1) / jnp.maximum(jnp.asarray(lengths), 1)[:, None].astype(h.dtype)
+        return self.head(jnp.concatenate([f_lstm, f_conv], axis=-1))[:, 0]
+
+
+def make_classifier(in_features: int, config: ModelConfig, rngs: nnx.Rngs, *, length: int | None = None) -> nnx.Module:
+    """The binary classifier ``config.architecture`` names; 'lstm_fcn' needs the series ``length``."""
+    if config.architecture == "lstm_fcn":
+        if length is None:
+            raise ConfigError("architecture='lstm_fcn' needs the series length (make_classifier(..., length=T))")
+        return LSTMFCN(in_features, length, config, rngs=rngs)
+    return Classifier(in_features, config, rngs=rngs)
