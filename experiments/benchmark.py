@@ -379,7 +379,8 @@ def run_benchmark(shapes: list[Shape], impls: list[str], modes: tuple[str, ...],
                 log(f"  {shape}  {mode:7s}  {name:20s} {median:9.2f} ms")
     env = {k: os.environ[k] for k in ("GLIBC_TUNABLES", "XLA_FLAGS", "OMP_NUM_THREADS", "MALLOC_MMAP_MAX_")
            if k in os.environ}
-    return {"device": device_description(), "backend": jax.default_backend(), "versions": versions(), "environment": env,
+    return {"device": device_description(), "backend": jax.default_backend(), "versions": versions(),
+            "environment": env,
             "matmul_peak_gflops": peak, "matmul_peak_size": peak_size or (2048 if on_cpu else 8192),
             "results": results, "skipped": skipped}
 
@@ -415,8 +416,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
                 ref = by_key.get((shape, p, modes[0]))
                 cells.append(fmt(ref and ref["median_ms"] / r0["median_ms"], ".2f"))
             mem = r0["peak_memory_bytes"]
+            mem_spec = ".1f" if mem and mem < 10 * 2**20 else ".0f"
             cells += [fmt(r0["gflops"], ".1f"), fmt(r0["percent_of_matmul_peak"], ".1f"),
-                      fmt(r0["compile_s"], ".2f"), fmt(mem and mem / 2**20, ".1f" if mem and mem < 10 * 2**20 else ".0f")]
+                      fmt(r0["compile_s"], ".2f"), fmt(mem and mem / 2**20, mem_spec)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if report["skipped"]:

@@ -186,7 +186,8 @@ needs_cudnn = pytest.mark.skipif(not fast.cudnn_available(), reason="needs a CUD
 
 
 @needs_cudnn
-@pytest.mark.parametrize("reverse,with_lengths,with_carry", [(False, False, False), (False, True, True), (True, True, False)])
+@pytest.mark.parametrize("reverse,with_lengths,with_carry", [(False, False, False), (False, True, True),
+                                                             (True, True, False)])
 def test_cudnn_matches_scan(reverse, with_lengths, with_carry):
     x, carry, w = inputs(6)
     lengths = jnp.asarray(LENGTHS) if with_lengths else None
