@@ -10,7 +10,9 @@
 
 On CPU the cost that matters next to the arithmetic is fresh memory: every call page-faults its
 whole temporary allocation. So the gates overwrite the projected inputs in place, and the gate
-gradients overwrite the gates, one [T, B, 4H] buffer for all three.
+gradients overwrite the gates, one [T, B, 4H] buffer for all three; without a gradient the
+projection is made a chunk of steps at a time. The scans run unrolled once only (see
+``default_unroll``). bf16 matmuls suit GPUs; on XLA:CPU they ran 1.5-2x slower than f32.
 
 Semantics are those of ``layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
 is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mask_TxB``.
