@@ -102,3 +102,12 @@ def run_experiment():
 def start_experiment():
     """``start_experiment(name, *flags) -> Popen``; collect with ``communicate()``."""
     return _start_experiment
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> pathlib.Path:
+    """``../shared/data`` beside the checkout (real data, never copied in); skips when absent."""
+    path = REPO_ROOT.parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path}")
+    return path
