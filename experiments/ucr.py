@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -55,13 +56,24 @@ def run_one(name: str, data_dir: str, workdir: str, extra: list[str]) -> dict:
     row = {"dataset": name, "wall_seconds": time.perf_counter() - t0, "workdir": workdir}
     summary_path = os.path.join(workdir, "summary.json")
     if proc.returncode != 0 or not os.path.isfile(summary_path):
-        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
-        row["error"] = lines[-1]
+        row["error"] = _error_line(proc.stderr, proc.returncode)
         return row
     with open(summary_path) as f:
         s = json.load(f)
     row.update({k: s.get(k) for k in ("test_accuracy", "test_roc_auc", "test_f1", "best_epoch", "epochs_trained")})
     return row
+
+
+def _error_line(stderr: str, returncode: int) -> str:
+    """The line of a failed run's stderr that names the problem: our one-line 'error: ...', else the
+    exception line of a traceback, else the last line."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    for pick in (lambda ln: ln.startswith("error:"),
+                 lambda ln: re.match(r"^[\w.]+(Error|Exception)\b", ln) is not None):
+        hits = [ln for ln in lines if pick(ln)]
+        if hits:
+            return hits[-1].removeprefix("error:").strip()
+    return lines[-1] if lines else f"exit status {returncode}"
 
 
 def _fmt(v, digits: int = 3) -> str:
