@@ -10,8 +10,9 @@
 #
 # Environment:
 #   .venv/ in this directory is created on first use and the project installed into it with
-#   `pip install -e '.[test]'`. It is installed again only when pyproject.toml changes (a hash of
-#   it is kept in .venv/.lstm_jax-installed) and made anew when the jax flavour below changes.
+#   `pip install -e '.[test]'`, which also compiles the native CPU kernels (lstm_jax/csrc). It is
+#   installed again only when pyproject.toml, setup.py or those sources change (a hash of them is
+#   kept in .venv/.lstm_jax-installed) and made anew when the jax flavour below changes.
 #   LSTM_JAX_CUDA   unset: CUDA jax ('.[test,cuda12]') when `nvidia-smi` answers, CPU jax otherwise;
 #                   0: CPU jax even on a GPU machine; 1 or 12: '.[test,cuda12]'; 13: '.[test,cuda13]'.
 #   LSTM_JAX_VENV   use this already-installed environment as it is: nothing is created or
@@ -62,11 +63,13 @@ die() {
   exit 1
 }
 
-file_hash() {
+# A hash of what the install builds from: the package metadata and the native kernels' sources.
+build_hash() {
+  local files=(pyproject.toml setup.py lstm_jax/csrc/*)
   if command -v sha256sum >/dev/null 2>&1; then
-    sha256sum "$1" | cut -d' ' -f1
+    cat "${files[@]}" | sha256sum | cut -d' ' -f1
   else
-    shasum -a 256 "$1" | cut -d' ' -f1
+    cat "${files[@]}" | shasum -a 256 | cut -d' ' -f1
   fi
 }
 
@@ -97,7 +100,7 @@ setup_env() {
     venv=$PWD/.venv
     local extras want stamp=.venv/.lstm_jax-installed
     extras=$(extras)
-    want="extras=$extras pyproject=$(file_hash pyproject.toml)"
+    want="extras=$extras build=$(build_hash)"
     # One launcher at a time builds the environment; the others wait here, then find it ready.
     # The lock is on this directory itself, so no lock file is left behind.
     if command -v flock >/dev/null 2>&1; then

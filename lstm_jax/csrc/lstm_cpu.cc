@@ -1,0 +1,209 @@
+// lstm_jax._native: the LSTM recurrence as XLA FFI custom calls on CPU, exported as PyCapsules.
+//
+//   lstm_fwd        (x, W, b, U, c0, h0, mask) -> (out, cT, hT, gates, cprev, xh)   for training
+//   lstm_fwd_infer  (x, W, b, U, c0, h0, mask) -> (out, cT, hT)                 without residuals
+//   lstm_bwd        (gates, cprev, dout, U, dcT, dhT, mask) -> (dz, db, dc0, dh0)
+//
+// Shapes and semantics: kernel.h. The kernel is chosen once, by what the CPU supports.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <sched.h>
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "kernel.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+namespace lj = lstm_jax_native;
+
+namespace {
+
+struct Isa {
+  const char* name;
+  void (*forward)(const lj::FwdArgs&);
+  void (*backward)(const lj::BwdArgs&);
+};
+
+Isa pick_isa() {
+  const char* force = std::getenv("LSTM_JAX_NATIVE_ISA");  // for tests: run a narrower kernel
+  const std::string want = force ? force : "";
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  if ((want.empty() || want == "avx512") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
+    return {"avx512", lj::avx512::forward, lj::avx512::backward};
+  if ((want.empty() || want == "avx512" || want == "avx2") && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma"))
+    return {"avx2", lj::avx2::forward, lj::avx2::backward};
+#endif
+  return {"generic", lj::generic::forward, lj::generic::backward};
+}
+
+const Isa& isa() {
+  static const Isa chosen = pick_isa();
+  return chosen;
+}
+
+// The CPUs this process may run on, or LSTM_JAX_NATIVE_THREADS.
+int default_threads() {
+  if (const char* env = std::getenv("LSTM_JAX_NATIVE_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return 1;
+}
+
+int threads() {
+  static const int n = default_threads();
+  return n;
+}
+
+// Large outputs are first touched by the kernel. Asking for transparent huge pages there turns
+// thousands of 4 KiB page faults per call into a few (where THP is in 'madvise' mode; a no-op
+// where it is 'always' or 'never').
+void advise_huge_pages(void* p, size_t bytes) {
+#if defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+}
+
+template <typename Buf>
+bool has_dims(const Buf& b, std::initializer_list<int64_t> want) {
+  auto d = b.dimensions();
+  if (d.size() != want.size()) return false;
+  size_t k = 0;
+  for (int64_t w : want)
+    if (d[k++] != w) return false;
+  return true;
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using Pred = ffi::Buffer<ffi::PRED>;
+using Out = ffi::ResultBuffer<ffi::F32>;
+
+ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U, const F32& c0, const F32& h0,
+                         const Pred& mask, int64_t& T, int64_t& B, int64_t& I, int64_t& H) {
+  auto d = x.dimensions(), dw = W.dimensions();
+  if (d.size() != 3 || dw.size() != 2 || dw[1] % 4 != 0)
+    return ffi::Error::InvalidArgument("lstm_jax native: x must be [T, B, I] and W [I, 4H]");
+  T = d[0], B = d[1], I = d[2], H = dw[1] / 4;
+  if (dw[0] != I || !has_dims(b, {4 * H}) || !has_dims(U, {H, 4 * H}) || !has_dims(c0, {B, H}) ||
+      !has_dims(h0, {B, H}) || !has_dims(mask, {T, B}))
+    return ffi::Error::InvalidArgument(
+        "lstm_jax native: W [I, 4H], b [4H], U [H, 4H], c0 and h0 [B, H], mask [T, B] expected");
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out, Out cT, Out hT, Out gates,
+                   Out cprev, Out xh) {
+  int64_t T, B, I, H;
+  if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
+  for (auto* r : {&out, &gates, &cprev, &xh}) advise_huge_pages((*r)->untyped_data(), (*r)->size_bytes());
+  isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
+                 h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(),
+                 gates->typed_data(), cprev->typed_data(), xh->typed_data(), threads()});
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardInfer(F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out, Out cT, Out hT) {
+  int64_t T, B, I, H;
+  if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
+  advise_huge_pages(out->untyped_data(), out->size_bytes());
+  isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
+                 h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(), nullptr,
+                 nullptr, nullptr, threads()});
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cprev, ffi::Buffer<ffi::F32> dout,
+                    ffi::Buffer<ffi::F32> U, ffi::Buffer<ffi::F32> dcT, ffi::Buffer<ffi::F32> dhT,
+                    ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> dz, ffi::ResultBuffer<ffi::F32> db,
+                    ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> dh0) {
+  auto d = gates.dimensions();
+  if (d.size() != 3 || d[2] % 4 != 0) return ffi::Error::InvalidArgument("lstm_jax native: gates must be [T, B, 4H]");
+  const int64_t T = d[0], B = d[1], H = d[2] / 4;
+  if (!has_dims(cprev, {T, B, H}) || !has_dims(dout, {T, B, H}) || !has_dims(U, {H, 4 * H}) ||
+      !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) || !has_dims(mask, {T, B}))
+    return ffi::Error::InvalidArgument("lstm_jax native: cprev and dout [T, B, H], U [H, 4H], dcT and dhT [B, H], "
+                                       "mask [T, B] expected");
+  isa().backward({T, B, H, gates.typed_data(), cprev.typed_data(), dout.typed_data(), U.typed_data(),
+                  dcT.typed_data(), dhT.typed_data(), mask.typed_data(), dz->typed_data(), db->typed_data(),
+                  dc0->typed_data(), dh0->typed_data(), threads()});
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+// -- the Python module -----------------------------------------------------------------------------
+
+static PyObject* capsule(void* fn) { return PyCapsule_New(fn, nullptr, nullptr); }
+
+static PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_native",
+                                    "The native CPU LSTM recurrence (XLA FFI handlers as PyCapsules).", -1};
+
+PyMODINIT_FUNC PyInit__native(void) {
+  PyObject* m = PyModule_Create(&native_module);
+  if (m == nullptr) return nullptr;
+  if (PyModule_AddObject(m, "lstm_fwd", capsule(reinterpret_cast<void*>(LstmJaxForward))) < 0 ||
+      PyModule_AddObject(m, "lstm_fwd_infer", capsule(reinterpret_cast<void*>(LstmJaxForwardInfer))) < 0 ||
+      PyModule_AddObject(m, "lstm_bwd", capsule(reinterpret_cast<void*>(LstmJaxBackward))) < 0 ||
+      PyModule_AddStringConstant(m, "isa", isa().name) < 0 || PyModule_AddIntConstant(m, "threads", threads()) < 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}

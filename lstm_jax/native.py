@@ -1,0 +1,96 @@
+"""The native CPU recurrence of the standard LSTM cell, as XLA FFI custom calls.
+
+The C++ kernels in ``lstm_jax/csrc`` are built into ``lstm_jax._native`` by ``pip install``
+(setup.py). Each runs a whole layer's recurrence in one call: a register-tiled matmul per step
+with the gate math done on the tile while it is still in registers, over threads that each own a
+block of batch rows for the whole sequence (rows are independent, so the threads never wait for
+each other). The weight gradients stay large XLA matmuls (``lstm_jax.fast``).
+
+Where the extension is missing (no compiler at install time) :func:`available` is False and
+``impl='auto'`` uses the XLA fast path instead. Environment: ``LSTM_JAX_NATIVE_THREADS`` sets the
+thread count (default: the CPUs this process may use); ``LSTM_JAX_NATIVE_ISA=avx2|generic``
+forces a narrower kernel (read once, at import).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+try:
+    from lstm_jax import _native
+except ImportError:  # built without a compiler, or an unsupported platform
+    _native = None
+
+Array = jax.Array
+_TARGETS = {"lstm_jax_fwd": "lstm_fwd", "lstm_jax_fwd_infer": "lstm_fwd_infer", "lstm_jax_bwd": "lstm_bwd"}
+_registered = False
+
+
+def built() -> bool:
+    """Whether the extension was built and imports."""
+    return _native is not None
+
+
+def available() -> bool:
+    """Whether the native kernels can run here: built, and JAX's default backend is the CPU."""
+    return built() and jax.default_backend() == "cpu"
+
+
+def isa() -> str | None:
+    """The kernel the CPU got: 'avx512', 'avx2' or 'generic' (None when not built)."""
+    return None if _native is None else _native.isa
+
+
+def threads() -> int | None:
+    """Threads each call uses (None when not built)."""
+    return None if _native is None else _native.threads
+
+
+def _register() -> None:
+    global _registered
+    if not _registered:
+        for target, name in _TARGETS.items():
+            jax.ffi.register_ffi_target(target, getattr(_native, name), platform="cpu")
+        _registered = True
+
+
+def _mask(mask_TxB: Array | None, T: int, B: int) -> Array:
+    return jnp.ones((T, B), bool) if mask_TxB is None else mask_TxB.astype(bool)
+
+
+def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Array, h0_BxH: Array,
+            mask_TxB: Array | None, *, save: bool):
+    """The forward pass, input projection included (float32 throughout).
+
+    Returns (out [T, B, H], cT [B, H], hT [B, H]) and, with ``save``, also the residuals of the
+    backward pass: the activated gates [T, B, 4H], the cell state entering each step [T, B, H] and
+    each step's [x_t, h_{t-1}] as one [T, B, I + H] array (so that dW and dU are one matmul).
+    """
+    _register()
+    T, B, _ = x_TxBxI.shape
+    G = W_IxG.shape[1]
+    H = G // 4
+    f32 = jnp.float32
+    shapes = [jax.ShapeDtypeStruct((T, B, H), f32), jax.ShapeDtypeStruct((B, H), f32), jax.ShapeDtypeStruct((B, H), f32)]
+    if save:
+        shapes += [jax.ShapeDtypeStruct((T, B, G), f32), jax.ShapeDtypeStruct((T, B, H), f32),
+                   jax.ShapeDtypeStruct((T, B, x_TxBxI.shape[2] + H), f32)]
+    call = jax.ffi.ffi_call("lstm_jax_fwd" if save else "lstm_jax_fwd_infer", shapes, vmap_method="sequential")
+    return call(x_TxBxI.astype(f32), W_IxG.astype(f32), b_G.astype(f32), U_HxG.astype(f32), c0_BxH.astype(f32),
+                h0_BxH.astype(f32), _mask(mask_TxB, T, B))
+
+
+def backward(gates_TxBxG: Array, cprev_TxBxH: Array, dout_TxBxH: Array, U_HxG: Array, dcT_BxH: Array,
+             dhT_BxH: Array, mask_TxB: Array | None):
+    """The backward recurrence. Returns (dz [T, B, 4H] over the gates' buffer, db [4H] (the sum of dz),
+    dc0 [B, H], dh0 [B, H])."""
+    _register()
+    T, B, G = gates_TxBxG.shape
+    H = G // 4
+    f32 = jnp.float32
+    shapes = [jax.ShapeDtypeStruct((T, B, G), f32), jax.ShapeDtypeStruct((G,), f32),
+              jax.ShapeDtypeStruct((B, H), f32), jax.ShapeDtypeStruct((B, H), f32)]
+    call = jax.ffi.ffi_call("lstm_jax_bwd", shapes, vmap_method="sequential", input_output_aliases={0: 0})
+    return call(gates_TxBxG.astype(f32), cprev_TxBxH.astype(f32), dout_TxBxH.astype(f32), U_HxG.astype(f32),
+                dcT_BxH.astype(f32), dhT_BxH.astype(f32), _mask(mask_TxB, T, B))
