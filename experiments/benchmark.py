@@ -20,7 +20,8 @@ costs depends on the machine (a VM shared with other jobs pays much more). glibc
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` cuts it for all of them; the report records the environment.
 
 Implementations (``--impls``; peers that are not installed, or need a GPU, are skipped and listed):
-lstm_jax:scan, lstm_jax:fast, lstm_jax:fast_bf16, lstm_jax:cudnn (the paths behind ``lstm_jax.LSTM``),
+lstm_jax:scan, lstm_jax:fast, lstm_jax:native (C++ kernels, CPU), lstm_jax:fast_bf16, lstm_jax:cudnn (the paths
+behind ``lstm_jax.LSTM``; ``impl='auto'`` picks native on a CPU, cuDNN on a GPU),
 flax_nnx (``nnx.RNN(nnx.OptimizedLSTMCell)``), flax_linen (``nn.RNN(nn.OptimizedLSTMCell)``), torch
 (``torch.nn.LSTM``, CPU or CUDA), keras (Keras 3 ``LSTM`` on its JAX backend, ``train_on_batch``).
 """
@@ -54,7 +55,7 @@ from experiments import common  # noqa: E402
 from lstm_jax.errors import ConfigError  # noqa: E402
 from lstm_jax.layers import LSTM  # noqa: E402
 
-ALL_IMPLS = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:fast_bf16", "lstm_jax:cudnn", "flax_nnx", "flax_linen",
+ALL_IMPLS = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:fast_bf16", "lstm_jax:cudnn", "flax_nnx", "flax_linen",
              "torch", "keras")
 DEFAULT_IMPLS = tuple(i for i in ALL_IMPLS if i != "lstm_jax:fast_bf16")
 MODES = ("train", "forward")
@@ -286,6 +287,7 @@ def keras_impl(shape: Shape, modes) -> Runner:
 BUILDERS: dict[str, Callable[[Shape, tuple[str, ...]], Runner]] = {
     "lstm_jax:scan": lstm_jax("scan"),
     "lstm_jax:fast": lstm_jax("fast"),
+    "lstm_jax:native": lstm_jax("native"),
     "lstm_jax:fast_bf16": lstm_jax("fast", jnp.bfloat16),
     "lstm_jax:cudnn": lstm_jax("cudnn"),
     "flax_nnx": flax_nnx,
@@ -340,8 +342,12 @@ def device_description() -> str:
 def versions() -> dict[str, str]:
     import flax
 
+    from lstm_jax import native
+
     out = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
            "optax": optax.__version__}
+    if native.built():
+        out["lstm_jax.native"] = f"{native.isa()} kernel, {native.threads()} threads"
     for name in ("torch", "keras"):
         try:
             out[name] = __import__(name).__version__

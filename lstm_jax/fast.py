@@ -14,6 +14,10 @@ gradients overwrite the gates, one [T, B, 4H] buffer for all three; without a gr
 projection is made a chunk of steps at a time. The scans run unrolled once only (see
 ``default_unroll``). bf16 matmuls suit GPUs; on XLA:CPU they ran 1.5-2x slower than f32.
 
+With ``native=True`` the two recurrences run instead in the C++ kernels of :mod:`lstm_jax.native`
+(float32, tanh/sigmoid, CPU): the forward kernel also computes the input projection and saves each
+step's [x_t, h_{t-1}], so that dW and dU come out of one matmul; the backward kernel also sums db.
+
 Semantics are those of ``layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
 is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mask_TxB``.
 Matmuls run in the dtype of W and U (bf16 works); the elementwise work and the cell state run in
@@ -28,6 +32,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import native as native_kernels
 from lstm_jax.cells import ACTIVATIONS
 
 Array = jax.Array
@@ -136,12 +141,22 @@ def _forward_chunked(act, rec_act, x, W, b, U, c0, h0, mask, most: int = 32):
     return (c, h), out.reshape(T, B, -1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _lstm(act, rec_act, x, W, b, U, c0, h0, mask):
+def _bias(b, H):
+    return jnp.zeros((4 * H,), jnp.float32) if b is None else b
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _lstm(act, rec_act, native, x, W, b, U, c0, h0, mask):
+    if native:
+        out, c, h = native_kernels.forward(x, W, _bias(b, U.shape[0]), U, c0, h0, mask, save=False)
+        return (c, h), out
     return _forward_chunked(act, rec_act, x, W, b, U, c0, h0, mask)
 
 
-def _lstm_fwd(act, rec_act, x, W, b, U, c0, h0, mask):
+def _lstm_fwd(act, rec_act, native, x, W, b, U, c0, h0, mask):
+    if native:
+        out, c, h, gates, c_prev, xh = native_kernels.forward(x, W, _bias(b, U.shape[0]), U, c0, h0, mask, save=True)
+        return ((c, h), out), (x, W, b, U, None, mask, xh, gates, c_prev)
     (c, h), out, (gates, c_prev) = _forward(act, rec_act, True, x, W, b, U, c0, h0, mask)
     return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev)
 
@@ -157,11 +172,29 @@ def _dz(act, rec_act, gates, cp, dc, dh):
     return dz, dc * f
 
 
-def _lstm_bwd(act, rec_act, res, cotangents):
+def _lstm_bwd(act, rec_act, native, res, cotangents):
     x, W, b, U, h0, mask, out, gates, c_prev = res
     (dc_T, dh_T), dout = cotangents
-    T, B, G = gates.shape
-    H = G // 4
+    G = gates.shape[-1]
+    if native:
+        # xh holds [x_t, h_{t-1}] per step: dW and dU come out of one matmul, which reads dz once.
+        xh = out
+        dz, db, dc0, dh0 = native_kernels.backward(gates, c_prev, dout, U, dc_T, dh_T, mask)
+        T, B, I = x.shape
+        dz2 = dz.reshape(T * B, G)
+        dWU = jnp.dot(xh.reshape(T * B, -1).T, dz2, preferred_element_type=jnp.float32)
+        dx = jnp.dot(dz2, W.T.astype(jnp.float32)).reshape(x.shape).astype(x.dtype)
+        db = None if b is None else db.astype(b.dtype)
+        return dx, dWU[:I].astype(W.dtype), db, dWU[I:].astype(U.dtype), dc0, dh0, None
+    else:
+        dz, dc0, dh0 = _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask)
+        db = None if b is None else jnp.sum(dz.reshape(-1, G).astype(c_prev.dtype), axis=0)
+    return _weight_grads(x, W, b, U, h0, out, dz, db, dc0, dh0)
+
+
+def _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask):
+    """The backward recurrence as a lax.scan. Returns (dz [T, B, 4H] over the gates' buffer, dc0, dh0)."""
+    T = gates.shape[0]
     f32 = c_prev.dtype
     U_t = U.T  # transposed once, so each step's dz U^T is a plain row-major dot
 
@@ -187,6 +220,14 @@ def _lstm_bwd(act, rec_act, res, cotangents):
     steps = jnp.arange(T, dtype=jnp.int32)
     init = (dc_T, dh_T, gates, gates[T - 1])
     (dc0, dh0, dz, _), _ = jax.lax.scan(body, init, (steps, c_prev, dout, mask), reverse=True)
+    return dz, dc0, dh0
+
+
+def _weight_grads(x, W, b, U, h0, out, dz, db, dc0, dh0):
+    """dx, dW, dU (and db, and the carry's cotangents, passed on) from the gate gradients dz [T, B, 4H]."""
+    T, B, G = dz.shape
+    H = G // 4
+    f32 = dc0.dtype
     # The weight gradients as single matmuls over all steps. At a valid step t the previous output
     # equals the previous carry h (the valid region is a prefix); at the other steps dz is zero.
     dz2 = dz.reshape(T * B, G)
@@ -194,7 +235,7 @@ def _lstm_bwd(act, rec_act, res, cotangents):
     x2 = x.reshape(T * B, -1).astype(W.dtype)
     dU = jnp.dot(h_prev.T, dz2.astype(U.dtype), preferred_element_type=f32).astype(U.dtype)
     dW = jnp.dot(x2.T, dz2.astype(W.dtype), preferred_element_type=f32).astype(W.dtype)
-    db = None if b is None else jnp.sum(dz2.astype(f32), axis=0).astype(b.dtype)
+    db = None if b is None else db.astype(b.dtype)
     dx = jnp.dot(dz2.astype(W.dtype), W.T, preferred_element_type=f32).reshape(x.shape).astype(x.dtype)
     return dx, dW, db, dU, dc0, dh0, None
 
@@ -212,6 +253,7 @@ def lstm(
     *,
     activation: Callable = jnp.tanh,
     recurrent_activation: Callable = jax.nn.sigmoid,
+    native: bool = False,
 ):
     """The standard LSTM over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
@@ -219,13 +261,26 @@ def lstm(
     dtype of W and U is the matmul dtype (bf16 works). ``carry`` is ``(c, h)``, each [B, H], in the
     dtype of the elementwise work and the outputs (float32). ``mask_TxB`` marks the valid steps
     (a prefix of each row). The activations must be among sigmoid, tanh, relu and linear
-    (``lstm_jax.cells.ACTIVATIONS``).
+    (``lstm_jax.cells.ACTIVATIONS``). ``native`` runs the recurrences in the C++ kernels of
+    :mod:`lstm_jax.native` (CPU, float32, tanh and sigmoid; see :func:`native_supports`).
     """
     if not supports(activation, recurrent_activation):
         raise ValueError("the fast LSTM supports the activations sigmoid, tanh, relu and linear only")
     c0, h0 = carry
     h0 = h0.astype(c0.dtype)
-    return _lstm(activation, recurrent_activation, x_TxBxD, W_DxG, b_G, U_HxG, c0, h0, mask_TxB)
+    if native and not native_supports(activation, recurrent_activation, W_DxG.dtype, U_HxG.dtype, c0.dtype):
+        raise ValueError("the native LSTM runs float32 with tanh and sigmoid on the CPU, with lstm_jax._native built")
+    return _lstm(activation, recurrent_activation, native, x_TxBxD, W_DxG, b_G, U_HxG, c0, h0, mask_TxB)
+
+
+def native_supports(activation: Callable, recurrent_activation: Callable, *dtypes) -> bool:
+    """Whether the native kernels run these activations and dtypes here (built, CPU backend)."""
+    return (
+        activation is ACTIVATIONS["tanh"]
+        and recurrent_activation is ACTIVATIONS["sigmoid"]
+        and all(jnp.dtype(d) == jnp.float32 for d in dtypes)
+        and native_kernels.available()
+    )
 
 
 # -- the standard cell as a layer ------------------------------------------------------------------
@@ -237,6 +292,13 @@ def supports_cell(cell) -> bool:
     return type(cell) is LSTMCell and supports(cell.activation, cell.recurrent_activation)
 
 
+def native_supports_cell(cell) -> bool:
+    """Whether the native CPU kernels run ``cell``: the standard cell, float32, tanh and sigmoid."""
+    W, _, U = _weights(cell)
+    return supports_cell(cell) and native_supports(cell.activation, cell.recurrent_activation, W.dtype, U.dtype,
+                                                   cell.carry_dtype)
+
+
 def _weights(cell):
     """(W [D, 4H], b [4H] or None, U [H, 4H]), W and U in the cell's compute dtype."""
     cast = (lambda a: a) if cell.dtype is None else (lambda a: a.astype(cell.dtype))
@@ -244,14 +306,16 @@ def _weights(cell):
     return cast(cell.kernel[...]), b, cast(cell.recurrent_kernel[...])
 
 
-def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False):
+def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False,
+               native: bool = False):
     """The standard ``LSTMCell`` over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
+    ``native`` runs the recurrences in the C++ kernels (:func:`native_supports_cell` must hold).
     ``remat`` keeps only the carries between chunks of about sqrt(T) steps and recomputes each
     chunk's forward pass during the backward pass, so activation memory grows as sqrt(T), not T.
     """
     W, b, U = _weights(cell)
-    kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation)
+    kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation, native=native)
     if not remat:
         return lstm(x_TxBxD, W, b, U, carry, mask_TxB, **kw)
     return _remat_scan(x_TxBxD, W, b, U, carry, mask_TxB, kw)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstm_jax import fast
+from lstm_jax import fast, native
 from lstm_jax.cells import RecurrentCell, get_cell
 from lstm_jax.errors import ConfigError
 
@@ -89,9 +89,12 @@ class LSTM(nnx.Module):
     inputs. ``unroll`` is passed to the generic path's ``lax.scan`` (None: a per-backend default).
 
     ``impl`` picks how the recurrence runs: ``'scan'`` is the generic ``lax.scan`` of ``cell.step``
-    (every cell); ``'fast'`` is ``lstm_jax.fast`` (the standard ``LSTMCell`` only); ``'cudnn'`` is
-    cuDNN through ``jax.experimental.rnn`` (standard cell with tanh/sigmoid, on a GPU); ``'auto'``
-    takes the fastest one that applies. ``remat=True`` (fast path) recomputes the forward in chunks
+    (every cell); ``'fast'`` is ``lstm_jax.fast`` (the standard ``LSTMCell`` only); ``'native'`` is
+    that with its recurrences in the C++ kernels of ``lstm_jax.native`` (standard cell, float32,
+    tanh/sigmoid, on the CPU); ``'cudnn'`` is cuDNN through ``jax.experimental.rnn`` (standard cell
+    with tanh/sigmoid, on a GPU); ``'auto'`` takes the fastest one that applies, judged by the
+    default backend when the layer is built (native only with a single device: XLA cannot shard a
+    custom call's batch, so data-parallel runs take the fast path). ``remat=True`` (fast and native paths) recomputes the forward in chunks
     during the backward pass, so that long sequences train in O(sqrt(T)) activation memory.
     Pass ``dtype=jnp.bfloat16`` (a cell argument) to compute in bf16; the cell state c stays f32.
 
@@ -183,11 +186,12 @@ class LSTM(nnx.Module):
         # Time-major before the projection, where the feature axis is still narrow.
         x_TxBxD = jnp.swapaxes(x_BxTxD, 0, 1)
         mask_TxB = None if lengths is None else valid_mask(lengths, x_BxTxD.shape[1]).T
-        carry, h_TxBxH = fast.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=self.remat)
+        carry, h_TxBxH = fast.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=self.remat,
+                                         native=self.impl == "native")
         return carry, jnp.swapaxes(h_TxBxH, 0, 1)
 
 
-IMPLS = ("auto", "scan", "fast", "cudnn")
+IMPLS = ("auto", "scan", "fast", "native", "cudnn")
 
 
 def _resolve_impl(impl: str, cell: RecurrentCell, remat: bool) -> str:
@@ -195,6 +199,10 @@ def _resolve_impl(impl: str, cell: RecurrentCell, remat: bool) -> str:
     if impl == "auto":
         if fast.cudnn_supports(cell) and not remat:
             impl = "cudnn"
+        elif fast.native_supports_cell(cell) and jax.device_count() == 1:
+            # XLA cannot split a custom call over a sharded batch: on several devices it would
+            # gather the batch and run the whole layer on each. The XLA fast path shards cleanly.
+            impl = "native"
         else:
             impl = "fast" if fast.supports_cell(cell) else "scan"
     elif impl == "fast" and not fast.supports_cell(cell):
@@ -202,13 +210,20 @@ def _resolve_impl(impl: str, cell: RecurrentCell, remat: bool) -> str:
             f"impl='fast' runs the standard LSTMCell with sigmoid/tanh/relu/linear activations only, "
             f"not this {type(cell).__name__}; use impl='scan' or 'auto'"
         )
+    elif impl == "native" and not fast.native_supports_cell(cell):
+        why = "it is not built here (see lstm_jax.native)" if not native.built() else (
+            f"backend {jax.default_backend()}" if not native.available() else "this cell")
+        raise ConfigError(
+            "impl='native' runs the standard LSTMCell in float32 with tanh and sigmoid on the CPU, "
+            f"with the C++ kernels built; not {why}; use impl='auto'")
     elif impl == "cudnn" and not fast.cudnn_supports(cell):
         raise ConfigError(
             "impl='cudnn' needs a CUDA GPU and the standard LSTMCell in float32 with tanh and sigmoid "
             f"(backend here: {jax.default_backend()}); use impl='auto'"
         )
-    if remat and impl != "fast":
-        raise ConfigError(f"remat=True is an option of the fast path (the standard LSTMCell), not of impl={impl!r}")
+    if remat and impl not in ("fast", "native"):
+        raise ConfigError(
+            f"remat=True is an option of the fast and native paths (the standard LSTMCell), not of impl={impl!r}")
     return impl
 
 
@@ -257,7 +272,8 @@ class Bidirectional(nnx.Module):
         return (h, (cf, cb)) if return_carry else h
 
     def _fusable(self, key) -> bool:
-        """Both directions on the fast path with one configuration, and no dropout to draw."""
+        """Both directions on the XLA fast path with one configuration, and no dropout to draw. (The
+        native kernels already keep every core busy with one direction; they run one after the other.)"""
         f, b = self.forward, self.backward
         no_dropout = key is None or (f.input_dropout == 0.0 and b.input_dropout == 0.0)
         return (f.impl == b.impl == "fast" and not (f.remat or b.remat) and no_dropout

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstm_jax import fast
+from lstm_jax import fast, native
 from lstm_jax.errors import ConfigError
 from lstm_jax.layers import LSTM, Bidirectional
 
@@ -45,6 +45,11 @@ def value_and_grads(layer, x, lengths, carry, w_out):
     return aux, grads
 
 
+# The XLA fast path everywhere; the native kernels where they are built and the backend is the CPU.
+FAST = ["fast", pytest.param("native", marks=pytest.mark.skipif(not native.available(),
+                                                                reason="native kernels not built, or not on CPU"))]
+
+
 def make(impl, reverse=False, **kw):
     return LSTM(D, H, impl=impl, reverse=reverse, rngs=nnx.Rngs(0), **kw)
 
@@ -53,43 +58,47 @@ def make(impl, reverse=False, **kw):
 COMBOS = [(False, False, False), (False, True, True), (True, False, True), (True, True, False)]
 
 
+@pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("reverse,with_lengths,with_carry", COMBOS)
-def test_fast_matches_scan(reverse, with_lengths, with_carry):
+def test_fast_matches_scan(impl, reverse, with_lengths, with_carry):
     x, carry, w = inputs()
     lengths = jnp.asarray(LENGTHS) if with_lengths else None
     carry = carry if with_carry else None
     ref = value_and_grads(make("scan", reverse), x, lengths, carry, w)
-    got = value_and_grads(make("fast", reverse), x, lengths, carry, w)
+    got = value_and_grads(make(impl, reverse), x, lengths, carry, w)
     assert_close(got, ref)
 
 
+@pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("T_long", [40, 37])  # chunks of 20 steps; a prime length, chunks of one step
-def test_forward_alone_matches_scan(T_long):
+def test_forward_alone_matches_scan(impl, T_long):
     """Without a gradient the fast path projects the sequence chunk by chunk."""
     x = jax.random.normal(jax.random.key(9), (B, T_long, D))
     lengths = jnp.asarray([T_long, 1, 0, 5, T_long - 3, 21])
     ref = make("scan", reverse=True)(x, lengths, return_carry=True)
-    got = make("fast", reverse=True)(x, lengths, return_carry=True)
+    got = make(impl, reverse=True)(x, lengths, return_carry=True)
     assert_close(got, ref)
 
 
-def test_gradient_through_the_final_carry_alone():
+@pytest.mark.parametrize("impl", FAST)
+def test_gradient_through_the_final_carry_alone(impl):
     """pooling='last' reads only the final carry: the outputs' cotangent is then a symbolic zero."""
     x, _, _ = inputs(10)
     lengths = jnp.asarray(LENGTHS)
     grads = []
-    for impl in ("scan", "fast"):
-        graphdef, params = nnx.split(make(impl))
+    for name in ("scan", impl):
+        graphdef, params = nnx.split(make(name))
         loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x, lengths, return_carry=True)[1][1]))  # noqa: E731
         grads.append(jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x))
     assert_close(grads[1], grads[0])
 
 
-def test_remat_matches_scan():
+@pytest.mark.parametrize("impl", FAST)
+def test_remat_matches_scan(impl):
     x, carry, w = inputs(1)
     lengths = jnp.asarray(LENGTHS)
     ref = value_and_grads(make("scan", reverse=True), x, lengths, carry, w)
-    got = value_and_grads(make("fast", reverse=True, remat=True), x, lengths, carry, w)
+    got = value_and_grads(make(impl, reverse=True, remat=True), x, lengths, carry, w)
     assert_close(got, ref)
 
 
@@ -114,25 +123,27 @@ def test_bf16_keeps_the_cell_state_in_float32():
     assert_close(grads, ref[1], tol=1e-1)
 
 
-def test_raw_lstm_matches_a_numpy_lstm(np_reference):
+@pytest.mark.parametrize("impl", FAST)
+def test_raw_lstm_matches_a_numpy_lstm(impl, np_reference):
     np_lstm, cell_weights = np_reference
     x, _, _ = inputs(4)
     cell = make("fast").cell
     W, U, b = cell_weights(cell)
     zeros = jnp.zeros((B, H))
     (c, h), out = fast.lstm(jnp.swapaxes(x, 0, 1), cell.kernel[...], cell.bias[...], cell.recurrent_kernel[...],
-                            (zeros, zeros))
+                            (zeros, zeros), native=impl == "native")
     ref_out, (ref_c, ref_h) = np_lstm(np.asarray(x, np.float64), W, U, b)
     assert_close((jnp.swapaxes(out, 0, 1), c, h), (ref_out, ref_c, ref_h))
 
 
-def test_bidirectional_fast_matches_scan():
+@pytest.mark.parametrize("impl", FAST)
+def test_bidirectional_fast_matches_scan(impl):
     x, _, w = inputs(5)
     w = jnp.concatenate([w, -w], axis=-1)
     lengths = jnp.asarray(LENGTHS)
     results = []
-    for impl in ("scan", "fast"):
-        layer = Bidirectional.create(D, H, impl=impl, rngs=nnx.Rngs(0))
+    for name in ("scan", impl):
+        layer = Bidirectional.create(D, H, impl=name, rngs=nnx.Rngs(0))
         graphdef, params = nnx.split(layer)
 
         def loss(params, x):
@@ -144,9 +155,10 @@ def test_bidirectional_fast_matches_scan():
 
 
 def test_auto_picks_the_fast_path_for_the_standard_cell_only():
-    backend_default = "cudnn" if fast.cudnn_available() else "fast"
+    backend_default = "cudnn" if fast.cudnn_available() else "native" if native.available() else "fast"
     assert make("auto").impl == backend_default
-    assert make("auto", remat=True).impl == "fast"
+    assert make("auto", remat=True).impl == ("native" if native.available() else "fast")
+    assert make("auto", dtype=jnp.bfloat16).impl == "fast"  # the native and cuDNN kernels are float32
     assert make("auto", activation="gelu").impl == "scan"
     assert LSTM(D, H, cell="peephole", rngs=nnx.Rngs(0)).impl == "scan"
     # Subclasses of LSTMCell are ablations: even one with the same maths takes the generic path.
@@ -163,6 +175,8 @@ def test_bad_impl_is_a_config_error():
     if not fast.cudnn_available():
         with pytest.raises(ConfigError, match="impl='cudnn'"):
             make("cudnn")
+    with pytest.raises(ConfigError, match="impl='native'"):
+        make("native", activation="relu")
 
 
 def test_cudnn_weight_layout_matches_scan_on_any_backend():
@@ -206,3 +220,35 @@ def test_fast_matches_scan_on_gpu():
         ref = value_and_grads(make("scan"), x, lengths, carry, w)
         got = value_and_grads(make("fast"), x, lengths, carry, w)
     assert_close(got, ref)
+
+
+_WITHOUT_NATIVE = """
+import sys
+sys.modules["lstm_jax._native"] = None  # as if the install had no compiler: the import fails
+import jax, jax.numpy as jnp
+from flax import nnx
+from lstm_jax import native
+from lstm_jax.errors import ConfigError
+from lstm_jax.layers import LSTM
+assert not native.built() and not native.available()
+layer = LSTM(3, 8, rngs=nnx.Rngs(0))
+out = layer(jnp.ones((2, 5, 3)))
+try:
+    LSTM(3, 8, impl="native", rngs=nnx.Rngs(0))
+    raise SystemExit("impl='native' was accepted without the kernels")
+except ConfigError as e:
+    msg = str(e)
+print(layer.impl, out.shape, msg)
+"""
+
+
+def test_without_the_native_kernels_auto_takes_the_xla_path():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_NATIVE], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    impl, rest = proc.stdout.split(" ", 1)
+    assert impl == "fast"
+    assert "(2, 5, 8)" in rest and "not built" in rest

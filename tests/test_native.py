@@ -1,0 +1,118 @@
+"""The native CPU kernels: every ISA build and thread split against the XLA fast path and NumPy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from lstm_jax import fast, native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
+
+# B = 29 splits into uneven row blocks on any thread count, with a tile remainder; H = 40 is no
+# multiple of any vector width, so every kernel runs partial vectors.
+T, B, D, H = 11, 29, 3, 40
+
+
+def problem(seed=0):
+    k = jax.random.split(jax.random.key(seed), 7)
+    x = jax.random.normal(k[0], (T, B, D))
+    W = jax.random.normal(k[1], (D, 4 * H)) * 0.5
+    b = jax.random.normal(k[2], (4 * H,)) * 0.5
+    U = jax.random.normal(k[3], (H, 4 * H)) / np.sqrt(H)
+    carry = (jax.random.normal(k[4], (B, H)), jax.random.normal(k[5], (B, H)))
+    lengths = jax.random.randint(k[6], (B,), 0, T + 1)
+    mask = jnp.arange(T)[:, None] < lengths[None, :]
+    return x, W, b, U, carry, mask
+
+
+def value_and_grads(use_native, x, W, b, U, carry, mask):
+    def loss(x, W, b, U, carry):
+        (c, h), out = fast.lstm(x, W, b, U, carry, mask, native=use_native)
+        return jnp.sum(jnp.sin(out)) + jnp.sum(c * c) - jnp.sum(h), (out, c, h)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))(x, W, b, U, carry)
+
+
+def max_rel_err(a, b):
+    """Largest |a - b| over all leaves, relative to each leaf's scale (at least 1)."""
+    worst = 0.0
+    for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+        worst = max(worst, float(np.max(np.abs(p - q))) / max(1.0, float(np.max(np.abs(q)))))
+    return worst
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_native_matches_the_xla_fast_path(with_mask):
+    x, W, b, U, carry, mask = problem()
+    mask = mask if with_mask else None
+    got = value_and_grads(True, x, W, b, U, carry, mask)
+    ref = value_and_grads(False, x, W, b, U, carry, mask)
+    assert max_rel_err(got, ref) <= 1e-5
+
+
+def test_native_forward_matches_numpy(np_reference):
+    np_lstm, _ = np_reference
+    x, W, b, U, (c0, h0), _ = problem(1)
+    (c, h), out = jax.jit(lambda *a: fast.lstm(*a, native=True))(x, W, b, U, (c0, h0))
+    as64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    ref_out, (ref_c, ref_h) = np_lstm(as64(x).swapaxes(0, 1), as64(W), as64(U), as64(b), c0_BxH=as64(c0),
+                                      h0_BxH=as64(h0))
+    assert max_rel_err((out, c, h), (ref_out.swapaxes(0, 1), ref_c, ref_h)) <= 1e-5
+
+
+def test_native_under_vmap_runs_each_member():
+    """Bidirectional-style batching of whole layers: vmap over the native call, against one at a time."""
+    x, W, b, U, carry, mask = problem(2)
+    xs = jnp.stack([x, -x])
+    run = lambda x: fast.lstm(x, W, b, U, carry, mask, native=True)  # noqa: E731
+    (c, h), out = jax.jit(jax.vmap(run))(xs)
+    for k in range(2):
+        (ck, hk), outk = run(xs[k])
+        assert max_rel_err((out[k], c[k], h[k]), (outk, ck, hk)) <= 1e-6
+
+
+_SUBPROCESS = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import jax
+from test_native import problem, value_and_grads, max_rel_err
+from lstm_jax import native
+args = problem(3)
+err = max_rel_err(value_and_grads(True, *args), value_and_grads(False, *args))
+print(json.dumps({{"isa": native.isa(), "threads": native.threads(), "err": err}}))
+"""
+
+
+@pytest.mark.parametrize("isa,threads", [("avx512", 3), ("avx2", 2), ("generic", 1)])
+def test_every_kernel_build_and_thread_split(isa, threads):
+    """The ISA and the thread count are fixed at import, so each combination runs in its own process."""
+    if isa != "generic" and os.uname().machine != "x86_64":
+        pytest.skip("an x86-64 kernel")
+    env = dict(os.environ, LSTM_JAX_NATIVE_ISA=isa, LSTM_JAX_NATIVE_THREADS=str(threads), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _SUBPROCESS.format(tests=str(REPO_ROOT / "tests"))],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["isa"] != isa:
+        pytest.skip(f"this CPU has no {isa} (got {result['isa']})")
+    assert result["threads"] == threads
+    assert result["err"] <= 1e-5
+
+
+def test_large_inputs_saturate_instead_of_overflowing():
+    """Pre-activations far outside exp's float range give saturated gates, not inf or NaN."""
+    x, W, b, U, carry, _ = problem(4)
+    (c, h), out = fast.lstm(x * 1e4, W, b, U, carry, native=True)
+    (rc, rh), rout = fast.lstm(x * 1e4, W, b, U, carry, native=False)
+    assert np.all(np.isfinite(np.asarray(out)))
+    assert max_rel_err((out, c, h), (rout, rc, rh)) <= 1e-5
