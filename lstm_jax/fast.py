@@ -16,7 +16,8 @@ projection is made a chunk of steps at a time. The scans run unrolled once only 
 
 With ``native=True`` the two recurrences run instead in the C++ kernels of :mod:`lstm_jax.native`
 (float32, tanh/sigmoid, CPU): the forward kernel also computes the input projection and saves each
-step's [x_t, h_{t-1}], so that dW and dU come out of one matmul; the backward kernel also sums db.
+step's [x_t, h_{t-1}], so that dW and dU come out of one matmul; the backward kernel also computes
+dx and db while each step's dz is in cache.
 
 Semantics are those of ``layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
 is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mask_TxB``.
@@ -179,13 +180,11 @@ def _lstm_bwd(act, rec_act, native, res, cotangents):
     if native:
         # xh holds [x_t, h_{t-1}] per step: dW and dU come out of one matmul, which reads dz once.
         xh = out
-        dz, db, dc0, dh0 = native_kernels.backward(gates, c_prev, dout, U, dc_T, dh_T, mask)
+        dz, db, dx, dc0, dh0 = native_kernels.backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask)
         T, B, I = x.shape
-        dz2 = dz.reshape(T * B, G)
-        dWU = jnp.dot(xh.reshape(T * B, -1).T, dz2, preferred_element_type=jnp.float32)
-        dx = jnp.dot(dz2, W.T.astype(jnp.float32)).reshape(x.shape).astype(x.dtype)
+        dWU = jnp.dot(xh.reshape(T * B, -1).T, dz.reshape(T * B, G), preferred_element_type=jnp.float32)
         db = None if b is None else db.astype(b.dtype)
-        return dx, dWU[:I].astype(W.dtype), db, dWU[I:].astype(U.dtype), dc0, dh0, None
+        return dx.astype(x.dtype), dWU[:I].astype(W.dtype), db, dWU[I:].astype(U.dtype), dc0, dh0, None
     else:
         dz, dc0, dh0 = _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask)
         db = None if b is None else jnp.sum(dz.reshape(-1, G).astype(c_prev.dtype), axis=0)

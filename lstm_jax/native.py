@@ -81,16 +81,17 @@ def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Arra
                 h0_BxH.astype(f32), _mask(mask_TxB, T, B))
 
 
-def backward(gates_TxBxG: Array, cprev_TxBxH: Array, dout_TxBxH: Array, U_HxG: Array, dcT_BxH: Array,
-             dhT_BxH: Array, mask_TxB: Array | None):
+def backward(gates_TxBxG: Array, cprev_TxBxH: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
+             dcT_BxH: Array, dhT_BxH: Array, mask_TxB: Array | None):
     """The backward recurrence. Returns (dz [T, B, 4H] over the gates' buffer, db [4H] (the sum of dz),
-    dc0 [B, H], dh0 [B, H])."""
+    dx [T, B, I] (dz W^T), dc0 [B, H], dh0 [B, H])."""
     _register()
     T, B, G = gates_TxBxG.shape
-    H = G // 4
+    H, I = G // 4, W_IxG.shape[0]
     f32 = jnp.float32
     shapes = [jax.ShapeDtypeStruct((T, B, G), f32), jax.ShapeDtypeStruct((G,), f32),
-              jax.ShapeDtypeStruct((B, H), f32), jax.ShapeDtypeStruct((B, H), f32)]
+              jax.ShapeDtypeStruct((T, B, I), f32), jax.ShapeDtypeStruct((B, H), f32),
+              jax.ShapeDtypeStruct((B, H), f32)]
     call = jax.ffi.ffi_call("lstm_jax_bwd", shapes, vmap_method="sequential", input_output_aliases={0: 0})
-    return call(gates_TxBxG.astype(f32), cprev_TxBxH.astype(f32), dout_TxBxH.astype(f32), U_HxG.astype(f32),
-                dcT_BxH.astype(f32), dhT_BxH.astype(f32), _mask(mask_TxB, T, B))
+    return call(gates_TxBxG.astype(f32), cprev_TxBxH.astype(f32), dout_TxBxH.astype(f32), W_IxG.astype(f32),
+                U_HxG.astype(f32), dcT_BxH.astype(f32), dhT_BxH.astype(f32), _mask(mask_TxB, T, B))

@@ -5,8 +5,8 @@
 // stay large XLA matmuls. Arrays are time-major and row-major, gate blocks (i, f, o, g) of width H:
 //   forward:  z_t = x_t W + b + h_{t-1} U;  i, f, o = sigmoid;  g = tanh;  c_t = f c + i g;
 //             h_t = o tanh(c_t). Past a row's mask the carry is frozen and the output is zero.
-//   backward: per step the gate gradient dz_t (written over the saved gates) and
-//             dh_{t-1} = dz_t U^T.
+//   backward: per step the gate gradient dz_t (written over the saved gates),
+//             dh_{t-1} = dz_t U^T and dx_t = dz_t W^T; and db, the sum of dz.
 // Rows of the batch are independent, so each thread owns a block of rows for the whole sequence
 // and the threads never synchronise between steps.
 #pragma once
@@ -34,16 +34,18 @@ struct FwdArgs {
 };
 
 struct BwdArgs {
-  int64_t T, B, H;
+  int64_t T, B, I, H;
   const float* gates;  // [T, B, 4H] from the forward pass
   const float* cprev;  // [T, B, H]
   const float* dout;   // [T, B, H]
+  const float* W;      // [I, 4H]
   const float* U;      // [H, 4H]
   const float* dcT;    // [B, H]
   const float* dhT;    // [B, H]
   const bool* mask;    // [T, B]
   float* dz;           // [T, B, 4H]; may alias gates
   float* db;           // [4H]: the sum of dz over steps and rows
+  float* dx;           // [T, B, I]: dz W^T
   float* dc0;          // [B, H]
   float* dh0;          // [B, H]
   int threads;

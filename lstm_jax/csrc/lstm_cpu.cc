@@ -2,7 +2,7 @@
 //
 //   lstm_fwd        (x, W, b, U, c0, h0, mask) -> (out, cT, hT, gates, cprev, xh)   for training
 //   lstm_fwd_infer  (x, W, b, U, c0, h0, mask) -> (out, cT, hT)                 without residuals
-//   lstm_bwd        (gates, cprev, dout, U, dcT, dhT, mask) -> (dz, db, dc0, dh0)
+//   lstm_bwd        (gates, cprev, dout, W, U, dcT, dhT, mask) -> (dz, db, dx, dc0, dh0)
 //
 // Shapes and semantics: kernel.h. The kernel is chosen once, by what the CPU supports.
 #define PY_SSIZE_T_CLEAN
@@ -126,20 +126,20 @@ ffi::Error ForwardInfer(F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, O
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cprev, ffi::Buffer<ffi::F32> dout,
-                    ffi::Buffer<ffi::F32> U, ffi::Buffer<ffi::F32> dcT, ffi::Buffer<ffi::F32> dhT,
-                    ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> dz, ffi::ResultBuffer<ffi::F32> db,
-                    ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> dh0) {
-  auto d = gates.dimensions();
-  if (d.size() != 3 || d[2] % 4 != 0) return ffi::Error::InvalidArgument("lstm_jax native: gates must be [T, B, 4H]");
-  const int64_t T = d[0], B = d[1], H = d[2] / 4;
-  if (!has_dims(cprev, {T, B, H}) || !has_dims(dout, {T, B, H}) || !has_dims(U, {H, 4 * H}) ||
-      !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) || !has_dims(mask, {T, B}))
+ffi::Error Backward(F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT, Pred mask, Out dz, Out db,
+                    Out dx, Out dc0, Out dh0) {
+  auto d = gates.dimensions(), dw = W.dimensions();
+  if (d.size() != 3 || d[2] % 4 != 0 || dw.size() != 2)
+    return ffi::Error::InvalidArgument("lstm_jax native: gates must be [T, B, 4H] and W [I, 4H]");
+  const int64_t T = d[0], B = d[1], H = d[2] / 4, I = dw[0];
+  if (!has_dims(cprev, {T, B, H}) || !has_dims(dout, {T, B, H}) || !has_dims(W, {I, 4 * H}) ||
+      !has_dims(U, {H, 4 * H}) || !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) || !has_dims(mask, {T, B}))
     return ffi::Error::InvalidArgument("lstm_jax native: cprev and dout [T, B, H], U [H, 4H], dcT and dhT [B, H], "
                                        "mask [T, B] expected");
-  isa().backward({T, B, H, gates.typed_data(), cprev.typed_data(), dout.typed_data(), U.typed_data(),
-                  dcT.typed_data(), dhT.typed_data(), mask.typed_data(), dz->typed_data(), db->typed_data(),
-                  dc0->typed_data(), dh0->typed_data(), threads()});
+  advise_huge_pages(dx->untyped_data(), dx->size_bytes());
+  isa().backward({T, B, I, H, gates.typed_data(), cprev.typed_data(), dout.typed_data(), W.typed_data(),
+                  U.typed_data(), dcT.typed_data(), dhT.typed_data(), mask.typed_data(), dz->typed_data(),
+                  db->typed_data(), dx->typed_data(), dc0->typed_data(), dh0->typed_data(), threads()});
   return ffi::Error::Success();
 }
 
@@ -182,7 +182,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
