@@ -12,8 +12,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 namespace lstm_jax_native {
+
+// Runs f(0), ..., f(n - 1), possibly at the same time, and returns when all have finished. The FFI
+// layer runs them on XLA's own intra-op threads, so that they do not compete with XLA's workers.
+using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t)>& f)>;
 
 struct FwdArgs {
   int64_t T, B, I, H;
@@ -31,6 +36,7 @@ struct FwdArgs {
   float* cprev;        // [T, B, H] cell state entering each step, or null
   float* xh;           // [T, B, I + H] each step's [x_t, h_{t-1}], or null: the weight gradient is xh^T dz
   int threads;
+  const ParallelFor* parallel;
 };
 
 struct BwdArgs {
@@ -49,6 +55,7 @@ struct BwdArgs {
   float* dc0;          // [B, H]
   float* dh0;          // [B, H]
   int threads;
+  const ParallelFor* parallel;
 };
 
 #define LSTM_JAX_DECLARE_ISA(ns)        \

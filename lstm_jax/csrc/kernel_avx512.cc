@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <memory>
 #include <cstring>
-#include <thread>
+#include <functional>
 #include <vector>
 #include <immintrin.h>
 #if defined(__clang__)

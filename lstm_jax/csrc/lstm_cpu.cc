@@ -11,8 +11,13 @@
 #include <sched.h>
 #include <sys/mman.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "kernel.h"
@@ -78,6 +83,37 @@ void advise_huge_pages(void* p, size_t bytes) {
 #endif
 }
 
+// lj::ParallelFor on XLA's intra-op thread pool. The caller takes part: workers claim indices from
+// a counter, so all the work gets done even if no pooled thread is free, and a task that starts
+// after everything is claimed returns at once (it holds the shared state, never the caller's).
+lj::ParallelFor on_pool(ffi::ThreadPool& pool) {
+  return [&pool](int64_t n, const std::function<void(int64_t)>& f) {
+    struct State {
+      std::atomic<int64_t> next{0}, done{0};
+      int64_t n = 0;
+      const std::function<void(int64_t)>* f = nullptr;
+      std::mutex m;
+      std::condition_variable cv;
+    };
+    auto state = std::make_shared<State>();
+    state->n = n;
+    state->f = &f;  // only called for claimed indices, all of which finish before this returns
+    auto work = [state] {
+      for (int64_t i; (i = state->next.fetch_add(1)) < state->n;) {
+        (*state->f)(i);
+        if (state->done.fetch_add(1) + 1 == state->n) {
+          std::lock_guard<std::mutex> hold(state->m);
+          state->cv.notify_all();
+        }
+      }
+    };
+    for (int64_t k = 1; k < n; ++k) pool.Schedule(decltype(work)(work));  // Schedule takes an rvalue
+    work();
+    std::unique_lock<std::mutex> hold(state->m);
+    state->cv.wait(hold, [&] { return state->done.load() == state->n; });
+  };
+}
+
 template <typename Buf>
 bool has_dims(const Buf& b, std::initializer_list<int64_t> want) {
   auto d = b.dimensions();
@@ -105,29 +141,32 @@ ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U,
   return ffi::Error::Success();
 }
 
-ffi::Error Forward(F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out, Out cT, Out hT, Out gates,
-                   Out cprev, Out xh) {
+ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out, Out cT,
+                   Out hT, Out gates, Out cprev, Out xh) {
   int64_t T, B, I, H;
   if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
   for (auto* r : {&out, &gates, &cprev, &xh}) advise_huge_pages((*r)->untyped_data(), (*r)->size_bytes());
+  const lj::ParallelFor parallel = on_pool(pool);
   isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
                  h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(),
-                 gates->typed_data(), cprev->typed_data(), xh->typed_data(), threads()});
+                 gates->typed_data(), cprev->typed_data(), xh->typed_data(), threads(), &parallel});
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardInfer(F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out, Out cT, Out hT) {
+ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out,
+                        Out cT, Out hT) {
   int64_t T, B, I, H;
   if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
   advise_huge_pages(out->untyped_data(), out->size_bytes());
+  const lj::ParallelFor parallel = on_pool(pool);
   isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
                  h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(), nullptr,
-                 nullptr, nullptr, threads()});
+                 nullptr, nullptr, threads(), &parallel});
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT, Pred mask, Out dz, Out db,
-                    Out dx, Out dc0, Out dh0) {
+ffi::Error Backward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT,
+                    Pred mask, Out dz, Out db, Out dx, Out dc0, Out dh0) {
   auto d = gates.dimensions(), dw = W.dimensions();
   if (d.size() != 3 || d[2] % 4 != 0 || dw.size() != 2)
     return ffi::Error::InvalidArgument("lstm_jax native: gates must be [T, B, 4H] and W [I, 4H]");
@@ -137,9 +176,10 @@ ffi::Error Backward(F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 d
     return ffi::Error::InvalidArgument("lstm_jax native: cprev and dout [T, B, H], U [H, 4H], dcT and dhT [B, H], "
                                        "mask [T, B] expected");
   advise_huge_pages(dx->untyped_data(), dx->size_bytes());
+  const lj::ParallelFor parallel = on_pool(pool);
   isa().backward({T, B, I, H, gates.typed_data(), cprev.typed_data(), dout.typed_data(), W.typed_data(),
                   U.typed_data(), dcT.typed_data(), dhT.typed_data(), mask.typed_data(), dz->typed_data(),
-                  db->typed_data(), dx->typed_data(), dc0->typed_data(), dh0->typed_data(), threads()});
+                  db->typed_data(), dx->typed_data(), dc0->typed_data(), dh0->typed_data(), threads(), &parallel});
   return ffi::Error::Success();
 }
 
@@ -147,6 +187,7 @@ ffi::Error Backward(F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 d
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -163,6 +204,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -176,6 +218,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
