@@ -319,3 +319,13 @@ def test_binary_on_a_real_ucr_set(shared_data_dir, tmp_path, run_experiment):
     assert s["config"]["model"]["architecture"] == "lstm_fcn" and s["epochs_trained"] == 1
     assert (workdir / "confusion_matrix.png").stat().st_size > 0
     assert (workdir / "learning_curves.png").stat().st_size > 0
+
+
+def test_ucr_runner_names_the_problem_of_a_failed_run():
+    from experiments.ucr import _error_line
+
+    traceback = ("Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad shape\n"
+                 "--------------------\nFor simplicity, JAX has removed its internal frames from the traceback")
+    assert _error_line(traceback, 1) == "ValueError: bad shape"
+    assert _error_line("loading...\nerror: no file /x/y_TRAIN.tsv\n", 2) == "no file /x/y_TRAIN.tsv"
+    assert _error_line("", -9) == "exit status -9"
