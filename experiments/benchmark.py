@@ -55,8 +55,8 @@ from experiments import common  # noqa: E402
 from lstm_jax.errors import ConfigError  # noqa: E402
 from lstm_jax.layers import LSTM  # noqa: E402
 
-ALL_IMPLS = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:fast_bf16", "lstm_jax:cudnn", "flax_nnx", "flax_linen",
-             "torch", "keras")
+ALL_IMPLS = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:fast_bf16", "lstm_jax:cudnn",
+             "flax_nnx", "flax_linen", "torch", "keras")
 DEFAULT_IMPLS = tuple(i for i in ALL_IMPLS if i != "lstm_jax:fast_bf16")
 MODES = ("train", "forward")
 

@@ -157,7 +157,7 @@ def _lstm(act, rec_act, native, x, W, b, U, c0, h0, mask):
 def _lstm_fwd(act, rec_act, native, x, W, b, U, c0, h0, mask):
     if native:
         out, c, h, gates, c_prev, xh = native_kernels.forward(x, W, _bias(b, U.shape[0]), U, c0, h0, mask, save=True)
-        return ((c, h), out), (x, W, b, U, None, mask, xh, gates, c_prev)
+        return ((c, h), out), (x, W, b, U, mask, xh, gates, c_prev)
     (c, h), out, (gates, c_prev) = _forward(act, rec_act, True, x, W, b, U, c0, h0, mask)
     return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev)
 
@@ -174,20 +174,18 @@ def _dz(act, rec_act, gates, cp, dc, dh):
 
 
 def _lstm_bwd(act, rec_act, native, res, cotangents):
-    x, W, b, U, h0, mask, out, gates, c_prev = res
     (dc_T, dh_T), dout = cotangents
-    G = gates.shape[-1]
     if native:
-        # xh holds [x_t, h_{t-1}] per step: dW and dU come out of one matmul, which reads dz once.
-        xh = out
+        x, W, b, U, mask, xh, gates, c_prev = res
         dz, db, dx, dc0, dh0 = native_kernels.backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask)
+        # xh holds [x_t, h_{t-1}] per step: dW and dU come out of one matmul, which reads dz once.
         T, B, I = x.shape
-        dWU = jnp.dot(xh.reshape(T * B, -1).T, dz.reshape(T * B, G), preferred_element_type=jnp.float32)
+        dWU = jnp.dot(xh.reshape(T * B, -1).T, dz.reshape(T * B, -1), preferred_element_type=jnp.float32)
         db = None if b is None else db.astype(b.dtype)
         return dx.astype(x.dtype), dWU[:I].astype(W.dtype), db, dWU[I:].astype(U.dtype), dc0, dh0, None
-    else:
-        dz, dc0, dh0 = _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask)
-        db = None if b is None else jnp.sum(dz.reshape(-1, G).astype(c_prev.dtype), axis=0)
+    x, W, b, U, h0, mask, out, gates, c_prev = res
+    dz, dc0, dh0 = _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask)
+    db = None if b is None else jnp.sum(dz.reshape(-1, dz.shape[-1]).astype(c_prev.dtype), axis=0)
     return _weight_grads(x, W, b, U, h0, out, dz, db, dc0, dh0)
 
 
