@@ -247,49 +247,53 @@ class Deseason(Transform):
         return z_H + self.means[(len(history) + np.arange(len(z_H))) % self.season]
 
 
-class Standard(Transform):
+class _Affine(Transform):
+    """``(x - offset) / scale``, the two fitted on the training part by ``_fit``: linear both ways."""
+
+    def __init__(self):
+        self.offset = self.scale = None
+
+    def _fit(self, x_T) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def fit(self, x_T):
+        self.offset, scale = self._fit(np.asarray(x_T, np.float64))
+        self.scale = scale if scale > 0 else 1.0  # a constant training part: shift only
+        return self
+
+    def forward(self, x_T):
+        return (np.asarray(x_T, np.float64) - self.offset) / self.scale
+
+    def inverse(self, z_H, history):
+        return np.asarray(z_H, np.float64) * self.scale + self.offset
+
+
+class Standard(_Affine):
     """``(x - mean) / std`` with the training part's mean and std: linear, so it extrapolates."""
 
     name = "standard"
 
-    def __init__(self):
-        self.mean = self.std = None
+    def _fit(self, x_T):
+        return float(x_T.mean()), float(x_T.std())
 
-    def fit(self, x_T):
-        x_T = np.asarray(x_T, np.float64)
-        self.mean = float(x_T.mean())
-        std = float(x_T.std())
-        self.std = std if std > 0 else 1.0
-        return self
+    @property
+    def mean(self):
+        return self.offset
 
-    def forward(self, x_T):
-        return (np.asarray(x_T, np.float64) - self.mean) / self.std
-
-    def inverse(self, z_H, history):
-        return np.asarray(z_H, np.float64) * self.std + self.mean
+    @property
+    def std(self):
+        return self.scale
 
 
-class MinMax(Transform):
+class MinMax(_Affine):
     """To [0, 1] by the training min and max. Values beyond them map outside [0, 1], which an LSTM
     fitted inside it rarely produces: use it only for series that stay in their training range."""
 
     name = "minmax"
 
-    def __init__(self):
-        self.lo = self.span = None
-
-    def fit(self, x_T):
-        x_T = np.asarray(x_T, np.float64)
-        self.lo = float(x_T.min())
-        span = float(x_T.max()) - self.lo
-        self.span = span if span > 0 else 1.0
-        return self
-
-    def forward(self, x_T):
-        return (np.asarray(x_T, np.float64) - self.lo) / self.span
-
-    def inverse(self, z_H, history):
-        return np.asarray(z_H, np.float64) * self.span + self.lo
+    def _fit(self, x_T):
+        lo = float(x_T.min())
+        return lo, float(x_T.max()) - lo
 
 
 class Chain(Transform):
