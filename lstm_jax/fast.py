@@ -156,7 +156,8 @@ def _lstm(act, rec_act, native, x, W, b, U, c0, h0, mask):
 
 def _lstm_fwd(act, rec_act, native, x, W, b, U, c0, h0, mask):
     if native:
-        out, c, h, gates, c_prev, xh = native_kernels.forward(x, W, _bias(b, U.shape[0]), U, c0, h0, mask, save=True)
+        bias = _bias(b, U.shape[0])
+        out, c, h, gates, c_prev, xh = native_kernels.forward(x, W, bias, U, c0, h0, mask, save=True)
         return ((c, h), out), (x, W, b, U, mask, xh, gates, c_prev)
     (c, h), out, (gates, c_prev) = _forward(act, rec_act, True, x, W, b, U, c0, h0, mask)
     return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev)

@@ -94,8 +94,9 @@ class LSTM(nnx.Module):
     tanh/sigmoid, on the CPU); ``'cudnn'`` is cuDNN through ``jax.experimental.rnn`` (standard cell
     with tanh/sigmoid, on a GPU); ``'auto'`` takes the fastest one that applies, judged by the
     default backend when the layer is built (native only with a single device: XLA cannot shard a
-    custom call's batch, so data-parallel runs take the fast path). ``remat=True`` (fast and native paths) recomputes the forward in chunks
-    during the backward pass, so that long sequences train in O(sqrt(T)) activation memory.
+    custom call's batch, so data-parallel runs take the fast path). ``remat=True`` (fast and native
+    paths) recomputes the forward in chunks during the backward pass, so that long sequences train
+    in O(sqrt(T)) activation memory.
     Pass ``dtype=jnp.bfloat16`` (a cell argument) to compute in bf16; the cell state c stays f32.
 
     Dropout, active only when the call gets a ``key``: ``input_dropout`` on x and

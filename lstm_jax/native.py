@@ -1,10 +1,11 @@
 """The native CPU recurrence of the standard LSTM cell, as XLA FFI custom calls.
 
 The C++ kernels in ``lstm_jax/csrc`` are built into ``lstm_jax._native`` by ``pip install``
-(setup.py). Each runs a whole layer's recurrence in one call: a register-tiled matmul per step
-with the gate math done on the tile while it is still in registers, over threads that each own a
-block of batch rows for the whole sequence (rows are independent, so the threads never wait for
-each other). The weight gradients stay large XLA matmuls (``lstm_jax.fast``).
+(setup.py). Each runs a whole layer in one call: per step a register-tiled matmul of [x_t, h] by
+[W; U], with the gate math done on the tile while it is still in registers. Batch rows are
+independent, so the rows are split into blocks that each run the whole sequence, on XLA's own
+intra-op threads, with no synchronisation between steps. The backward kernel also gives dx and db;
+dW and dU stay one large XLA matmul (``lstm_jax.fast``).
 
 Where the extension is missing (no compiler at install time) :func:`available` is False and
 ``impl='auto'`` uses the XLA fast path instead. Environment: ``LSTM_JAX_NATIVE_THREADS`` sets the
@@ -43,7 +44,7 @@ def isa() -> str | None:
 
 
 def threads() -> int | None:
-    """Threads each call uses (None when not built)."""
+    """The most threads one call uses (None when not built)."""
     return None if _native is None else _native.threads
 
 
