@@ -15,9 +15,9 @@ projection is made a chunk of steps at a time. The scans run unrolled once only 
 ``default_unroll``). bf16 matmuls suit GPUs; on XLA:CPU they ran 1.5-2x slower than f32.
 
 With ``native=True`` the two recurrences run instead in the C++ kernels of :mod:`lstm_jax.native`
-(float32, tanh/sigmoid, CPU): the forward kernel also computes the input projection and saves each
-step's [x_t, h_{t-1}], so that dW and dU come out of one matmul; the backward kernel also computes
-dx and db while each step's dz is in cache.
+(float32, tanh/sigmoid, CPU): the forward kernel also computes the input projection; the backward
+kernel computes every gradient while each step's dz is in cache, and skips dx when x is not being
+differentiated (the first layer of a model, usually).
 
 Semantics are those of ``layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
 is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mask_TxB``.
@@ -27,6 +27,7 @@ the carry's dtype (float32). On a GPU, :func:`cudnn_lstm` runs the whole layer i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable
 
@@ -154,13 +155,31 @@ def _lstm(act, rec_act, native, x, W, b, U, c0, h0, mask):
     return _forward_chunked(act, rec_act, x, W, b, U, c0, h0, mask)
 
 
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    """A Python value among the residuals (static: part of the tree's structure, not traced)."""
+
+    value: object
+
+
 def _lstm_fwd(act, rec_act, native, x, W, b, U, c0, h0, mask):
+    # symbolic_zeros: each argument comes as a CustomVJPPrimal, which says whether it is perturbed.
+    need_dx = _Static(x.perturbed)
+    x, W, b, U, c0, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, b, U, c0, h0, mask))
     if native:
         bias = _bias(b, U.shape[0])
-        out, c, h, gates, c_prev, xh = native_kernels.forward(x, W, bias, U, c0, h0, mask, save=True)
-        return ((c, h), out), (x, W, b, U, mask, xh, gates, c_prev)
+        out, c, h, gates, c_prev = native_kernels.forward(x, W, bias, U, c0, h0, mask, save=True)
+        return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev, need_dx)
     (c, h), out, (gates, c_prev) = _forward(act, rec_act, True, x, W, b, U, c0, h0, mask)
-    return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev)
+    return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev, need_dx)
+
+
+def _dense(ct, like):
+    """A cotangent as an array: symbolic zeros (an output nobody used) become zeros."""
+    if isinstance(ct, jax.custom_derivatives.SymbolicZero):
+        return jnp.zeros(like.shape, like.dtype)
+    return ct
 
 
 def _dz(act, rec_act, gates, cp, dc, dh):
@@ -175,16 +194,16 @@ def _dz(act, rec_act, gates, cp, dc, dh):
 
 
 def _lstm_bwd(act, rec_act, native, res, cotangents):
+    x, W, b, U, h0, mask, out, gates, c_prev, need_dx = res
     (dc_T, dh_T), dout = cotangents
+    dc_T, dh_T, dout = _dense(dc_T, h0), _dense(dh_T, h0), _dense(dout, out)
     if native:
-        x, W, b, U, mask, xh, gates, c_prev = res
-        dz, db, dx, dc0, dh0 = native_kernels.backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask)
-        # xh holds [x_t, h_{t-1}] per step: dW and dU come out of one matmul, which reads dz once.
-        T, B, I = x.shape
-        dWU = jnp.dot(xh.reshape(T * B, -1).T, dz.reshape(T * B, -1), preferred_element_type=jnp.float32)
+        db, dWU, dx, dc0, dh0 = native_kernels.backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask, x, out, h0,
+                                                        with_dx=need_dx.value)
+        I = x.shape[-1]
         db = None if b is None else db.astype(b.dtype)
-        return dx.astype(x.dtype), dWU[:I].astype(W.dtype), db, dWU[I:].astype(U.dtype), dc0, dh0, None
-    x, W, b, U, h0, mask, out, gates, c_prev = res
+        dx = None if dx is None else dx.astype(x.dtype)
+        return dx, dWU[:I].astype(W.dtype), db, dWU[I:].astype(U.dtype), dc0, dh0, None
     dz, dc0, dh0 = _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask)
     db = None if b is None else jnp.sum(dz.reshape(-1, dz.shape[-1]).astype(c_prev.dtype), axis=0)
     return _weight_grads(x, W, b, U, h0, out, dz, db, dc0, dh0)
@@ -238,7 +257,7 @@ def _weight_grads(x, W, b, U, h0, out, dz, db, dc0, dh0):
     return dx, dW, db, dU, dc0, dh0, None
 
 
-_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+_lstm.defvjp(_lstm_fwd, _lstm_bwd, symbolic_zeros=True)
 
 
 def lstm(

@@ -4,8 +4,9 @@ The C++ kernels in ``lstm_jax/csrc`` are built into ``lstm_jax._native`` by ``pi
 (setup.py). Each runs a whole layer in one call: per step a register-tiled matmul of [x_t, h] by
 [W; U], with the gate math done on the tile while it is still in registers. Batch rows are
 independent, so the rows are split into blocks that each run the whole sequence, on XLA's own
-intra-op threads, with no synchronisation between steps. The backward kernel also gives dx and db;
-dW and dU stay one large XLA matmul (``lstm_jax.fast``).
+intra-op threads, with no synchronisation between steps. The backward kernel gives every gradient:
+the gate gradients of a few steps at a time stay in cache and go straight into dW, dU and db (so
+they never reach memory), and dx is skipped when the input needs no gradient.
 
 Where the extension is missing (no compiler at install time) :func:`available` is False and
 ``impl='auto'`` uses the XLA fast path instead. Environment: ``LSTM_JAX_NATIVE_THREADS`` sets the
@@ -24,7 +25,8 @@ except ImportError:  # built without a compiler, or an unsupported platform
     _native = None
 
 Array = jax.Array
-_TARGETS = {"lstm_jax_fwd": "lstm_fwd", "lstm_jax_fwd_infer": "lstm_fwd_infer", "lstm_jax_bwd": "lstm_bwd"}
+_TARGETS = {"lstm_jax_fwd": "lstm_fwd", "lstm_jax_fwd_infer": "lstm_fwd_infer", "lstm_jax_bwd": "lstm_bwd",
+            "lstm_jax_bwd_no_dx": "lstm_bwd_no_dx"}
 _registered = False
 
 
@@ -65,8 +67,7 @@ def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Arra
     """The forward pass, input projection included (float32 throughout).
 
     Returns (out [T, B, H], cT [B, H], hT [B, H]) and, with ``save``, also the residuals of the
-    backward pass: the activated gates [T, B, 4H], the cell state entering each step [T, B, H] and
-    each step's [x_t, h_{t-1}] as one [T, B, I + H] array (so that dW and dU are one matmul).
+    backward pass: the activated gates [T, B, 4H] and the cell state entering each step [T, B, H].
     """
     _register()
     T, B, _ = x_TxBxI.shape
@@ -75,24 +76,32 @@ def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Arra
     f32 = jnp.float32
     shapes = [jax.ShapeDtypeStruct((T, B, H), f32), jax.ShapeDtypeStruct((B, H), f32), jax.ShapeDtypeStruct((B, H), f32)]
     if save:
-        shapes += [jax.ShapeDtypeStruct((T, B, G), f32), jax.ShapeDtypeStruct((T, B, H), f32),
-                   jax.ShapeDtypeStruct((T, B, x_TxBxI.shape[2] + H), f32)]
+        shapes += [jax.ShapeDtypeStruct((T, B, G), f32), jax.ShapeDtypeStruct((T, B, H), f32)]
     call = jax.ffi.ffi_call("lstm_jax_fwd" if save else "lstm_jax_fwd_infer", shapes, vmap_method="sequential")
     return call(x_TxBxI.astype(f32), W_IxG.astype(f32), b_G.astype(f32), U_HxG.astype(f32), c0_BxH.astype(f32),
                 h0_BxH.astype(f32), _mask(mask_TxB, T, B))
 
 
 def backward(gates_TxBxG: Array, cprev_TxBxH: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
-             dcT_BxH: Array, dhT_BxH: Array, mask_TxB: Array | None):
-    """The backward recurrence. Returns (dz [T, B, 4H] over the gates' buffer, db [4H] (the sum of dz),
-    dx [T, B, I] (dz W^T), dc0 [B, H], dh0 [B, H])."""
+             dcT_BxH: Array, dhT_BxH: Array, mask_TxB: Array | None, x_TxBxI: Array, out_TxBxH: Array,
+             h0_BxH: Array, *, with_dx: bool = True):
+    """The backward pass, from the forward pass's residuals, inputs (x, h0) and output.
+
+    ``mask_TxB`` must mark a prefix of each row. Returns (db [4H], dWU [I + H, 4H] (dW over dU),
+    dx [T, B, I] (None without ``with_dx``), dc0 [B, H], dh0 [B, H]).
+    """
     _register()
     T, B, G = gates_TxBxG.shape
     H, I = G // 4, W_IxG.shape[0]
     f32 = jnp.float32
-    shapes = [jax.ShapeDtypeStruct((T, B, G), f32), jax.ShapeDtypeStruct((G,), f32),
-              jax.ShapeDtypeStruct((T, B, I), f32), jax.ShapeDtypeStruct((B, H), f32),
-              jax.ShapeDtypeStruct((B, H), f32)]
-    call = jax.ffi.ffi_call("lstm_jax_bwd", shapes, vmap_method="sequential", input_output_aliases={0: 0})
-    return call(gates_TxBxG.astype(f32), cprev_TxBxH.astype(f32), dout_TxBxH.astype(f32), W_IxG.astype(f32),
-                U_HxG.astype(f32), dcT_BxH.astype(f32), dhT_BxH.astype(f32), _mask(mask_TxB, T, B))
+    shapes = [jax.ShapeDtypeStruct((G,), f32), jax.ShapeDtypeStruct((I + H, G), f32)]
+    shapes += [jax.ShapeDtypeStruct((T, B, I), f32)] if with_dx else []
+    shapes += [jax.ShapeDtypeStruct((B, H), f32), jax.ShapeDtypeStruct((B, H), f32)]
+    call = jax.ffi.ffi_call("lstm_jax_bwd" if with_dx else "lstm_jax_bwd_no_dx", shapes, vmap_method="sequential")
+    args = (gates_TxBxG, cprev_TxBxH, dout_TxBxH, W_IxG, U_HxG, dcT_BxH, dhT_BxH)
+    results = call(*(a.astype(f32) for a in args), _mask(mask_TxB, T, B), x_TxBxI.astype(f32),
+                   out_TxBxH.astype(f32), h0_BxH.astype(f32))
+    if with_dx:
+        return tuple(results)
+    db, dWU, dc0, dh0 = results
+    return db, dWU, None, dc0, dh0

@@ -126,3 +126,45 @@ def test_gradients_are_the_same_from_run_to_run():
         again = value_and_grads(True, *args)
         for p, q in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
             np.testing.assert_array_equal(np.asarray(p), np.asarray(q))
+
+
+def test_no_input_gradient_skips_dx_and_keeps_the_rest():
+    """With x not differentiated (a model's first layer) the backward kernel leaves dx out."""
+    x, W, b, U, carry, mask = problem(6)
+
+    def grads(use_native):
+        def loss(W, b, U):
+            (c, h), out = fast.lstm(x, W, b, U, carry, mask, native=use_native)
+            return jnp.sum(jnp.sin(out)) + jnp.sum(c * h)
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
+    hlo = grads(True).lower(W, b, U).as_text()
+    assert "lstm_jax_bwd_no_dx" in hlo and '"lstm_jax_bwd"' not in hlo
+    assert max_rel_err(grads(True)(W, b, U), grads(False)(W, b, U)) <= 1e-5
+
+
+def test_only_the_final_state_used():
+    """The outputs' cotangent is then a symbolic zero: it must enter the kernels as zeros."""
+    x, W, b, U, carry, mask = problem(7)
+
+    def grads(use_native):
+        def loss(x, W, U):
+            (_, h), _ = fast.lstm(x, W, b, U, carry, mask, native=use_native)
+            return jnp.sum(h * h)
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, W, U)
+
+    assert max_rel_err(grads(True), grads(False)) <= 1e-5
+
+
+def test_weight_gradient_partials_beyond_their_memory_budget():
+    """At H = 1024 a row block's [dW; dU] partial is 17 MB: four blocks exceed the kernel's 64 MB,
+    so lanes run several blocks each; the sums must not change."""
+    k = jax.random.split(jax.random.key(8), 4)
+    T_, B_, D_, H_ = 3, 24, 5, 1024
+    x = jax.random.normal(k[0], (T_, B_, D_))
+    W = jax.random.normal(k[1], (D_, 4 * H_)) * 0.3
+    U = jax.random.normal(k[2], (H_, 4 * H_)) / np.sqrt(H_)
+    b = jax.random.normal(k[3], (4 * H_,)) * 0.3
+    zeros = jnp.zeros((B_, H_))
+    assert max_rel_err(value_and_grads(True, x, W, b, U, (zeros, zeros), None),
+                       value_and_grads(False, x, W, b, U, (zeros, zeros), None)) <= 1e-5

@@ -1,24 +1,98 @@
 // The native CPU LSTM recurrence: the interface between the FFI handlers and the per-ISA kernels.
 //
 // The forward pass computes the input projection x_t W with the recurrent product, in the same
-// register tile, so no [T, B, 4H] projection is ever written or read back. The weight gradients
-// stay large XLA matmuls. Arrays are time-major and row-major, gate blocks (i, f, o, g) of width H:
+// register tile, so no [T, B, 4H] projection is ever written or read back. Arrays are time-major
+// and row-major, gate blocks (i, f, o, g) of width H:
 //   forward:  z_t = x_t W + b + h_{t-1} U;  i, f, o = sigmoid;  g = tanh;  c_t = f c + i g;
 //             h_t = o tanh(c_t). Past a row's mask the carry is frozen and the output is zero.
-//   backward: per step the gate gradient dz_t (written over the saved gates),
-//             dh_{t-1} = dz_t U^T and dx_t = dz_t W^T; and db, the sum of dz.
+//   backward: per step the gate gradient dz_t, dh_{t-1} = dz_t U^T and (optionally) dx_t = dz_t W^T;
+//             db = sum of dz_t, and [dW; dU] = sum of [x_t, h_{t-1}]^T dz_t. dz never goes to memory:
+//             a few steps of it are kept in cache and added into the weight gradient as one matmul.
+// The mask must mark a prefix of each row (so h_{t-1} is out_{t-1} wherever dz_t is not zero).
 // Rows of the batch are independent, so each thread owns a block of rows for the whole sequence
 // and the threads never synchronise between steps.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
+#include <map>
+#include <mutex>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace lstm_jax_native {
 
 // Runs f(0), ..., f(n - 1), possibly at the same time, and returns when all have finished. The FFI
 // layer runs them on XLA's own intra-op threads, so that they do not compete with XLA's workers.
 using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t)>& f)>;
+
+// Asks for transparent huge pages over [p, p + bytes): large buffers first touched by a kernel
+// then take a few faults instead of thousands (where THP is in 'madvise' mode; else a no-op).
+inline void advise_huge_pages(void* p, size_t bytes) {
+#if defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
+// Scratch memory, 64-byte aligned, handed back to a process-wide pool for the next call. Fresh
+// memory is fresh pages, and every first touch of one is a fault: a training step would fault in
+// its packed weights, gradient partials and dz chunks anew on every call (thousands of faults,
+// several ms on a shared VM). The pool keeps at most kScratchPoolBytes; past that, buffers are freed.
+class Scratch {
+ public:
+  explicit Scratch(size_t floats) : bytes_((floats * sizeof(float) + 63) / 64 * 64) {
+    {
+      std::lock_guard<std::mutex> hold(mutex());
+      auto it = pool().lower_bound(bytes_);
+      if (it != pool().end() && it->first <= 2 * bytes_) {  // never tie up a much larger buffer
+        bytes_ = it->first;
+        p = static_cast<float*>(it->second);
+        pooled() -= bytes_;
+        pool().erase(it);
+        return;
+      }
+    }
+    p = static_cast<float*>(std::aligned_alloc(64, bytes_ ? bytes_ : 64));
+    if (bytes_ >= (size_t{4} << 20)) advise_huge_pages(p, bytes_);
+  }
+  ~Scratch() {
+    std::lock_guard<std::mutex> hold(mutex());
+    if (pooled() + bytes_ > kScratchPoolBytes) {
+      std::free(p);
+      return;
+    }
+    pool().emplace(bytes_, p);
+    pooled() += bytes_;
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+
+  float* p;
+
+ private:
+  static constexpr size_t kScratchPoolBytes = size_t{256} << 20;
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::multimap<size_t, void*>& pool() {
+    static auto* m = new std::multimap<size_t, void*>;  // never destroyed: no teardown-order hazards
+    return *m;
+  }
+  static size_t& pooled() {
+    static size_t n = 0;
+    return n;
+  }
+  size_t bytes_;
+};
 
 struct FwdArgs {
   int64_t T, B, I, H;
@@ -34,7 +108,6 @@ struct FwdArgs {
   float* hT;           // [B, H]
   float* gates;        // [T, B, 4H] activated gates, or null (no residuals)
   float* cprev;        // [T, B, H] cell state entering each step, or null
-  float* xh;           // [T, B, I + H] each step's [x_t, h_{t-1}], or null: the weight gradient is xh^T dz
   int threads;
   const ParallelFor* parallel;
 };
@@ -49,9 +122,12 @@ struct BwdArgs {
   const float* dcT;    // [B, H]
   const float* dhT;    // [B, H]
   const bool* mask;    // [T, B]
-  float* dz;           // [T, B, 4H]; may alias gates
+  const float* x;      // [T, B, I] the forward pass's input
+  const float* out;    // [T, B, H] its output: h_{t-1} for the weight gradient
+  const float* h0;     // [B, H]
   float* db;           // [4H]: the sum of dz over steps and rows
-  float* dx;           // [T, B, I]: dz W^T
+  float* dWU;          // [I + H, 4H]: dW (the first I rows), then dU
+  float* dx;           // [T, B, I]: dz W^T, or null (x needs no gradient)
   float* dc0;          // [B, H]
   float* dh0;          // [B, H]
   int threads;

@@ -1,15 +1,15 @@
 // lstm_jax._native: the LSTM recurrence as XLA FFI custom calls on CPU, exported as PyCapsules.
 //
-//   lstm_fwd        (x, W, b, U, c0, h0, mask) -> (out, cT, hT, gates, cprev, xh)   for training
-//   lstm_fwd_infer  (x, W, b, U, c0, h0, mask) -> (out, cT, hT)                 without residuals
-//   lstm_bwd        (gates, cprev, dout, W, U, dcT, dhT, mask) -> (dz, db, dx, dc0, dh0)
+//   lstm_fwd          (x, W, b, U, c0, h0, mask) -> (out, cT, hT, gates, cprev)   for training
+//   lstm_fwd_infer    (x, W, b, U, c0, h0, mask) -> (out, cT, hT)          without residuals
+//   lstm_bwd          (gates, cprev, dout, W, U, dcT, dhT, mask, x, out, h0) -> (db, dWU, dx, dc0, dh0)
+//   lstm_bwd_no_dx    the same without dx, for an input that needs no gradient
 //
 // Shapes and semantics: kernel.h. The kernel is chosen once, by what the CPU supports.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <sched.h>
-#include <sys/mman.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -71,18 +71,6 @@ int threads() {
   return n;
 }
 
-// Large outputs are first touched by the kernel. Asking for transparent huge pages there turns
-// thousands of 4 KiB page faults per call into a few (where THP is in 'madvise' mode; a no-op
-// where it is 'always' or 'never').
-void advise_huge_pages(void* p, size_t bytes) {
-#if defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#endif
-}
-
 // lj::ParallelFor on XLA's intra-op thread pool. The caller takes part: workers claim indices from
 // a counter, so all the work gets done even if no pooled thread is free, and a task that starts
 // after everything is claimed returns at once (it holds the shared state, never the caller's).
@@ -142,14 +130,14 @@ ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U,
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out, Out cT,
-                   Out hT, Out gates, Out cprev, Out xh) {
+                   Out hT, Out gates, Out cprev) {
   int64_t T, B, I, H;
   if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
-  for (auto* r : {&out, &gates, &cprev, &xh}) advise_huge_pages((*r)->untyped_data(), (*r)->size_bytes());
+  for (auto* r : {&out, &gates, &cprev}) lj::advise_huge_pages((*r)->untyped_data(), (*r)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
                  h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(),
-                 gates->typed_data(), cprev->typed_data(), xh->typed_data(), threads(), &parallel});
+                 gates->typed_data(), cprev->typed_data(), threads(), &parallel});
   return ffi::Error::Success();
 }
 
@@ -157,30 +145,46 @@ ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0
                         Out cT, Out hT) {
   int64_t T, B, I, H;
   if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
-  advise_huge_pages(out->untyped_data(), out->size_bytes());
+  lj::advise_huge_pages(out->untyped_data(), out->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
                  h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(), nullptr,
-                 nullptr, nullptr, threads(), &parallel});
+                 nullptr, threads(), &parallel});
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT,
-                    Pred mask, Out dz, Out db, Out dx, Out dc0, Out dh0) {
+// dx is null for lstm_bwd_no_dx.
+ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, const F32& dout, const F32& W,
+                    const F32& U, const F32& dcT, const F32& dhT, const Pred& mask, const F32& x, const F32& out,
+                    const F32& h0, Out& db, Out& dWU, float* dx, Out& dc0, Out& dh0) {
   auto d = gates.dimensions(), dw = W.dimensions();
   if (d.size() != 3 || d[2] % 4 != 0 || dw.size() != 2)
     return ffi::Error::InvalidArgument("lstm_jax native: gates must be [T, B, 4H] and W [I, 4H]");
   const int64_t T = d[0], B = d[1], H = d[2] / 4, I = dw[0];
   if (!has_dims(cprev, {T, B, H}) || !has_dims(dout, {T, B, H}) || !has_dims(W, {I, 4 * H}) ||
-      !has_dims(U, {H, 4 * H}) || !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) || !has_dims(mask, {T, B}))
-    return ffi::Error::InvalidArgument("lstm_jax native: cprev and dout [T, B, H], U [H, 4H], dcT and dhT [B, H], "
-                                       "mask [T, B] expected");
-  advise_huge_pages(dx->untyped_data(), dx->size_bytes());
+      !has_dims(U, {H, 4 * H}) || !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) || !has_dims(mask, {T, B}) ||
+      !has_dims(x, {T, B, I}) || !has_dims(out, {T, B, H}) || !has_dims(h0, {B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: cprev, dout and out [T, B, H], x [T, B, I], U [H, 4H], "
+                                       "dcT, dhT and h0 [B, H], mask [T, B] expected");
   const lj::ParallelFor parallel = on_pool(pool);
   isa().backward({T, B, I, H, gates.typed_data(), cprev.typed_data(), dout.typed_data(), W.typed_data(),
-                  U.typed_data(), dcT.typed_data(), dhT.typed_data(), mask.typed_data(), dz->typed_data(),
-                  db->typed_data(), dx->typed_data(), dc0->typed_data(), dh0->typed_data(), threads(), &parallel});
+                  U.typed_data(), dcT.typed_data(), dhT.typed_data(), mask.typed_data(), x.typed_data(),
+                  out.typed_data(), h0.typed_data(), db->typed_data(), dWU->typed_data(), dx, dc0->typed_data(),
+                  dh0->typed_data(), threads(), &parallel});
   return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT, Pred mask,
+                    F32 x, F32 out, F32 h0, Out db, Out dWU, Out dx, Out dc0, Out dh0) {
+  if (!has_dims(*dx, {x.dimensions()[0], x.dimensions()[1], x.dimensions()[2]}))
+    return ffi::Error::InvalidArgument("lstm_jax native: dx must be shaped as x");
+  lj::advise_huge_pages(dx->untyped_data(), dx->size_bytes());
+  return backward(pool, gates, cprev, dout, W, U, dcT, dhT, mask, x, out, h0, db, dWU, dx->typed_data(), dc0, dh0);
+}
+
+ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT,
+                        Pred mask, F32 x, F32 out, F32 h0, Out db, Out dWU, Out dc0, Out dh0) {
+  return backward(pool, gates, cprev, dout, W, U, dcT, dhT, mask, x, out, h0, db, dWU, nullptr, dc0, dh0);
 }
 
 }  // namespace
@@ -202,26 +206,33 @@ static auto forward_binding() {
       .Ret<F32>();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward, forward_binding().Ret<F32>().Ret<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward, forward_binding().Ret<F32>().Ret<F32>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer, forward_binding());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>()  // gates
-                                  .Arg<F32>()  // cprev
-                                  .Arg<F32>()  // dout
-                                  .Arg<F32>()  // W
-                                  .Arg<F32>()  // U
-                                  .Arg<F32>()  // dcT
-                                  .Arg<F32>()  // dhT
-                                  .Arg<Pred>()
-                                  .Ret<F32>()  // dz
-                                  .Ret<F32>()  // db
-                                  .Ret<F32>()  // dx
-                                  .Ret<F32>()  // dc0
-                                  .Ret<F32>());  // dh0
+// The backward handlers' arguments (a thread pool; gates, cprev, dout, W, U, dcT, dhT, mask, x,
+// out, h0) and first results (db, dWU).
+static auto backward_binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<Pred>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Ret<F32>()
+      .Ret<F32>();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward, backward_binding().Ret<F32>().Ret<F32>().Ret<F32>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx, backward_binding().Ret<F32>().Ret<F32>());
 
 // -- the Python module -----------------------------------------------------------------------------
 
@@ -236,6 +247,7 @@ PyMODINIT_FUNC PyInit__native(void) {
   if (PyModule_AddObject(m, "lstm_fwd", capsule(reinterpret_cast<void*>(LstmJaxForward))) < 0 ||
       PyModule_AddObject(m, "lstm_fwd_infer", capsule(reinterpret_cast<void*>(LstmJaxForwardInfer))) < 0 ||
       PyModule_AddObject(m, "lstm_bwd", capsule(reinterpret_cast<void*>(LstmJaxBackward))) < 0 ||
+      PyModule_AddObject(m, "lstm_bwd_no_dx", capsule(reinterpret_cast<void*>(LstmJaxBackwardNoDx))) < 0 ||
       PyModule_AddStringConstant(m, "isa", isa().name) < 0 || PyModule_AddIntConstant(m, "threads", threads()) < 0) {
     Py_DECREF(m);
     return nullptr;
