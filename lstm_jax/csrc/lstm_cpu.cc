@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 
 #include "kernel.h"
 #include "xla/ffi/api/ffi.h"
@@ -189,50 +190,37 @@ ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F3
 
 }  // namespace
 
-// The two forward handlers share their arguments (a thread pool, x, W, b, U, c0, h0, mask) and
-// first results (out, cT, hT).
-static auto forward_binding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::ThreadPool>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<Pred>()
-      .Ret<F32>()
-      .Ret<F32>()
-      .Ret<F32>();
+// A binding with N >= 1 more float32 arguments, or results. (A Binding cannot be moved, only
+// passed on as a temporary, so the recursion ends at one.)
+template <int N, typename Binding>
+auto f32_args(Binding b) {
+  if constexpr (N == 1) return std::move(b).template Arg<F32>();
+  else return f32_args<N - 1>(std::move(b).template Arg<F32>());
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward, forward_binding().Ret<F32>().Ret<F32>());
+template <int N, typename Binding>
+auto f32_rets(Binding b) {
+  if constexpr (N == 1) return std::move(b).template Ret<F32>();
+  else return f32_rets<N - 1>(std::move(b).template Ret<F32>());
+}
+
+// The two forward handlers share their arguments (a thread pool, x, W, b, U, c0, h0, mask) and
+// first results (out, cT, hT).
+static auto forward_binding() { return f32_rets<3>(f32_args<6>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()); }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward, f32_rets<2>(forward_binding()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer, forward_binding());
 
 // The backward handlers' arguments (a thread pool; gates, cprev, dout, W, U, dcT, dhT, mask, x,
 // out, h0) and first results (db, dWU).
 static auto backward_binding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::ThreadPool>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<Pred>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Ret<F32>()
-      .Ret<F32>();
+  return f32_rets<2>(f32_args<3>(f32_args<7>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward, backward_binding().Ret<F32>().Ret<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward, f32_rets<3>(backward_binding()));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx, backward_binding().Ret<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx, f32_rets<2>(backward_binding()));
 
 // -- the Python module -----------------------------------------------------------------------------
 
