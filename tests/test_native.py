@@ -168,3 +168,19 @@ def test_weight_gradient_partials_beyond_their_memory_budget():
     zeros = jnp.zeros((B_, H_))
     assert max_rel_err(value_and_grads(True, x, W, b, U, (zeros, zeros), None),
                        value_and_grads(False, x, W, b, U, (zeros, zeros), None)) <= 1e-5
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (9, 13, 70, 65), (3, 64, 129, 8)])
+def test_odd_shapes(shape):
+    """One step and one row; inputs wider than a tile's 4 vectors (dx and dW in several column
+    blocks, dW row tiles ending off the tile size); a hidden size below one vector."""
+    T_, B_, D_, H_ = shape
+    k = jax.random.split(jax.random.key(sum(shape)), 7)
+    x = jax.random.normal(k[0], (T_, B_, D_))
+    W = jax.random.normal(k[1], (D_, 4 * H_)) * 0.5
+    b = jax.random.normal(k[2], (4 * H_,)) * 0.5
+    U = jax.random.normal(k[3], (H_, 4 * H_)) / np.sqrt(H_)
+    carry = (jax.random.normal(k[4], (B_, H_)), jax.random.normal(k[5], (B_, H_)))
+    mask = jnp.arange(T_)[:, None] < jax.random.randint(k[6], (B_,), 0, T_ + 1)[None, :]
+    assert max_rel_err(value_and_grads(True, x, W, b, U, carry, mask),
+                       value_and_grads(False, x, W, b, U, carry, mask)) <= 1e-5
