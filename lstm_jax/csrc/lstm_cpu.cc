@@ -96,7 +96,11 @@ lj::ParallelFor on_pool(ffi::ThreadPool& pool) {
         }
       }
     };
-    for (int64_t k = 1; k < n; ++k) pool.Schedule(decltype(work)(work));  // Schedule takes an rvalue
+    // threads() workers in all, the caller among them. The caller is often not one of the pool's
+    // threads (JAX runs the executable on its own), and a worker per index would put threads() + 1
+    // of them on threads() cores, time-slicing blocks that each want a core's L2.
+    for (int64_t k = 1; k < std::min<int64_t>(n, threads()); ++k)
+      pool.Schedule(decltype(work)(work));  // Schedule takes an rvalue
     work();
     std::unique_lock<std::mutex> hold(state->m);
     state->cv.wait(hold, [&] { return state->done.load() == state->n; });
