@@ -187,12 +187,10 @@ def main(argv):
     train, repeats = repeat_rows(data.train, setting("min_epoch_rows"))
     if repeats > 1:
         data = Dataset(train, data.val, data.test, info={**data.info, "train_repeats_per_epoch": repeats})
-    overrides = {}
+    train_cfg = common.train_config()
     if uses_recipe():
-        overrides = {k: getattr(RECIPE, k) for k in ("batch_size", "learning_rate", "schedule", "patience")}
-        overrides["epochs"] = RECIPE.epochs(rows, length, len(train))
-    train_cfg = common.train_config(**overrides)
-    if uses_recipe():
+        recipe = {k: getattr(RECIPE, k) for k in ("batch_size", "learning_rate", "schedule", "patience")}
+        train_cfg = common.train_config(**recipe, epochs=RECIPE.epochs(rows, length, len(train)))
         # Evaluation pads its last batch to the full batch size: a 512-row batch for a 65-row
         # validation set would cost more than the epoch's training on long series.
         train_cfg = dataclasses.replace(train_cfg, eval_batch_size=RECIPE.eval_batch_size(len(data.val)))
@@ -220,7 +218,7 @@ def main(argv):
     if baselines:
         summary["baselines"] = baselines
     trainer.write_summary(summary)
-    if data.test is not None and getattr(trainer, "is_primary", True):
+    if data.test is not None and trainer.is_primary:
         from lstm_jax import plots
 
         plots.confusion_matrix(np.array(summary["test_confusion_matrix"]), os.path.join(trainer.workdir, "confusion_matrix.png"),

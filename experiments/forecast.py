@@ -248,7 +248,7 @@ def main_csv(path: str):
         summary["test_dates"] = [loaded.dates_T[len(train_T)], loaded.dates_T[-1]]
     for c in candidates:
         c.trainer.close()
-    if getattr(chosen.trainer, "is_primary", True):  # one set of files for a multi-process job
+    if chosen.trainer.is_primary:  # one set of files for a multi-process job
         from lstm_jax import plots
 
         atomic_write(os.path.join(workdir, "summary.json"), json.dumps(to_jsonable(summary), indent=2) + "\n")

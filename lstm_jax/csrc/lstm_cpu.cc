@@ -134,10 +134,19 @@ ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U,
   return ffi::Error::Success();
 }
 
+ffi::Error check_results(Out& out, Out& cT, Out& hT, int64_t T, int64_t B, int64_t H) {
+  if (!has_dims(*out, {T, B, H}) || !has_dims(*cT, {B, H}) || !has_dims(*hT, {B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: results out [T, B, H], cT and hT [B, H] expected");
+  return ffi::Error::Success();
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out, Out cT,
                    Out hT, Out gates, Out cprev) {
   int64_t T, B, I, H;
   if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
+  if (auto err = check_results(out, cT, hT, T, B, H); err.failure()) return err;
+  if (!has_dims(*gates, {T, B, 4 * H}) || !has_dims(*cprev, {T, B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: results gates [T, B, 4H] and cprev [T, B, H] expected");
   for (auto* r : {&out, &gates, &cprev}) lj::advise_huge_pages((*r)->untyped_data(), (*r)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
@@ -150,6 +159,7 @@ ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0
                         Out cT, Out hT) {
   int64_t T, B, I, H;
   if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
+  if (auto err = check_results(out, cT, hT, T, B, H); err.failure()) return err;
   lj::advise_huge_pages(out->untyped_data(), out->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
@@ -161,7 +171,7 @@ ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0
 // dx is null for lstm_bwd_no_dx.
 ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, const F32& dout, const F32& W,
                     const F32& U, const F32& dcT, const F32& dhT, const Pred& mask, const F32& x, const F32& out,
-                    const F32& h0, Out& db, Out& dWU, float* dx, Out& dc0, Out& dh0) {
+                    const F32& h0, Out& db, Out& dWU, Out* dx, Out& dc0, Out& dh0) {
   auto d = gates.dimensions(), dw = W.dimensions();
   if (d.size() != 3 || d[2] % 4 != 0 || dw.size() != 2)
     return ffi::Error::InvalidArgument("lstm_jax native: gates must be [T, B, 4H] and W [I, 4H]");
@@ -171,20 +181,22 @@ ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, c
       !has_dims(x, {T, B, I}) || !has_dims(out, {T, B, H}) || !has_dims(h0, {B, H}))
     return ffi::Error::InvalidArgument("lstm_jax native: cprev, dout and out [T, B, H], x [T, B, I], U [H, 4H], "
                                        "dcT, dhT and h0 [B, H], mask [T, B] expected");
+  if (!has_dims(*db, {4 * H}) || !has_dims(*dWU, {I + H, 4 * H}) || (dx && !has_dims(**dx, {T, B, I})) ||
+      !has_dims(*dc0, {B, H}) || !has_dims(*dh0, {B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: results db [4H], dWU [I + H, 4H], dx [T, B, I], "
+                                       "dc0 and dh0 [B, H] expected");
+  if (dx) lj::advise_huge_pages((*dx)->untyped_data(), (*dx)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   isa().backward({T, B, I, H, gates.typed_data(), cprev.typed_data(), dout.typed_data(), W.typed_data(),
                   U.typed_data(), dcT.typed_data(), dhT.typed_data(), mask.typed_data(), x.typed_data(),
-                  out.typed_data(), h0.typed_data(), db->typed_data(), dWU->typed_data(), dx, dc0->typed_data(),
-                  dh0->typed_data(), threads(), &parallel});
+                  out.typed_data(), h0.typed_data(), db->typed_data(), dWU->typed_data(),
+                  dx ? (*dx)->typed_data() : nullptr, dc0->typed_data(), dh0->typed_data(), threads(), &parallel});
   return ffi::Error::Success();
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT, Pred mask,
                     F32 x, F32 out, F32 h0, Out db, Out dWU, Out dx, Out dc0, Out dh0) {
-  if (!has_dims(*dx, {x.dimensions()[0], x.dimensions()[1], x.dimensions()[2]}))
-    return ffi::Error::InvalidArgument("lstm_jax native: dx must be shaped as x");
-  lj::advise_huge_pages(dx->untyped_data(), dx->size_bytes());
-  return backward(pool, gates, cprev, dout, W, U, dcT, dhT, mask, x, out, h0, db, dWU, dx->typed_data(), dc0, dh0);
+  return backward(pool, gates, cprev, dout, W, U, dcT, dhT, mask, x, out, h0, db, dWU, &dx, dc0, dh0);
 }
 
 ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT,
