@@ -11,7 +11,10 @@ they never reach memory), and dx is skipped when the input needs no gradient.
 Where the extension is missing (no compiler at install time) :func:`available` is False and
 ``impl='auto'`` uses the XLA fast path instead. Environment: ``LSTM_JAX_NATIVE_THREADS`` sets the
 thread count (default: the CPUs this process may use); ``LSTM_JAX_NATIVE_ISA=avx2|generic``
-forces a narrower kernel (read once, at import).
+forces a narrower kernel; ``LSTM_JAX_NATIVE_HUGEPAGES=0`` stops the kernels asking Linux for
+transparent huge pages over their outputs and over the block of XLA's temporaries that holds them
+(which a training step otherwise faults in afresh 4 KB at a time: see ``csrc/lstm_cpu.cc``). All
+are read once, at import.
 """
 
 from __future__ import annotations

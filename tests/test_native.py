@@ -184,3 +184,22 @@ def test_odd_shapes(shape):
     mask = jnp.arange(T_)[:, None] < jax.random.randint(k[6], (B_,), 0, T_ + 1)[None, :]
     assert max_rel_err(value_and_grads(True, x, W, b, U, carry, mask),
                        value_and_grads(False, x, W, b, U, carry, mask)) <= 1e-5
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
+def test_huge_pages_for_xlas_temporary_block():
+    """A training forward whose outputs pass 32 MB (so that malloc maps XLA's temporaries as a block
+    of their own) asks huge pages for that whole block; the results are those of the XLA path."""
+    from lstm_jax import _native
+
+    k = jax.random.split(jax.random.key(9), 4)
+    T_, B_, D_, H_ = 64, 256, 8, 128  # gates alone: 64 * 256 * 512 floats, 34 MB
+    x = jax.random.normal(k[0], (T_, B_, D_))
+    W = jax.random.normal(k[1], (D_, 4 * H_)) * 0.5
+    U = jax.random.normal(k[2], (H_, 4 * H_)) / np.sqrt(H_)
+    b = jax.random.normal(k[3], (4 * H_,)) * 0.5
+    zeros = jnp.zeros((B_, H_))
+    before = _native.advised_blocks()
+    got = value_and_grads(True, x, W, b, U, (zeros, zeros), None)
+    assert _native.advised_blocks() > before
+    assert max_rel_err(got, value_and_grads(False, x, W, b, U, (zeros, zeros), None)) <= 1e-5

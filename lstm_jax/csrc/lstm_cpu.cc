@@ -11,15 +11,19 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "kernel.h"
 #include "xla/ffi/api/ffi.h"
@@ -107,6 +111,84 @@ lj::ParallelFor on_pool(ffi::ThreadPool& pool) {
   };
 }
 
+// -- huge pages for XLA's temporaries -------------------------------------------------------------
+//
+// XLA:CPU allocates each execution's temporaries as one block, a fresh anonymous mapping, and
+// unmaps it at the end, so every step first-touches all of it again: at B=128, T=100, H=256 a
+// training step's 90 MB, 23,000 page faults at 4 KB. The forward kernel's outputs (the residuals
+// and out) lie in that block, and so do the buffers XLA fills for the backward kernel (the
+// cotangent of out). So the training forward asks for transparent huge pages over the whole block
+// (2 MB pages: 512 times fewer faults), not only over its own outputs: that cut a step's faults
+// from 5,400 to 1,300 and its time by about 5%. Blocks are found in /proc/self/maps (about
+// 0.1 ms): an unnamed anonymous mapping at most twice the size of the outputs it holds is XLA's
+// per-execution block, not a heap or an allocator's arena. (An output that XLA returns to the
+// caller has a buffer of its own, and gets huge pages alone.) Advice changes no contents.
+// LSTM_JAX_NATIVE_HUGEPAGES=0 turns all of it off.
+
+bool huge_pages_wanted() {
+  static const bool on = [] {
+    const char* env = std::getenv("LSTM_JAX_NATIVE_HUGEPAGES");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return on;
+}
+
+std::atomic<int64_t> advised_blocks{0};  // blocks advised so far (for the tests)
+
+constexpr size_t kAdviseMinBytes = size_t{8} << 20;  // below this, faults cost less than reading the maps
+constexpr size_t kBlockMaxRatio = 2;                  // a block at most this many times the outputs
+
+struct Output {
+  uintptr_t begin, end;
+  uintptr_t block_lo = 0, block_hi = 0;  // the unnamed anonymous mapping that holds it, if any
+};
+
+// Fills in each output's block, from /proc/self/maps.
+void find_blocks(std::vector<Output>& outputs) {
+#if defined(__linux__)
+  FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) return;
+  char line[4096];
+  while (std::fgets(line, sizeof line, maps)) {
+    unsigned long lo, hi, inode;
+    int name = 0;
+    if (std::sscanf(line, "%lx-%lx %*s %*s %*s %lu %n", &lo, &hi, &inode, &name) < 3) continue;
+    const bool unnamed_anonymous = inode == 0 && (line[name] == '\n' || line[name] == '\0');
+    for (Output& o : outputs)
+      if (unnamed_anonymous && lo <= o.begin && o.end <= hi) o.block_lo = lo, o.block_hi = hi;
+  }
+  std::fclose(maps);
+#else
+  (void)outputs;
+#endif
+}
+
+// Huge pages for each block that holds these buffers (and for any buffer outside one, alone).
+void advise_outputs(std::initializer_list<std::pair<void*, size_t>> buffers) {
+  if (!huge_pages_wanted()) return;
+  std::vector<Output> outputs;
+  size_t bytes = 0;
+  for (auto [p, n] : buffers) {
+    outputs.push_back({reinterpret_cast<uintptr_t>(p), reinterpret_cast<uintptr_t>(p) + n});
+    bytes += n;
+  }
+  if (bytes < kAdviseMinBytes) return;
+  find_blocks(outputs);
+  std::vector<uintptr_t> advised;  // the blocks advised by this call, by start
+  for (const Output& o : outputs) {
+    size_t inside = 0;  // the bytes of the outputs in o's block
+    for (const Output& q : outputs)
+      if (q.block_hi != 0 && q.block_lo == o.block_lo) inside += q.end - q.begin;
+    if (o.block_hi == 0 || o.block_hi - o.block_lo > kBlockMaxRatio * inside) {
+      lj::advise_huge_pages(reinterpret_cast<void*>(o.begin), o.end - o.begin);
+    } else if (std::find(advised.begin(), advised.end(), o.block_lo) == advised.end()) {
+      advised.push_back(o.block_lo);
+      lj::advise_huge_pages(reinterpret_cast<void*>(o.block_lo), o.block_hi - o.block_lo);
+      advised_blocks.fetch_add(1);
+    }
+  }
+}
+
 template <typename Buf>
 bool has_dims(const Buf& b, std::initializer_list<int64_t> want) {
   auto d = b.dimensions();
@@ -147,7 +229,8 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0, F32
   if (auto err = check_results(out, cT, hT, T, B, H); err.failure()) return err;
   if (!has_dims(*gates, {T, B, 4 * H}) || !has_dims(*cprev, {T, B, H}))
     return ffi::Error::InvalidArgument("lstm_jax native: results gates [T, B, 4H] and cprev [T, B, H] expected");
-  for (auto* r : {&out, &gates, &cprev}) lj::advise_huge_pages((*r)->untyped_data(), (*r)->size_bytes());
+  advise_outputs({{out->untyped_data(), out->size_bytes()}, {gates->untyped_data(), gates->size_bytes()},
+                  {cprev->untyped_data(), cprev->size_bytes()}});
   const lj::ParallelFor parallel = on_pool(pool);
   isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
                  h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(),
@@ -160,7 +243,7 @@ ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0
   int64_t T, B, I, H;
   if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
   if (auto err = check_results(out, cT, hT, T, B, H); err.failure()) return err;
-  lj::advise_huge_pages(out->untyped_data(), out->size_bytes());
+  if (huge_pages_wanted()) lj::advise_huge_pages(out->untyped_data(), out->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
                  h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(), nullptr,
@@ -185,7 +268,7 @@ ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, c
       !has_dims(*dc0, {B, H}) || !has_dims(*dh0, {B, H}))
     return ffi::Error::InvalidArgument("lstm_jax native: results db [4H], dWU [I + H, 4H], dx [T, B, I], "
                                        "dc0 and dh0 [B, H] expected");
-  if (dx) lj::advise_huge_pages((*dx)->untyped_data(), (*dx)->size_bytes());
+  if (dx && huge_pages_wanted()) lj::advise_huge_pages((*dx)->untyped_data(), (*dx)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   isa().backward({T, B, I, H, gates.typed_data(), cprev.typed_data(), dout.typed_data(), W.typed_data(),
                   U.typed_data(), dcT.typed_data(), dhT.typed_data(), mask.typed_data(), x.typed_data(),
@@ -242,8 +325,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx, f32_rets<2>(bac
 
 static PyObject* capsule(void* fn) { return PyCapsule_New(fn, nullptr, nullptr); }
 
+static PyObject* py_advised_blocks(PyObject*, PyObject*) { return PyLong_FromLongLong(advised_blocks.load()); }
+
+static PyMethodDef native_methods[] = {
+    {"advised_blocks", py_advised_blocks, METH_NOARGS,
+     "How many of XLA's temporary blocks the training forward has asked huge pages for."},
+    {nullptr, nullptr, 0, nullptr}};
+
 static PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_native",
-                                    "The native CPU LSTM recurrence (XLA FFI handlers as PyCapsules).", -1};
+                                    "The native CPU LSTM recurrence (XLA FFI handlers as PyCapsules).", -1,
+                                    native_methods};
 
 PyMODINIT_FUNC PyInit__native(void) {
   PyObject* m = PyModule_Create(&native_module);
