@@ -14,7 +14,7 @@ thread count (default: the CPUs this process may use); ``LSTM_JAX_NATIVE_ISA=avx
 forces a narrower kernel; ``LSTM_JAX_NATIVE_HUGEPAGES=0`` stops the kernels asking Linux for
 transparent huge pages over their outputs and over the block of XLA's temporaries that holds them
 (which a training step otherwise faults in afresh 4 KB at a time: see ``csrc/lstm_cpu.cc``). All
-are read once, at import.
+are read once.
 """
 
 from __future__ import annotations
