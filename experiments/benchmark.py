@@ -7,10 +7,16 @@
 The model is one LSTM layer (I -> H) with a linear head on the last step's output, an MSE loss and
 Adam. For each shape ``BxTxIxH``, implementation and mode (``train``: forward, backward and the Adam
 update; ``forward``: outputs only) it reports the median wall time over interleaved rounds (every
-implementation runs once per round, in turn, so drifts in machine load hit all of them alike), the
+implementation runs in turn in every round, so drifts in machine load hit all of them alike), the
 compile time, the peak memory (XLA's buffer assignment for the JAX implementations, the CUDA
 allocator's peak for torch on a GPU), GFLOP/s, and that as a percentage of a large f32 matmul
 measured on the same device in the same run.
+
+In a round each implementation runs twice in a row and only the second call is timed. XLA:CPU
+frees a call's temporaries on another thread after the call returns (unmapping 300 MB takes
+tens of ms), so a single timed call would pay for whatever ran before it: lstm_jax:native timed
+right after lstm_jax:scan took 181 ms, and 150 ms right after itself. Timed after itself, each
+implementation pays for its own cleanup, as in a training loop.
 
 GFLOP counts only the LSTM's matmuls, the same for every implementation: forward 2*B*T*4H*(I+H);
 a training step adds the weight gradients and the recurrent input gradient, 2*B*T*4H*(I+2H).
@@ -64,7 +70,8 @@ flags.DEFINE_list("shapes", ["64x100x8x128", "128x100x32x256"],
                   "Shapes BxTxIxH: batch, steps, input features, hidden units.")
 flags.DEFINE_list("impls", list(DEFAULT_IMPLS), f"Implementations, any of: {', '.join(ALL_IMPLS)}.")
 flags.DEFINE_list("modes", list(MODES), "What to time: train (forward, backward, Adam) and/or forward.")
-flags.DEFINE_integer("rounds", 10, "Timed rounds; every implementation runs once per round, interleaved.")
+flags.DEFINE_integer("rounds", 10, "Timed rounds; every implementation runs in each, interleaved (an untimed call, "
+                     "then a timed one).")
 flags.DEFINE_integer("warmup", 2, "Untimed calls of each implementation before the rounds.")
 flags.DEFINE_integer("peak_size", 0, "N of the N x N f32 matmul that sets the peak (0: 2048 on CPU, 8192 on GPU).")
 flags.DEFINE_enum("torch_device", "auto", ["auto", "cpu", "cuda"], "Where torch runs (auto: CUDA when available).")
@@ -313,13 +320,15 @@ def matmul_peak_gflops(n: int, repeats: int = 7) -> float:
 
 
 def time_interleaved(calls: dict[str, Callable[[], None]], rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call of each callable: every round runs each once, in turn."""
+    """Seconds per call of each callable: every round runs each in turn, an untimed call and then a
+    timed one (so the timed call overlaps its own predecessor's cleanup, never another's)."""
     for fn in calls.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
+            fn()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
