@@ -14,10 +14,13 @@ import shutil
 import jax
 import pytest
 
+from lstm_jax import native
+
 SMALL = ("--epochs=1", "--hidden_size=8")
 BINARY_VARIANTS = {"basic": (), "stacked": ("--stacked",), "bidirectional": ("--bidirectional",)}
 BINARY_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "wall_seconds", "num_devices", "config")
 FORECAST_KEYS = ("val_mse", "wall_seconds", "num_devices", "config")
+BENCH_IMPLS = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:cudnn", "flax_nnx")
 
 
 def collect(procs):
@@ -61,6 +64,12 @@ def runs(tmp_path_factory, start_experiment):
         for name, flags in BINARY_VARIANTS.items()
     }
     procs["forecast"] = start_experiment("forecast", *SMALL, f"--workdir={workdirs['forecast']}")
+    workdirs["benchmark"] = base / "bench" / "tiny"
+    procs["benchmark"] = start_experiment("benchmark", "--shapes=3x4x2x5", f"--impls={','.join(BENCH_IMPLS)}",
+                                          "--rounds=2", "--warmup=0", "--peak_size=64",
+                                          f"--out={workdirs['benchmark']}")
+    procs["benchmark_bad_shape"] = start_experiment("benchmark", "--shapes=3x4x2")
+    workdirs["benchmark_bad_shape"] = None
     results = collect(procs)
     return {name: (*results[name], workdirs[name]) for name in procs}
 
@@ -111,6 +120,35 @@ def test_forecast_runs_end_to_end(runs):
     assert len(re.findall(r"predicted [+-][0-9.]+\s+actual [+-][0-9.]+", stdout)) == 10
     assert [r["epoch"] for r in read_metrics(workdir)] == [1]
     assert summary["config"]["model"]["hidden_size"] == 8
+
+
+def test_benchmark_runs_end_to_end(runs):
+    rc, stdout, stderr, out = runs["benchmark"]
+    assert rc == 0, f"exit {rc}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    report = read_json(f"{out}.json")
+    assert report["command"].startswith("python -m experiments.benchmark --shapes=3x4x2x5")
+    ran = {(r["impl"], r["mode"]) for r in report["results"]}
+    expected_skips = {"lstm_jax:cudnn"} if jax.default_backend() != "gpu" else set()
+    if not native.available():
+        expected_skips.add("lstm_jax:native")
+    assert set(report["skipped"]) == expected_skips
+    assert ran == {(i, m) for i in BENCH_IMPLS if i not in expected_skips for m in ("train", "forward")}
+    for r in report["results"]:
+        assert r["median_ms"] > 0 and r["gflops"] > 0 and r["rounds"] == 2
+        assert r["shape"] == {"B": 3, "T": 4, "I": 2, "H": 5}
+    with open(f"{out}.md") as f:
+        table = f.read()
+    assert report["command"] in table
+    for impl in {i for i, _ in ran}:
+        assert re.search(rf"^\| {re.escape(impl)} \| [0-9.]+ \| [0-9.]+ \|", table, re.M), impl
+
+
+def test_benchmark_bad_shape_gives_one_error_line(runs):
+    rc, stdout, stderr, _ = runs["benchmark_bad_shape"]
+    assert rc != 0
+    lines = stderr.strip().splitlines()
+    assert lines == ["error: a shape is BxTxIxH, four positive integers, got '3x4x2'"], stderr
+    assert "Traceback" not in stdout
 
 
 def test_used_workdir_is_refused_then_resume_continues(runs, tmp_path, run_experiment):
