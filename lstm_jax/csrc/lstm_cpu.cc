@@ -117,13 +117,13 @@ lj::ParallelFor on_pool(ffi::ThreadPool& pool) {
 // unmaps it at the end, so every step first-touches all of it again: at B=128, T=100, H=256 a
 // training step's 90 MB, 23,000 page faults at 4 KB. The forward kernel's outputs (the residuals
 // and out) lie in that block, and so do the buffers XLA fills for the backward kernel (the
-// cotangent of out). So the training forward asks for transparent huge pages over the whole block
-// (2 MB pages: 512 times fewer faults), not only over its own outputs: that cut a step's faults
-// from 5,400 to 1,300 and its time by about 5%. Blocks are found in /proc/self/maps (about
-// 0.1 ms): an unnamed anonymous mapping at most twice the size of the outputs it holds is XLA's
-// per-execution block, not a heap or an allocator's arena. (An output that XLA returns to the
-// caller has a buffer of its own, and gets huge pages alone.) Advice changes no contents.
-// LSTM_JAX_NATIVE_HUGEPAGES=0 turns all of it off.
+// cotangent of out). So the training forward asks for transparent huge pages (2 MB: 512 times
+// fewer faults) over the block around its outputs, not only over the outputs: that cut a step's
+// faults from 5,400 to 1,300 and its time by about 5%. The block is the unnamed anonymous mapping
+// that holds the outputs (found in /proc/self/maps, about 0.1 ms). The kernel may have merged it
+// with neighbouring mappings, so the advice stops at the outputs' own size beyond them on either
+// side, which covers the block's other temporaries without reaching far into memory that is not
+// this call's. Advice changes no contents. LSTM_JAX_NATIVE_HUGEPAGES=0 turns all of it off.
 
 bool huge_pages_wanted() {
   static const bool on = [] {
@@ -136,15 +136,14 @@ bool huge_pages_wanted() {
 std::atomic<int64_t> advised_blocks{0};  // blocks advised so far (for the tests)
 
 constexpr size_t kAdviseMinBytes = size_t{8} << 20;  // below this, faults cost less than reading the maps
-constexpr size_t kBlockMaxRatio = 2;                  // a block at most this many times the outputs
 
 struct Output {
   uintptr_t begin, end;
-  uintptr_t block_lo = 0, block_hi = 0;  // the unnamed anonymous mapping that holds it, if any
+  uintptr_t map_lo = 0, map_hi = 0;  // the unnamed anonymous mapping that holds it, if any
 };
 
-// Fills in each output's block, from /proc/self/maps.
-void find_blocks(std::vector<Output>& outputs) {
+// Fills in each output's mapping, from /proc/self/maps.
+void find_mappings(std::vector<Output>& outputs) {
 #if defined(__linux__)
   FILE* maps = std::fopen("/proc/self/maps", "r");
   if (maps == nullptr) return;
@@ -155,7 +154,7 @@ void find_blocks(std::vector<Output>& outputs) {
     if (std::sscanf(line, "%lx-%lx %*s %*s %*s %lu %n", &lo, &hi, &inode, &name) < 3) continue;
     const bool unnamed_anonymous = inode == 0 && (line[name] == '\n' || line[name] == '\0');
     for (Output& o : outputs)
-      if (unnamed_anonymous && lo <= o.begin && o.end <= hi) o.block_lo = lo, o.block_hi = hi;
+      if (unnamed_anonymous && lo <= o.begin && o.end <= hi) o.map_lo = lo, o.map_hi = hi;
   }
   std::fclose(maps);
 #else
@@ -163,7 +162,8 @@ void find_blocks(std::vector<Output>& outputs) {
 #endif
 }
 
-// Huge pages for each block that holds these buffers (and for any buffer outside one, alone).
+// Huge pages around these buffers: per mapping, over the span of the buffers it holds widened by
+// their total size on each side (within the mapping); a buffer in no such mapping gets them alone.
 void advise_outputs(std::initializer_list<std::pair<void*, size_t>> buffers) {
   if (!huge_pages_wanted()) return;
   std::vector<Output> outputs;
@@ -173,19 +173,22 @@ void advise_outputs(std::initializer_list<std::pair<void*, size_t>> buffers) {
     bytes += n;
   }
   if (bytes < kAdviseMinBytes) return;
-  find_blocks(outputs);
-  std::vector<uintptr_t> advised;  // the blocks advised by this call, by start
+  find_mappings(outputs);
+  std::vector<uintptr_t> done;  // the mappings advised by this call, by start
   for (const Output& o : outputs) {
-    size_t inside = 0;  // the bytes of the outputs in o's block
-    for (const Output& q : outputs)
-      if (q.block_hi != 0 && q.block_lo == o.block_lo) inside += q.end - q.begin;
-    if (o.block_hi == 0 || o.block_hi - o.block_lo > kBlockMaxRatio * inside) {
+    if (o.map_hi == 0) {
       lj::advise_huge_pages(reinterpret_cast<void*>(o.begin), o.end - o.begin);
-    } else if (std::find(advised.begin(), advised.end(), o.block_lo) == advised.end()) {
-      advised.push_back(o.block_lo);
-      lj::advise_huge_pages(reinterpret_cast<void*>(o.block_lo), o.block_hi - o.block_lo);
-      advised_blocks.fetch_add(1);
+      continue;
     }
+    if (std::find(done.begin(), done.end(), o.map_lo) != done.end()) continue;
+    done.push_back(o.map_lo);
+    uintptr_t lo = o.begin, hi = o.end, held = 0;
+    for (const Output& q : outputs)
+      if (q.map_lo == o.map_lo) lo = std::min(lo, q.begin), hi = std::max(hi, q.end), held += q.end - q.begin;
+    lo = lo - o.map_lo > held ? lo - held : o.map_lo;
+    hi = o.map_hi - hi > held ? hi + held : o.map_hi;
+    lj::advise_huge_pages(reinterpret_cast<void*>(lo), hi - lo);
+    advised_blocks.fetch_add(1);
   }
 }
 
