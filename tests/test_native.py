@@ -200,6 +200,6 @@ def test_huge_pages_for_xlas_temporary_block():
     b = jax.random.normal(k[3], (4 * H_,)) * 0.5
     zeros = jnp.zeros((B_, H_))
     before = _native.advised_blocks()
-    got = value_and_grads(True, x, W, b, U, (zeros, zeros), None)
+    got = jax.block_until_ready(value_and_grads(True, x, W, b, U, (zeros, zeros), None))  # dispatch is async
     assert _native.advised_blocks() > before
     assert max_rel_err(got, value_and_grads(False, x, W, b, U, (zeros, zeros), None)) <= 1e-5
