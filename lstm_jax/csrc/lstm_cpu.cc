@@ -135,6 +135,11 @@ bool huge_pages_wanted() {
 
 std::atomic<int64_t> advised_blocks{0};  // blocks advised so far (for the tests)
 
+// Huge pages over one buffer alone (unless turned off).
+void advise_buffer(void* p, size_t bytes) {
+  if (huge_pages_wanted()) lj::advise_huge_pages(p, bytes);
+}
+
 constexpr size_t kAdviseMinBytes = size_t{8} << 20;  // below this, faults cost less than reading the maps
 
 struct Output {
@@ -177,7 +182,7 @@ void advise_outputs(std::initializer_list<std::pair<void*, size_t>> buffers) {
   std::vector<uintptr_t> done;  // the mappings advised by this call, by start
   for (const Output& o : outputs) {
     if (o.map_hi == 0) {
-      lj::advise_huge_pages(reinterpret_cast<void*>(o.begin), o.end - o.begin);
+      advise_buffer(reinterpret_cast<void*>(o.begin), o.end - o.begin);
       continue;
     }
     if (std::find(done.begin(), done.end(), o.map_lo) != done.end()) continue;
@@ -246,7 +251,7 @@ ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0
   int64_t T, B, I, H;
   if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
   if (auto err = check_results(out, cT, hT, T, B, H); err.failure()) return err;
-  if (huge_pages_wanted()) lj::advise_huge_pages(out->untyped_data(), out->size_bytes());
+  advise_buffer(out->untyped_data(), out->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
                  h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(), nullptr,
@@ -271,7 +276,7 @@ ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, c
       !has_dims(*dc0, {B, H}) || !has_dims(*dh0, {B, H}))
     return ffi::Error::InvalidArgument("lstm_jax native: results db [4H], dWU [I + H, 4H], dx [T, B, I], "
                                        "dc0 and dh0 [B, H] expected");
-  if (dx && huge_pages_wanted()) lj::advise_huge_pages((*dx)->untyped_data(), (*dx)->size_bytes());
+  if (dx) advise_buffer((*dx)->untyped_data(), (*dx)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   isa().backward({T, B, I, H, gates.typed_data(), cprev.typed_data(), dout.typed_data(), W.typed_data(),
                   U.typed_data(), dcT.typed_data(), dhT.typed_data(), mask.typed_data(), x.typed_data(),
