@@ -111,3 +111,32 @@ def shared_data_dir() -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"real data not found at {path}")
     return path
+
+
+# -- the quick tier -----------------------------------------------------------------------------------
+# `pytest -m "not slow"` leaves out what takes long on 2 cores: every test that starts an experiment
+# as a separate process (jax start-up and compilation each time), the multi-device and multi-process
+# files, and the longest in-process runs listed below. CI runs everything.
+SLOW_FIXTURES = {"run_experiment", "start_experiment"}
+SLOW_MODULES = {"test_experiments.py", "test_parallel.py"}
+SLOW_TESTS = {
+    "test_train_and_evaluate.py": ("test_stacked_config", "test_recipe_budget", "test_csv_forecast",
+                                   "test_a_trained_job_model"),
+    "test_readme.py": ("test_python_api_block",),
+    "test_loop.py": ("test_trainer_resume_continues", "test_fit_leaves", "test_profile_steps"),
+    "test_native.py": ("test_every_kernel_build_and_thread_split", "test_weight_gradient_partials",
+                       "test_huge_pages"),
+    "test_cell_variants.py": ("test_every_cell_trains", "test_backward_matches_finite_differences",
+                              "test_user_cell_registers_and_trains"),
+    "test_dropout.py": ("test_classifier_trains_with_every_dropout",),
+    "test_datasets.py": ("test_lstm_fcn_train_step_changes_every_parameter",),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.name
+        slow = (module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or any(item.name.startswith(prefix) for prefix in SLOW_TESTS.get(module, ())))
+        if slow:
+            item.add_marker(pytest.mark.slow)
