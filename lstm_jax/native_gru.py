@@ -205,9 +205,15 @@ def gru_layer(
     _check(activation, recurrent_activation,
            {"x": x_TxBxI, "W": W_IxG, "U": U_HxG, "b": b_G, "b_hn": b_hn_H, "h0": h0_BxH})
     H = U_HxG.shape[0]
-    if W_IxG.shape != (x_TxBxI.shape[-1], 3 * H) or U_HxG.shape != (H, 3 * H) or h0_BxH.shape != (x_TxBxI.shape[1], H):
-        raise ConfigError(f"the native GRU needs W [I, 3H], U [H, 3H] and h0 [B, H] for x [T, B, I]; got "
-                          f"W {W_IxG.shape}, U {U_HxG.shape}, h0 {h0_BxH.shape}, x {x_TxBxI.shape}")
+    if (x_TxBxI.ndim != 3 or W_IxG.shape != (x_TxBxI.shape[-1], 3 * H) or U_HxG.shape != (H, 3 * H)
+            or h0_BxH.shape != (x_TxBxI.shape[1], H) or (b_G is not None and b_G.shape != (3 * H,))
+            or (b_hn_H is not None and b_hn_H.shape != (H,))
+            or (mask_TxB is not None and jnp.shape(mask_TxB) != x_TxBxI.shape[:2])):
+        raise ConfigError(
+            "the native GRU needs x [T, B, I], W [I, 3H], U [H, 3H], b [3H], b_hn [H], h0 [B, H], mask [T, B]; got "
+            f"x {x_TxBxI.shape}, W {W_IxG.shape}, U {U_HxG.shape}, b {None if b_G is None else b_G.shape}, "
+            f"b_hn {None if b_hn_H is None else b_hn_H.shape}, h0 {h0_BxH.shape}, "
+            f"mask {None if mask_TxB is None else jnp.shape(mask_TxB)}")
     b = jnp.zeros((3 * H,), jnp.float32) if b_G is None else b_G
     bhn = jnp.zeros((H,), jnp.float32) if b_hn_H is None else b_hn_H
     mask = None if mask_TxB is None else jnp.asarray(mask_TxB).astype(bool)
