@@ -33,15 +33,17 @@ T, B, I, H = 11, 29, 3, 40
 def problem(seed=0, shape=(T, B, I, H), bias=True):
     """(x [T, B, I], W, U, b, b_hn, h0, mask [T, B]) with random lengths, the first row's zero."""
     T_, B_, I_, H_ = shape
-    k = jax.random.split(jax.random.key(seed), 7)
-    x = jax.random.normal(k[0], (T_, B_, I_))
-    W = jax.random.normal(k[1], (I_, 3 * H_)) * 0.5
-    U = jax.random.normal(k[2], (H_, 3 * H_)) / np.sqrt(H_)
-    b = jax.random.normal(k[3], (3 * H_,)) * 0.5 if bias else None
-    bhn = jax.random.normal(k[4], (H_,)) * 0.5 if bias else None
-    h0 = jax.random.normal(k[5], (B_, H_))
-    lengths = jax.random.randint(k[6], (B_,), 0, T_ + 1).at[0].set(0)
-    mask = jnp.arange(T_)[:, None] < lengths[None, :]
+    rng = np.random.default_rng(seed)  # NumPy: no compilation per shape, as eager jax.random would take
+    normal = lambda scale, *s: jnp.asarray(rng.normal(scale=scale, size=s), jnp.float32)  # noqa: E731
+    x = normal(1.0, T_, B_, I_)
+    W = normal(0.5, I_, 3 * H_)
+    U = normal(1 / np.sqrt(H_), H_, 3 * H_)
+    b = normal(0.5, 3 * H_) if bias else None
+    bhn = normal(0.5, H_) if bias else None
+    h0 = normal(1.0, B_, H_)
+    lengths = rng.integers(0, T_ + 1, B_)
+    lengths[0] = 0
+    mask = jnp.asarray(np.arange(T_)[:, None] < lengths[None, :])
     return x, W, U, b, bhn, h0, mask
 
 
