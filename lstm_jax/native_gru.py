@@ -218,3 +218,36 @@ def gru_layer(
     bhn = jnp.zeros((H,), jnp.float32) if b_hn_H is None else b_hn_H
     mask = None if mask_TxB is None else jnp.asarray(mask_TxB).astype(bool)
     return _gru(x_TxBxI, W_IxG, U_HxG, b, bhn, h0_BxH, mask)
+
+
+# -- GRUCell as a layer ----------------------------------------------------------------------------
+
+def supports_cell(cell) -> bool:
+    """Whether the native GRU runs ``cell``: exactly ``GRUCell``, float32 parameters and compute,
+    tanh and sigmoid, with the kernels available here."""
+    from lstm_jax.cells import GRUCell
+
+    if type(cell) is not GRUCell or not available():
+        return False
+    params = [cell.kernel[...], cell.recurrent_kernel[...]]
+    params += [p[...] for p in (cell.bias, cell.recurrent_bias) if p is not None]
+    return (
+        cell.activation is ACTIVATIONS["tanh"]
+        and cell.recurrent_activation is ACTIVATIONS["sigmoid"]
+        and cell.dtype in (None, jnp.float32)
+        and jnp.dtype(cell.carry_dtype) == jnp.float32
+        and all(p.dtype == jnp.float32 for p in params)
+    )
+
+
+def gru_cell_layer(cell, x_TxBxI: Array, carry: tuple[Array], mask_TxB: Array | None = None):
+    """``cell`` (a ``GRUCell``, see :func:`supports_cell`) over a time-major sequence in the native
+    kernels. Returns (final carry (h,), outputs [T, B, H]): what ``layers.scan_cell`` gives, time-major."""
+    (h0,) = carry
+    h, out = gru_layer(
+        x_TxBxI, cell.kernel[...], cell.recurrent_kernel[...],
+        None if cell.bias is None else cell.bias[...],
+        None if cell.recurrent_bias is None else cell.recurrent_bias[...],
+        h0, mask_TxB, activation=cell.activation, recurrent_activation=cell.recurrent_activation,
+    )
+    return (h,), out

@@ -235,3 +235,35 @@ def test_other_dtypes_and_shapes_are_refused():
         native_gru.gru_layer(x, W.astype(jnp.bfloat16), U, b, bhn, h0)
     with pytest.raises(ConfigError, match="W"):
         native_gru.gru_layer(x, W[:, :-1], U, b, bhn, h0)
+
+
+@needs_kernels
+def test_a_grucell_as_a_layer_matches_its_scan():
+    """gru_cell_layer on a GRUCell's own parameters: outputs, final carry and parameter gradients."""
+    x, _, _, _, _, h0, mask = problem(12, (6, 9, 4, 24))
+    cell = GRUCell(4, 24, rngs=nnx.Rngs(1))
+    assert native_gru.supports_cell(cell)
+    graphdef, params = nnx.split(cell)
+
+    def run(native, params):
+        c = nnx.merge(graphdef, params)
+        if native:
+            (h,), out = native_gru.gru_cell_layer(c, x, (h0,), mask)
+            return h, out
+        (h,), out = scan_cell(c, c.project(jnp.swapaxes(x, 0, 1)), (h0,), mask.T)
+        return h, jnp.swapaxes(out, 0, 1)
+
+    def loss(params, native):
+        h, out = run(native, params)
+        return jnp.sum(jnp.sin(out)) + jnp.sum(h * h), (h, out)
+
+    got, ref = (jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(params, n) for n in (True, False))
+    assert max_rel_err(got, ref) <= 1e-5
+
+
+def test_cells_the_native_gru_does_not_run():
+    from lstm_jax.cells import LSTMCell
+
+    assert not native_gru.supports_cell(LSTMCell(3, 8, rngs=nnx.Rngs(0)))
+    assert not native_gru.supports_cell(GRUCell(3, 8, activation="relu", rngs=nnx.Rngs(0)))
+    assert not native_gru.supports_cell(GRUCell(3, 8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
