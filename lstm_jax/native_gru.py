@@ -78,6 +78,8 @@ def threads() -> int | None:
 @functools.cache
 def _register() -> None:
     lib = _library()
+    if lib is None:
+        raise ConfigError("the native GRU needs lstm_jax._native built with its GRU kernels (see setup.py)")
     for target, symbol in _TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
 
