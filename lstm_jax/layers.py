@@ -34,7 +34,7 @@ def reverse_valid(x_BxTx_: Array, lengths_B: Array | None) -> Array:
         return jnp.flip(x_BxTx_, axis=1)
     T = x_BxTx_.shape[1]
     t = jnp.arange(T)[None, :]
-    L = jnp.asarray(lengths_B)[:, None]
+    L = jnp.minimum(jnp.asarray(lengths_B), T)[:, None]  # a length past T means the whole row, as in valid_mask
     idx_BxT = jnp.where(t < L, L - 1 - t, t)
     idx = idx_BxT.reshape(idx_BxT.shape + (1,) * (x_BxTx_.ndim - 2))
     return jnp.take_along_axis(x_BxTx_, idx, axis=1)

@@ -91,7 +91,7 @@ def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Arra
     call = jax.ffi.ffi_call("lstm_jax_fwd" if save else "lstm_jax_fwd_infer", shapes, vmap_method="sequential")
     out_specs = (TIME_BATCH, BATCH, BATCH) + ((TIME_BATCH, TIME_BATCH) if save else ())
     in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH)
-    call = sharding.per_shard(call, mesh, in_specs, out_specs)
+    call = sharding.per_shard(lambda *args, ffi=call: tuple(ffi(*args)), mesh, in_specs, out_specs)
     return call(x_TxBxI.astype(f32), W_IxG.astype(f32), b_G.astype(f32), U_HxG.astype(f32), c0_BxH.astype(f32),
                 h0_BxH.astype(f32), _mask(mask_TxB, T, B))
 
