@@ -23,8 +23,7 @@ LENGTHS = np.array([9, 1, 0, 5, 12, 7])  # a zero length, and one past T (read a
 def fake_cudnn(monkeypatch):
     cudnn_fake.CALLS.clear()
     cudnn_fake.install(monkeypatch.setattr)
-    yield cudnn_fake.CALLS
-    jax.clear_caches()
+    return cudnn_fake.CALLS
 
 
 def assert_close(actual, expected, tol=1e-5):
@@ -45,7 +44,8 @@ def results(layer, x, lengths, carry, carry_only):
             value = value + jnp.sum(jnp.sin(out) * jnp.linspace(-1, 1, out.shape[-1]))
         return value, (out, final)
 
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, x, carry)
+    with jax.default_matmul_precision("float32"):  # full f32 on a GPU too (TF32 would miss 1e-5)
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, x, carry)
 
 
 def data(seed, bidirectional=False):
@@ -85,7 +85,7 @@ def test_a_bf16_carry_reaches_cudnn_as_float32(fake_cudnn):
     assert c2.dtype == h2.dtype == jnp.bfloat16 and out.dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("setting", ["bfloat16", "default", "high", "BF16_BF16_F32", "tensorfloat32", "float32", "highest"])
+@pytest.mark.parametrize("setting", ["bfloat16", "default", "tensorfloat32", "highest"])
 def test_any_global_precision_gets_an_explicit_one(fake_cudnn, setting):
     """jax.experimental.rnn refuses global settings that canonicalize to bfloat16 (bfloat16, default); the call
     passes its own."""

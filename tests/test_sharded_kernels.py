@@ -74,7 +74,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def four_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(REPO_ROOT))
+               XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
