@@ -3,7 +3,6 @@ cuDNN call, so that the whole cuDNN code path of lstm_jax runs on a CPU. Shared 
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 CALLS: list[dict] = []

@@ -11,7 +11,7 @@ from flax import nnx
 from lstm_jax import kernels
 from lstm_jax.cells import CELLS, LSTMCell
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import LSTM, Bidirectional, LSTMStack
+from lstm_jax.layers import LSTM, LSTMStack
 
 B, T, D, H = 6, 13, 5, 8
 LENGTHS = np.array([13, 1, 0, 5, 13, 7])
