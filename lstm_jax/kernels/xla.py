@@ -410,9 +410,10 @@ def cell_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, re
     from flax import nnx
 
     graphdef, mats, rest = nnx.split(cell, _is_matrix, ...)
+    additive = _additive(cell)
     if not remat:
-        return _generic(graphdef, mats, rest, x_TxBxD, carry, mask_TxB)
-    return _remat_scan(lambda x, c, m: _generic(graphdef, mats, rest, x, c, m), x_TxBxD, carry, mask_TxB)
+        return _generic(graphdef, additive, mats, rest, x_TxBxD, carry, mask_TxB)
+    return _remat_scan(lambda x, c, m: _generic(graphdef, additive, mats, rest, x, c, m), x_TxBxD, carry, mask_TxB)
 
 
 def _where_valid(m_t, new, old):
@@ -420,16 +421,30 @@ def _where_valid(m_t, new, old):
     return jax.tree.map(lambda n, o: jnp.where(m, n, o), new, old)
 
 
-def _generic_step(cell, carry, xp_t, hu_t, m_t):
-    """``cell.combine`` with the padding semantics of ``scan_cell``: frozen carry, zero output."""
-    new, out = cell.combine(carry, xp_t, hu_t)
+def _additive(cell) -> bool:
+    """Whether the cell keeps the base ``combine``: z = xp + hU goes to ``update``. Then the backward
+    scan needs z alone (dxp = dhU = dz), which halves what it saves and writes."""
+    from lstm_jax.cells import RecurrentCell
+
+    return type(cell).combine is RecurrentCell.combine
+
+
+def _generic_step(cell, additive, carry, a_t, hu_t, m_t):
+    """One step after the dot, with the padding semantics of ``scan_cell`` (frozen carry, zero output).
+    ``a_t`` is z when ``additive`` (``hu_t`` unused), else the projected input."""
+    if additive:
+        new = cell.update(carry, a_t)
+        out = cell.output(new)
+    else:
+        new, out = cell.combine(carry, a_t, hu_t)
     if m_t is not None:
         new = _where_valid(m_t, new, carry)
         out = jnp.where(m_t[:, None], out, jnp.zeros_like(out))
     return new, out
 
 
-def _generic_forward(graphdef, mats, rest, x, carry, mask, save):
+def _generic_forward(graphdef, additive, mats, rest, x, carry, mask, save):
+    """Returns (final carry, outputs, saved) with saved = (carries entering each step, z or (xp, hU))."""
     from flax import nnx
 
     cell = nnx.merge(graphdef, mats, rest)
@@ -438,29 +453,39 @@ def _generic_forward(graphdef, mats, rest, x, carry, mask, save):
     def body(carry, inputs):
         xp_t, m_t = inputs
         hu = cell.recurrent(cell.output(carry))
-        new, out = _generic_step(cell, carry, xp_t, hu, m_t)
-        return new, ((out, carry, hu) if save else out)
+        if additive:
+            a, hu = xp_t + hu.astype(xp_t.dtype), None
+        else:
+            a = xp_t
+        new, out = _generic_step(cell, additive, carry, a, hu, m_t)
+        if not save:
+            return new, out
+        return new, (out, carry, a if additive else hu)
 
-    return (xp, *jax.lax.scan(body, carry, (xp, mask)))
+    final, ys = jax.lax.scan(body, carry, (xp, mask))
+    if not save:
+        return final, ys, None
+    out, carries, per_step = ys
+    return final, out, (carries, per_step if additive else (xp, per_step))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _generic(graphdef, mats, rest, x, carry, mask):
-    _, carry, out = _generic_forward(graphdef, mats, rest, x, carry, mask, False)
-    return carry, out
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _generic(graphdef, additive, mats, rest, x, carry, mask):
+    final, out, _ = _generic_forward(graphdef, additive, mats, rest, x, carry, mask, False)
+    return final, out
 
 
-def _generic_fwd(graphdef, mats, rest, x, carry, mask):
+def _generic_fwd(graphdef, additive, mats, rest, x, carry, mask):
     need_dx = _Static(x.perturbed)
     mats, rest, x, carry, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((mats, rest, x, carry, mask))
-    xp, final, (out, carries, hu) = _generic_forward(graphdef, mats, rest, x, carry, mask, True)
-    return (final, out), (mats, rest, x, xp, carries, hu, mask, need_dx, _Static((out.shape, out.dtype)))
+    final, out, (carries, per_step) = _generic_forward(graphdef, additive, mats, rest, x, carry, mask, True)
+    return (final, out), (mats, rest, x, carries, per_step, mask, need_dx, _Static((out.shape, out.dtype)))
 
 
-def _generic_bwd(graphdef, res, cotangents):
+def _generic_bwd(graphdef, additive, res, cotangents):
     from flax import nnx
 
-    mats, rest, x, xp, carries, hu, mask, need_dx, out_like = res
+    mats, rest, x, carries, per_step, mask, need_dx, out_like = res
     d_final, dout = cotangents
     first = jax.tree.map(lambda a: a[0], carries)
     d_final = jax.tree.map(_dense, d_final, first, is_leaf=lambda c: isinstance(c, jax.custom_derivatives.SymbolicZero))
@@ -468,25 +493,34 @@ def _generic_bwd(graphdef, res, cotangents):
     cell = nnx.merge(graphdef, mats, rest)
     h_like = cell.output(first)
     transpose_dot = jax.linear_transpose(cell.recurrent, h_like)
+    hu_dtype = jax.eval_shape(cell.recurrent, h_like).dtype
 
     def body(acc, inputs):
         d_carry, d_rest = acc
-        carry_t, xp_t, hu_t, dout_t, m_t = inputs
+        carry_t, saved_t, dout_t, m_t = inputs
+        if additive:
+            def local(carry_t, z_t, rest):
+                return _generic_step(nnx.merge(graphdef, mats, rest), True, carry_t, z_t, None, m_t)
 
-        def local(carry_t, xp_t, hu_t, rest):
-            return _generic_step(nnx.merge(graphdef, mats, rest), carry_t, xp_t, hu_t, m_t)
+            _, vjp = jax.vjp(local, carry_t, saved_t, rest)
+            d_prev, dz_t, dr = vjp((d_carry, dout_t.astype(h_like.dtype)))
+            dhu_t, ys = dz_t, dz_t
+        else:
+            def local(carry_t, xp_t, hu_t, rest):
+                return _generic_step(nnx.merge(graphdef, mats, rest), False, carry_t, xp_t, hu_t, m_t)
 
-        _, vjp = jax.vjp(local, carry_t, xp_t, hu_t, rest)
-        d_prev, dxp_t, dhu_t, dr = vjp((d_carry, dout_t.astype(h_like.dtype)))
-        (dh,) = transpose_dot(dhu_t)
+            _, vjp = jax.vjp(local, carry_t, *saved_t, rest)
+            d_prev, dxp_t, dhu_t, dr = vjp((d_carry, dout_t.astype(h_like.dtype)))
+            ys = (dxp_t, dhu_t)
+        (dh,) = transpose_dot(dhu_t.astype(hu_dtype))
         _, out_vjp = jax.vjp(cell.output, carry_t)
         (d_prev_h,) = out_vjp(dh.astype(h_like.dtype))
         d_prev = jax.tree.map(jnp.add, d_prev, d_prev_h)
-        return (d_prev, jax.tree.map(jnp.add, d_rest, dr)), (dxp_t, dhu_t)
+        return (d_prev, jax.tree.map(jnp.add, d_rest, dr)), ys
 
     zeros_rest = jax.tree.map(jnp.zeros_like, rest)
-    (d_carry0, d_rest), (dxp, dhu) = jax.lax.scan(
-        body, (d_final, zeros_rest), (carries, xp, hu, dout, mask), reverse=True)
+    (d_carry0, d_rest), ys = jax.lax.scan(body, (d_final, zeros_rest), (carries, per_step, dout, mask), reverse=True)
+    dxp, dhu = (ys, ys) if additive else ys
 
     # dU over all steps at once: the h that entered each step's dot, against dhu.
     h_prev = jax.vmap(cell.output)(carries)
@@ -495,7 +529,7 @@ def _generic_bwd(graphdef, res, cotangents):
         return nnx.merge(graphdef, mats, rest).recurrent(h_prev)
 
     _, dot_vjp = jax.vjp(dot_all, mats)
-    (d_mats,) = dot_vjp(dhu)
+    (d_mats,) = dot_vjp(dhu.astype(hu_dtype))
 
     def project_all(mats, rest, x):
         return nnx.merge(graphdef, mats, rest).project(x)
