@@ -4,6 +4,9 @@ A cell is split in two so that the sequence layer can take the heavy part out of
 
 * ``project(x_BxTxD) -> xp_BxTxG``: the input projection of every step at once, one large matmul.
 * ``step(carry, xp_BxG) -> (carry, h_BxH)``: one step of the recurrence, run inside ``lax.scan``.
+  It is ``combine(carry, xp, recurrent(h))``: one matmul ``recurrent`` (h U) and the elementwise
+  rest, ``combine``. The fast path (``lstm_jax.kernels.xla``) relies on that split, so a cell
+  changes ``update`` or ``combine``, not ``step`` or ``recurrent`` (it would then take the scan).
 
 Fused weights keep their gate blocks in the order given by the class attribute ``gates``. For the
 LSTM that is ``(i, f, o, g)``: the three sigmoid gates are contiguous, so one sigmoid covers them and
