@@ -7,7 +7,7 @@ never changes a valid output, and the reverse direction reverses only the valid 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
