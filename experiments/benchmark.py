@@ -30,6 +30,18 @@ lstm_jax:scan, lstm_jax:fast, lstm_jax:native (C++ kernels, CPU), lstm_jax:fast_
 behind ``lstm_jax.LSTM``; ``impl='auto'`` picks native on a CPU, cuDNN on a GPU),
 flax_nnx (``nnx.RNN(nnx.OptimizedLSTMCell)``), flax_linen (``nn.RNN(nn.OptimizedLSTMCell)``), torch
 (``torch.nn.LSTM``, CPU or CUDA), keras (Keras 3 ``LSTM`` on its JAX backend, ``train_on_batch``).
+
+Models, each with ``impl='auto'`` and beside its torch peer (the table gives "its torch peer / this"):
+lstm_jax:auto (one layer; torch), lstm_jax:stacked (``LSTMStack``, 2 layers of H; torch:stacked,
+``nn.LSTM(num_layers=2)``), lstm_jax:bidirectional (torch:bidirectional, ``nn.LSTM(bidirectional=True)``),
+lstm_jax:lengths (one layer, lengths uniform on [1, T], head on the last valid step; torch:packed,
+``pack_padded_sequence``), and lstm_jax:cell=NAME for every registered cell (cell=gru beside torch:gru,
+``nn.GRU``). Each cell's "ms per GFLOP / cell=lstm's" compares its time per matmul FLOP (its own
+gate count; stacked and bidirectional count every layer) with the standard cell's.
+
+    python -m experiments.benchmark --shapes=64x100x8x128 --modes=train --rounds=10 \
+        --impls=lstm_jax:auto,torch,lstm_jax:stacked,torch:stacked,lstm_jax:bidirectional,torch:bidirectional,\
+lstm_jax:lengths,torch:packed,lstm_jax:cell=gru,torch:gru
 """
 
 from __future__ import annotations
@@ -61,9 +73,20 @@ from experiments import common  # noqa: E402
 from lstm_jax.errors import ConfigError  # noqa: E402
 from lstm_jax.layers import LSTM  # noqa: E402
 
-ALL_IMPLS = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:fast_bf16", "lstm_jax:cudnn",
-             "flax_nnx", "flax_linen", "torch", "keras")
-DEFAULT_IMPLS = tuple(i for i in ALL_IMPLS if i != "lstm_jax:fast_bf16")
+from lstm_jax.cells import CELLS  # noqa: E402
+from lstm_jax.layers import Bidirectional, LSTMStack  # noqa: E402
+
+SINGLE_LAYER = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:fast_bf16", "lstm_jax:cudnn",
+                "flax_nnx", "flax_linen", "torch", "keras")
+# Issue 14's models, each beside its torch peer: impl='auto' as a user gets it.
+MODELS = ("lstm_jax:auto", "lstm_jax:stacked", "torch:stacked", "lstm_jax:bidirectional", "torch:bidirectional",
+          "lstm_jax:lengths", "torch:packed", "torch:gru")
+CELL_IMPLS = tuple(f"lstm_jax:cell={name}" for name in sorted(CELLS))
+ALL_IMPLS = SINGLE_LAYER + MODELS + CELL_IMPLS
+TORCH_PEER = {"lstm_jax:auto": "torch", "lstm_jax:stacked": "torch:stacked",
+              "lstm_jax:bidirectional": "torch:bidirectional", "lstm_jax:lengths": "torch:packed",
+              "lstm_jax:cell=gru": "torch:gru"}
+DEFAULT_IMPLS = tuple(i for i in SINGLE_LAYER if i != "lstm_jax:fast_bf16")
 MODES = ("train", "forward")
 
 flags.DEFINE_list("shapes", ["64x100x8x128", "128x100x32x256"],
@@ -100,11 +123,31 @@ class Shape:
     def __str__(self) -> str:
         return f"B={self.B} T={self.T} I={self.I} H={self.H}"
 
-    def gflop(self, mode: str) -> float:
-        """Matmul work of one call (see the module docstring)."""
-        B, T, I, H = self.B, self.T, self.I, self.H
-        fwd = 2 * B * T * 4 * H * (I + H)
-        return 1e-9 * (fwd if mode == "forward" else fwd + 2 * B * T * 4 * H * (I + 2 * H))
+    def gflop(self, mode: str, gates: int = 4, extra: int = 0, dx: bool = False, I: int | None = None) -> float:
+        """Matmul work of one layer's call (see the module docstring): ``gates`` blocks of H, ``extra``
+        more multiply-adds per row and step (FGR's gate recurrence), ``dx`` the input gradient too."""
+        B, T, H = self.B, self.T, self.H
+        I = self.I if I is None else I
+        G = gates * H
+        fwd = 2 * B * T * (G * (I + H) + extra)
+        bwd = 2 * B * T * (G * (I + 2 * H) + 2 * extra) + (2 * B * T * G * I if dx else 0)
+        return 1e-9 * (fwd if mode == "forward" else fwd + bwd)
+
+
+def model_gflop(impl: str, shape: Shape, mode: str) -> float:
+    """Matmul GFLOP of one call of ``impl``'s model: stacked counts both layers (the second one's input
+    gradient too), bidirectional both directions, a cell its own gates."""
+    if impl in ("lstm_jax:stacked", "torch:stacked"):
+        return shape.gflop(mode) + shape.gflop(mode, I=shape.H, dx=True)
+    if impl in ("lstm_jax:bidirectional", "torch:bidirectional"):
+        return 2 * shape.gflop(mode)
+    if impl == "torch:gru":
+        return shape.gflop(mode, gates=3)
+    if impl.startswith("lstm_jax:cell="):
+        cls = CELLS[impl.split("=", 1)[1]]
+        extra = 9 * shape.H * shape.H if impl.endswith("=fgr") else 0  # [i f o]_{t-1} R, R [3H, 3H]
+        return shape.gflop(mode, gates=len(cls.gates), extra=extra)
+    return shape.gflop(mode)
 
 
 @dataclasses.dataclass
@@ -204,6 +247,42 @@ def lstm_jax(impl: str, dtype=None):
     return build
 
 
+class _Model(nnx.Module):
+    """An lstm_jax layer or stack and a linear head on the last step (on the last valid one with lengths)."""
+
+    def __init__(self, rnn, lengths, *, rngs: nnx.Rngs):
+        self.rnn = rnn
+        self.head = nnx.Linear(rnn.out_features, 1, rngs=rngs)
+        self.lengths = None if lengths is None else nnx.Variable(jnp.asarray(lengths))
+
+    def __call__(self, x_BxTxI):
+        if self.lengths is None:
+            return self.head(self.rnn(x_BxTxI)[:, -1])[:, 0]
+        _, carry = self.rnn(x_BxTxI, self.lengths[...], return_carry=True)
+        return self.head(self.rnn.final_output(carry))[:, 0]
+
+
+def lengths_for(shape: Shape) -> np.ndarray:
+    """Varying lengths, uniform on [1, T] (the same for lstm_jax and torch's packed sequences)."""
+    return np.random.default_rng(1).integers(1, shape.T + 1, shape.B).astype(np.int32)
+
+
+def lstm_jax_model(kind: str, cell: str = "lstm"):
+    def build(shape: Shape, modes) -> Runner:
+        def make(rngs):
+            if kind == "stacked":
+                return LSTMStack(shape.I, shape.H, num_layers=2, cell=cell, rngs=rngs)
+            if kind == "bidirectional":
+                return Bidirectional.create(shape.I, shape.H, cell=cell, rngs=rngs)
+            return LSTM(shape.I, shape.H, cell=cell, rngs=rngs)
+
+        rngs = nnx.Rngs(0)
+        model = _Model(make(rngs), lengths_for(shape) if kind == "lengths" else None, rngs=rngs)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        return jax_runner(params, lambda p, x: nnx.merge(graphdef, p, rest)(x), shape, modes)
+    return build
+
+
 def flax_nnx(shape: Shape, modes) -> Runner:
     return nnx_runner(lambda rngs: nnx.RNN(nnx.OptimizedLSTMCell(shape.I, shape.H, rngs=rngs)), shape, modes,
                       initial_carry=True)
@@ -225,7 +304,7 @@ def flax_linen(shape: Shape, modes) -> Runner:
 
 # -- peers outside JAX ----------------------------------------------------------------------------
 
-def torch_impl(shape: Shape, modes) -> Runner:
+def torch_impl(shape: Shape, modes, kind: str = "lstm") -> Runner:
     try:
         import torch
     except ImportError:
@@ -236,13 +315,22 @@ def torch_impl(shape: Shape, modes) -> Runner:
         raise Skip("--torch_device=cuda but torch sees no CUDA device")
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    lstm = torch.nn.LSTM(shape.I, shape.H, batch_first=True).to(device)
-    head = torch.nn.Linear(shape.H, 1).to(device)
+    if kind == "gru":
+        lstm = torch.nn.GRU(shape.I, shape.H, batch_first=True).to(device)
+    else:
+        lstm = torch.nn.LSTM(shape.I, shape.H, batch_first=True, num_layers=2 if kind == "stacked" else 1,
+                             bidirectional=kind == "bidirectional").to(device)
+    head = torch.nn.Linear(shape.H * (2 if kind == "bidirectional" else 1), 1).to(device)
     opt = torch.optim.Adam([*lstm.parameters(), *head.parameters()], lr=1e-3)
     x_np, y_np = data(shape)
     x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    lengths = torch.from_numpy(lengths_for(shape).astype(np.int64))  # packed sequences want them on the CPU
 
     def forward():
+        if kind == "packed":
+            packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            _, (h_n, _) = lstm(packed)
+            return head(h_n[-1])[:, 0]
         out, _ = lstm(x)
         return head(out[:, -1])[:, 0]
 
@@ -301,6 +389,13 @@ BUILDERS: dict[str, Callable[[Shape, tuple[str, ...]], Runner]] = {
     "flax_linen": flax_linen,
     "torch": torch_impl,
     "keras": keras_impl,
+    "lstm_jax:auto": lstm_jax_model("one"),
+    "lstm_jax:stacked": lstm_jax_model("stacked"),
+    "lstm_jax:bidirectional": lstm_jax_model("bidirectional"),
+    "lstm_jax:lengths": lstm_jax_model("lengths"),
+    **{f"torch:{kind}": (lambda kind: lambda shape, modes: torch_impl(shape, modes, kind))(kind)
+       for kind in ("stacked", "bidirectional", "packed", "gru")},
+    **{f"lstm_jax:cell={name}": lstm_jax_model("one", name) for name in CELLS},
 }
 
 
@@ -383,13 +478,15 @@ def run_benchmark(shapes: list[Shape], impls: list[str], modes: tuple[str, ...],
             for name, ts in times.items():
                 ms = 1e3 * np.asarray(ts)
                 median = float(np.median(ms))
-                gflops = shape.gflop(mode) / (median * 1e-3)
+                gflop = model_gflop(name, shape, mode)
+                gflops = gflop / (median * 1e-3)
                 results.append({
                     "shape": dataclasses.asdict(shape), "impl": name, "mode": mode,
                     "median_ms": median, "p25_ms": float(np.percentile(ms, 25)), "p75_ms": float(np.percentile(ms, 75)),
                     "rounds": rounds, "compile_s": runners[name].compile_s.get(mode),
                     "peak_memory_bytes": runners[name].memory_bytes.get(mode),
-                    "gflops": gflops, "percent_of_matmul_peak": 100 * gflops / peak,
+                    "gflop": gflop, "gflops": gflops, "ms_per_gflop": median / gflop,
+                    "percent_of_matmul_peak": 100 * gflops / peak,
                 })
                 log(f"  {shape}  {mode:7s}  {name:20s} {median:9.2f} ms")
     env = {k: os.environ[k] for k in ("GLIBC_TUNABLES", "XLA_FLAGS", "OMP_NUM_THREADS", "MALLOC_MMAP_MAX_")
@@ -411,6 +508,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
     impls = list(dict.fromkeys(r["impl"] for r in report["results"]))
     modes = list(dict.fromkeys(r["mode"] for r in report["results"]))
     peers = [p for p in ("flax_nnx", "torch") if p in impls]
+    matched = any(TORCH_PEER.get(i) in impls for i in impls)
+    cells = any(i.startswith("lstm_jax:cell=") for i in impls)
 
     def fmt(v, spec):
         return "—" if v is None else format(v, spec)
@@ -419,22 +518,32 @@ def markdown(report: dict[str, Any], command: str) -> str:
         lines += [f"### {shape}", ""]
         head = ["implementation"] + [f"{m} ms" for m in modes]
         head += [f"{p} time / this ({modes[0]})" for p in peers]
-        head += [f"GFLOP/s ({modes[0]})", "% of matmul peak", "compile s", "peak memory MB"]
+        head += ([f"its torch peer / this ({modes[0]})"] if matched else [])
+        head += (["ms per GFLOP / cell=lstm's"] if cells else [])
+        head += [f"GFLOP/s ({modes[0]})", "ms per GFLOP", "% of matmul peak", "compile s", "peak memory MB"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for impl in impls:
             rows = [by_key.get((shape, impl, m)) for m in modes]
             if rows[0] is None:
                 continue
             r0 = rows[0]
-            cells = [impl] + [fmt(r and r["median_ms"], ".1f") for r in rows]
+            cells_ = [impl] + [fmt(r and r["median_ms"], ".1f") for r in rows]
             for p in peers:
                 ref = by_key.get((shape, p, modes[0]))
-                cells.append(fmt(ref and ref["median_ms"] / r0["median_ms"], ".2f"))
+                cells_.append(fmt(ref and ref["median_ms"] / r0["median_ms"], ".2f"))
+            if matched:
+                ref = by_key.get((shape, TORCH_PEER.get(impl), modes[0]))
+                cells_.append(fmt(ref and ref["median_ms"] / r0["median_ms"], ".2f"))
+            if cells:
+                ref = by_key.get((shape, "lstm_jax:cell=lstm", modes[0]))
+                per = r0["ms_per_gflop"] / ref["ms_per_gflop"] if ref and impl.startswith("lstm_jax:cell=") else None
+                cells_.append(fmt(per, ".2f"))
             mem = r0["peak_memory_bytes"]
             mem_spec = ".1f" if mem and mem < 10 * 2**20 else ".0f"
-            cells += [fmt(r0["gflops"], ".1f"), fmt(r0["percent_of_matmul_peak"], ".1f"),
-                      fmt(r0["compile_s"], ".2f"), fmt(mem and mem / 2**20, mem_spec)]
-            lines.append("| " + " | ".join(cells) + " |")
+            cells_ += [fmt(r0["gflops"], ".1f"), fmt(r0.get("ms_per_gflop"), ".2f"),
+                       fmt(r0["percent_of_matmul_peak"], ".1f"), fmt(r0["compile_s"], ".2f"),
+                       fmt(mem and mem / 2**20, mem_spec)]
+            lines.append("| " + " | ".join(cells_) + " |")
         lines.append("")
     if report["skipped"]:
         lines += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in report["skipped"].items()), ""]

@@ -4,6 +4,9 @@ A cell is split in two so that the sequence layer can take the heavy part out of
 
 * ``project(x_BxTxD) -> xp_BxTxG``: the input projection of every step at once, one large matmul.
 * ``step(carry, xp_BxG) -> (carry, h_BxH)``: one step of the recurrence, run inside ``lax.scan``.
+  It is ``combine(carry, xp, recurrent(h))``: one matmul ``recurrent`` (h U) and the elementwise
+  rest, ``combine``. The fast path (``lstm_jax.kernels.xla``) relies on that split, so a cell
+  changes ``update`` or ``combine``, not ``step`` or ``recurrent`` (it would then take the scan).
 
 Fused weights keep their gate blocks in the order given by the class attribute ``gates``. For the
 LSTM that is ``(i, f, o, g)``: the three sigmoid gates are contiguous, so one sigmoid covers them and
@@ -153,8 +156,18 @@ class RecurrentCell(nnx.Module):
         return xp
 
     def recurrent(self, h_BxH: Array) -> Array:
+        """The one matmul of a step, h U: [B, H] -> [B, G*H]. Linear in h (the fast path transposes it)."""
         h, u = self._cast(h_BxH, self.recurrent_kernel[...])
         return h @ u
+
+    def combine(self, carry, xp_BxGH: Array, hu_BxGH: Array):
+        """The elementwise rest of a step: (carry, projected input, h U) -> (new carry, output h [B, H]).
+
+        By default z = xp + hU goes to ``update``. A cell whose pre-activations are not that sum
+        (``gru``, ``layernorm``) overrides this instead of ``step``, so the fast path keeps it.
+        """
+        carry = self.update(carry, xp_BxGH + hu_BxGH.astype(xp_BxGH.dtype))
+        return carry, self.output(carry)
 
     def step(self, carry, xp_BxGH: Array, h_mask_BxH: Array | None = None):
         """One step: (carry, projected input) -> (new carry, output h [B, H]).
@@ -165,9 +178,7 @@ class RecurrentCell(nnx.Module):
         h = self.output(carry)
         if h_mask_BxH is not None:
             h = h * h_mask_BxH
-        z = xp_BxGH + self.recurrent(h).astype(xp_BxGH.dtype)
-        carry = self.update(carry, z)
-        return carry, self.output(carry)
+        return self.combine(carry, xp_BxGH, self.recurrent(h))
 
     def __call__(self, carry, x_BxD: Array):
         """A single step from raw inputs, for use outside a sequence layer."""
@@ -417,8 +428,8 @@ class LayerNormLSTMCell(LSTMCell):
             xp = xp + self.bias[...]
         return xp
 
-    def recurrent(self, h_BxH: Array) -> Array:
-        return self.normalize(super().recurrent(h_BxH), self.num_gates) * self.gain_h[...]
+    def combine(self, carry, xp_BxGH: Array, hu_BxGH: Array):
+        return super().combine(carry, xp_BxGH, self.normalize(hu_BxGH, self.num_gates) * self.gain_h[...])
 
     def update(self, carry, z_BxGH: Array):
         c, _ = carry
@@ -438,7 +449,7 @@ class GRUCell(RecurrentCell):
         h' = (1 − z) ⊙ n + z ⊙ h
 
     The reset gate scales only the recurrent part of n, so that part keeps its own bias b_hn [H]
-    (b_r and b_z absorb their recurrent twins), and the step is its own. Carry is (h,).
+    (b_r and b_z absorb their recurrent twins), and ``combine`` is its own. Carry is (h,).
     """
 
     gates = ("r", "z", "n")
@@ -454,11 +465,11 @@ class GRUCell(RecurrentCell):
     def output(self, carry) -> Array:
         return carry[0]
 
-    def step(self, carry, xp_BxGH: Array, h_mask_BxH: Array | None = None):
+    def combine(self, carry, xp_BxGH: Array, hu_BxGH: Array):
         (h,) = carry
         H2 = 2 * self.hidden_size
         xp = xp_BxGH.astype(h.dtype)
-        hu = self.recurrent(h if h_mask_BxH is None else h * h_mask_BxH).astype(h.dtype)
+        hu = hu_BxGH.astype(h.dtype)
         r, z = jnp.split(self.recurrent_activation(xp[..., :H2] + hu[..., :H2]), 2, axis=-1)
         hn = hu[..., H2:] if self.recurrent_bias is None else hu[..., H2:] + self.recurrent_bias[...]
         n = self.activation(xp[..., H2:] + r * hn)

@@ -7,13 +7,14 @@ never changes a valid output, and the reverse direction reverses only the valid 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstm_jax import fast, native
+from lstm_jax import kernels
+from lstm_jax.kernels import xla
 from lstm_jax.cells import RecurrentCell, get_cell
 from lstm_jax.errors import ConfigError
 
@@ -33,7 +34,7 @@ def reverse_valid(x_BxTx_: Array, lengths_B: Array | None) -> Array:
         return jnp.flip(x_BxTx_, axis=1)
     T = x_BxTx_.shape[1]
     t = jnp.arange(T)[None, :]
-    L = jnp.asarray(lengths_B)[:, None]
+    L = jnp.minimum(jnp.asarray(lengths_B), T)[:, None]  # a length past T means the whole row, as in valid_mask
     idx_BxT = jnp.where(t < L, L - 1 - t, t)
     idx = idx_BxT.reshape(idx_BxT.shape + (1,) * (x_BxTx_.ndim - 2))
     return jnp.take_along_axis(x_BxTx_, idx, axis=1)
@@ -88,15 +89,14 @@ class LSTM(nnx.Module):
     ``reverse=True`` runs backwards over each row's valid prefix; its outputs stay aligned with the
     inputs. ``unroll`` is passed to the generic path's ``lax.scan`` (None: a per-backend default).
 
-    ``impl`` picks how the recurrence runs: ``'scan'`` is the generic ``lax.scan`` of ``cell.step``
-    (every cell); ``'fast'`` is ``lstm_jax.fast`` (the standard ``LSTMCell`` only); ``'native'`` is
-    that with its recurrences in the C++ kernels of ``lstm_jax.native`` (standard cell, float32,
-    tanh/sigmoid, on the CPU); ``'cudnn'`` is cuDNN through ``jax.experimental.rnn`` (standard cell
-    with tanh/sigmoid, on a GPU); ``'auto'`` takes the fastest one that applies, judged by the
-    default backend when the layer is built (native only with a single device: XLA cannot shard a
-    custom call's batch, so data-parallel runs take the fast path). ``remat=True`` (fast and native
-    paths) recomputes the forward in chunks during the backward pass, so that long sequences train
-    in O(sqrt(T)) activation memory.
+    ``impl`` picks how the recurrence runs (see ``lstm_jax.kernels``): ``'scan'`` is the generic
+    ``lax.scan`` of ``cell.step`` (every cell); ``'fast'`` is a custom VJP in XLA (every registered
+    cell); ``'native'`` runs C++ kernels (standard cell, float32, tanh/sigmoid, on the CPU);
+    ``'cudnn'`` is cuDNN through ``jax.experimental.rnn`` (standard cell with tanh/sigmoid, on a
+    GPU); ``'auto'`` takes the fastest one that applies, judged by the default backend when the
+    layer is built. With several devices the native and cuDNN kernels run once per batch shard.
+    ``remat=True`` (fast and native paths) recomputes the forward in chunks during the backward
+    pass, so that long sequences train in O(sqrt(T)) activation memory.
     Pass ``dtype=jnp.bfloat16`` (a cell argument) to compute in bf16; the cell state c stays f32.
 
     Dropout, active only when the call gets a ``key``: ``input_dropout`` on x and
@@ -129,12 +129,6 @@ class LSTM(nnx.Module):
                 raise ConfigError(f"{name} must be in [0, 1), got {rate}")
         if dropout_mode not in DROPOUT_MODES:
             raise ConfigError(f"dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {dropout_mode!r}")
-        if recurrent_dropout > 0.0 and impl == "auto":
-            impl = "scan"  # the fused paths have no hook for a mask inside their recurrence
-        elif recurrent_dropout > 0.0 and impl != "scan":
-            raise ConfigError(f"recurrent_dropout runs on impl='scan' (or 'auto'), not {impl!r}")
-        if impl not in IMPLS:
-            raise ConfigError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
         self.cell = get_cell(cell)(in_features, hidden_size, rngs=rngs, **cell_kwargs)
         self.in_features = in_features
         self.hidden_size = hidden_size
@@ -144,7 +138,7 @@ class LSTM(nnx.Module):
         self.input_dropout = input_dropout
         self.recurrent_dropout = recurrent_dropout
         self.dropout_mode = dropout_mode
-        self.impl = _resolve_impl(impl, self.cell, remat)
+        self.impl = kernels.choose(self.cell, impl, remat=remat, recurrent_dropout=recurrent_dropout)
 
     @property
     def out_features(self) -> int:
@@ -169,63 +163,19 @@ class LSTM(nnx.Module):
             x_BxTxD = x_BxTxD * dropout_mask(jax.random.fold_in(key, 0), shape, self.input_dropout, x_BxTxD.dtype)
         if self.impl == "scan":
             xp = self.cell.project(x_BxTxD)
-            unroll = fast.default_unroll() if self.unroll is None else self.unroll
+            unroll = xla.default_unroll() if self.unroll is None else self.unroll
             carry, h_BxTxH = scan_cell(
                 self.cell, xp, carry, valid_mask(lengths, T), unroll, recurrent_dropout=self.recurrent_dropout,
                 key=None if key is None else jax.random.fold_in(key, 1), variational=variational)
         else:
-            carry, h_BxTxH = self._call_fast(x_BxTxD, lengths, carry)
+            carry, h_BxTxH = kernels.run(self.impl, self.cell, x_BxTxD, valid_mask(lengths, T), lengths, carry,
+                                         remat=self.remat)
         if self.reverse:
             h_BxTxH = reverse_valid(h_BxTxH, lengths)
         return (h_BxTxH, carry) if return_carry else h_BxTxH
 
-    def _call_fast(self, x_BxTxD: Array, lengths: Array | None, carry):
-        """The standard cell through ``lstm_jax.fast`` (or cuDNN); same results as ``scan_cell``."""
-        cell = self.cell
-        if self.impl == "cudnn":
-            return fast.cudnn_lstm(cell, x_BxTxD, lengths, carry)
-        # Time-major before the projection, where the feature axis is still narrow.
-        x_TxBxD = jnp.swapaxes(x_BxTxD, 0, 1)
-        mask_TxB = None if lengths is None else valid_mask(lengths, x_BxTxD.shape[1]).T
-        carry, h_TxBxH = fast.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=self.remat,
-                                         native=self.impl == "native")
-        return carry, jnp.swapaxes(h_TxBxH, 0, 1)
 
-
-IMPLS = ("auto", "scan", "fast", "native", "cudnn")
-
-
-def _resolve_impl(impl: str, cell: RecurrentCell, remat: bool) -> str:
-    """'auto' -> the fastest implementation that runs ``cell``; a forced one is checked."""
-    if impl == "auto":
-        if fast.cudnn_supports(cell) and not remat:
-            impl = "cudnn"
-        elif fast.native_supports_cell(cell) and jax.device_count() == 1:
-            # XLA cannot split a custom call over a sharded batch: on several devices it would
-            # gather the batch and run the whole layer on each. The XLA fast path shards cleanly.
-            impl = "native"
-        else:
-            impl = "fast" if fast.supports_cell(cell) else "scan"
-    elif impl == "fast" and not fast.supports_cell(cell):
-        raise ConfigError(
-            f"impl='fast' runs the standard LSTMCell with sigmoid/tanh/relu/linear activations only, "
-            f"not this {type(cell).__name__}; use impl='scan' or 'auto'"
-        )
-    elif impl == "native" and not fast.native_supports_cell(cell):
-        why = "it is not built here (see lstm_jax.native)" if not native.built() else (
-            f"backend {jax.default_backend()}" if not native.available() else "this cell")
-        raise ConfigError(
-            "impl='native' runs the standard LSTMCell in float32 with tanh and sigmoid on the CPU, "
-            f"with the C++ kernels built; not {why}; use impl='auto'")
-    elif impl == "cudnn" and not fast.cudnn_supports(cell):
-        raise ConfigError(
-            "impl='cudnn' needs a CUDA GPU and the standard LSTMCell in float32 with tanh and sigmoid "
-            f"(backend here: {jax.default_backend()}); use impl='auto'"
-        )
-    if remat and impl not in ("fast", "native"):
-        raise ConfigError(
-            f"remat=True is an option of the fast and native paths (the standard LSTMCell), not of impl={impl!r}")
-    return impl
+IMPLS = kernels.IMPLS
 
 
 class Bidirectional(nnx.Module):
@@ -278,17 +228,17 @@ class Bidirectional(nnx.Module):
         f, b = self.forward, self.backward
         no_dropout = key is None or (f.input_dropout == 0.0 and b.input_dropout == 0.0)
         return (f.impl == b.impl == "fast" and not (f.remat or b.remat) and no_dropout
-                and fast.stackable(f.cell, b.cell))
+                and xla.stackable(f.cell, b.cell))
 
     def _call_fused(self, x_BxTxD: Array, lengths: Array | None, initial_carry):
-        """Both directions in one scan (``fast.lstm_layers``); the same results as running them apart."""
+        """Both directions in one scan (``kernels.xla.lstm_layers``); the same results as running them apart."""
         B, T, _ = x_BxTxD.shape
         cf, cb = (None, None) if initial_carry is None else initial_carry
         carries = [self.forward.initial_carry(B) if cf is None else cf,
                    self.backward.initial_carry(B) if cb is None else cb]
         xs = jnp.stack([x_BxTxD, reverse_valid(x_BxTxD, lengths)])
         mask_TxB = None if lengths is None else valid_mask(lengths, T).T
-        (cf, cb), h_2xTxBxH = fast.lstm_layers(
+        (cf, cb), h_2xTxBxH = xla.lstm_layers(
             [self.forward.cell, self.backward.cell], jnp.swapaxes(xs, 1, 2), carries, mask_TxB)
         hf = jnp.swapaxes(h_2xTxBxH[0], 0, 1)
         hb = reverse_valid(jnp.swapaxes(h_2xTxBxH[1], 0, 1), lengths)

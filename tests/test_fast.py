@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstm_jax import fast, native
+from lstm_jax.kernels import cudnn, native
+from lstm_jax.kernels import xla as fast
 from lstm_jax.errors import ConfigError
 from lstm_jax.layers import LSTM, Bidirectional
 
@@ -155,24 +156,24 @@ def test_bidirectional_fast_matches_scan(impl):
 
 
 def test_auto_picks_the_fast_path_for_the_standard_cell_only():
-    backend_default = "cudnn" if fast.cudnn_available() else "native" if native.available() else "fast"
+    backend_default = "cudnn" if cudnn.available() else "native" if native.available() else "fast"
     assert make("auto").impl == backend_default
     assert make("auto", remat=True).impl == ("native" if native.available() else "fast")
     assert make("auto", dtype=jnp.bfloat16).impl == "fast"  # the native and cuDNN kernels are float32
-    assert make("auto", activation="gelu").impl == "scan"
-    assert LSTM(D, H, cell="peephole", rngs=nnx.Rngs(0)).impl == "scan"
+    # Other activations and other cells take the generic fast path (tests/test_kernels.py).
+    assert make("auto", activation="gelu").impl == "fast"
+    assert LSTM(D, H, cell="peephole", rngs=nnx.Rngs(0)).impl == "fast"
     # Subclasses of LSTMCell are ablations: even one with the same maths takes the generic path.
-    assert LSTM(D, H, cell="np", rngs=nnx.Rngs(0)).impl == "scan"
+    assert LSTM(D, H, cell="np", rngs=nnx.Rngs(0)).impl == "fast"
+    assert make("auto", recurrent_dropout=0.1).impl == "scan"
 
 
 def test_bad_impl_is_a_config_error():
     with pytest.raises(ConfigError, match="impl must be one of"):
         make("fastest")
-    with pytest.raises(ConfigError, match="impl='fast'"):
-        LSTM(D, H, cell="peephole", impl="fast", rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError, match="remat"):
         make("scan", remat=True)
-    if not fast.cudnn_available():
+    if not cudnn.available():
         with pytest.raises(ConfigError, match="impl='cudnn'"):
             make("cudnn")
     with pytest.raises(ConfigError, match="impl='native'"):
@@ -183,7 +184,8 @@ def test_cudnn_weight_layout_matches_scan_on_any_backend():
     """The cuDNN path with jax's pure-JAX reference of the cuDNN LSTM in place of the kernel."""
     from jax.experimental import rnn
 
-    def reference(x, h0, c0, weights, seq_lengths, *, input_size, hidden_size, num_layers, dropout, bidirectional):
+    def reference(x, h0, c0, weights, seq_lengths, *, input_size, hidden_size, num_layers, dropout, bidirectional,
+                  precision):
         unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
         return rnn.lstm_ref(x, h0, c0, *unpacked, seq_lengths, input_size, hidden_size, num_layers, dropout,
                             bidirectional)
@@ -192,11 +194,11 @@ def test_cudnn_weight_layout_matches_scan_on_any_backend():
     layer = make("scan")
     lengths = jnp.asarray(LENGTHS)
     ref_out, (ref_c, ref_h) = layer(x, lengths, carry, return_carry=True)
-    (c, h), out = fast.cudnn_lstm(layer.cell, x, lengths, carry, run=reference)
+    (c, h), out = cudnn.layer(layer.cell, x, lengths, carry, run=reference)
     assert_close((out, c, h), (ref_out, ref_c, ref_h))
 
 
-needs_cudnn = pytest.mark.skipif(not fast.cudnn_available(), reason="needs a CUDA GPU with cuDNN")
+needs_cudnn = pytest.mark.skipif(not cudnn.available(), reason="needs a CUDA GPU with cuDNN")
 
 
 @needs_cudnn

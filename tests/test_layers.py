@@ -44,6 +44,9 @@ def test_reverse_valid_flips_prefix_and_keeps_padding():
     again = reverse_valid(jnp.asarray(out), jnp.asarray(LENGTHS_B))
     np.testing.assert_array_equal(np.asarray(again), x_BxTx1)
     np.testing.assert_array_equal(np.asarray(reverse_valid(jnp.asarray(x_BxTx1), None)), x_BxTx1[:, ::-1])
+    # A length past T means the whole row, as valid_mask reads it (it used to index out of range: NaN).
+    longer = reverse_valid(jnp.asarray(x_BxTx1), jnp.full((B,), T + 3))
+    np.testing.assert_array_equal(np.asarray(longer), x_BxTx1[:, ::-1])
 
 
 def test_forward_layer_matches_numpy_reference_per_row(np_reference):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from lstm_jax import fast, native
+from lstm_jax.kernels import native
+from lstm_jax.kernels import xla as fast
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
 

@@ -1,4 +1,4 @@
-"""Fast paths for the standard ``LSTMCell``, on raw arrays.
+"""The XLA fast paths: the standard ``LSTMCell`` on raw arrays, and a generic custom VJP for every cell.
 
 :func:`lstm` runs a whole layer as one ``jax.custom_vjp``:
 
@@ -22,7 +22,10 @@ differentiated (the first layer of a model, usually).
 Semantics are those of ``layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
 is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mask_TxB``.
 Matmuls run in the dtype of W and U (bf16 works); the elementwise work and the cell state run in
-the carry's dtype (float32). On a GPU, :func:`cudnn_lstm` runs the whole layer in cuDNN.
+the carry's dtype (float32).
+
+Every other cell (peephole family, layernorm, GRU, a user's subclass) runs :func:`cell_layer`, the
+same scheme written once over the cell's own ``project`` / ``recurrent`` / ``combine``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import native as native_kernels
+from lstm_jax.kernels import native as native_kernels
 from lstm_jax.cells import ACTIVATIONS
 
 Array = jax.Array
@@ -279,25 +282,15 @@ def lstm(
     dtype of the elementwise work and the outputs (float32). ``mask_TxB`` marks the valid steps
     (a prefix of each row). The activations must be among sigmoid, tanh, relu and linear
     (``lstm_jax.cells.ACTIVATIONS``). ``native`` runs the recurrences in the C++ kernels of
-    :mod:`lstm_jax.native` (CPU, float32, tanh and sigmoid; see :func:`native_supports`).
+    :mod:`lstm_jax.kernels.native` (CPU, float32, tanh and sigmoid; see its ``supports_lstm``).
     """
     if not supports(activation, recurrent_activation):
         raise ValueError("the fast LSTM supports the activations sigmoid, tanh, relu and linear only")
     c0, h0 = carry
     h0 = h0.astype(c0.dtype)
-    if native and not native_supports(activation, recurrent_activation, W_DxG.dtype, U_HxG.dtype, c0.dtype):
+    if native and not native_kernels.supports_lstm(activation, recurrent_activation, W_DxG.dtype, U_HxG.dtype, c0.dtype):
         raise ValueError("the native LSTM runs float32 with tanh and sigmoid on the CPU, with lstm_jax._native built")
     return _lstm(activation, recurrent_activation, native, x_TxBxD, W_DxG, b_G, U_HxG, c0, h0, mask_TxB)
-
-
-def native_supports(activation: Callable, recurrent_activation: Callable, *dtypes) -> bool:
-    """Whether the native kernels run these activations and dtypes here (built, CPU backend)."""
-    return (
-        activation is ACTIVATIONS["tanh"]
-        and recurrent_activation is ACTIVATIONS["sigmoid"]
-        and all(jnp.dtype(d) == jnp.float32 for d in dtypes)
-        and native_kernels.available()
-    )
 
 
 # -- the standard cell as a layer ------------------------------------------------------------------
@@ -307,13 +300,6 @@ def supports_cell(cell) -> bool:
     from lstm_jax.cells import LSTMCell
 
     return type(cell) is LSTMCell and supports(cell.activation, cell.recurrent_activation)
-
-
-def native_supports_cell(cell) -> bool:
-    """Whether the native CPU kernels run ``cell``: the standard cell, float32, tanh and sigmoid."""
-    W, _, U = _weights(cell)
-    return supports_cell(cell) and native_supports(cell.activation, cell.recurrent_activation, W.dtype, U.dtype,
-                                                   cell.carry_dtype)
 
 
 def _weights(cell):
@@ -327,7 +313,7 @@ def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, re
                native: bool = False):
     """The standard ``LSTMCell`` over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
-    ``native`` runs the recurrences in the C++ kernels (:func:`native_supports_cell` must hold).
+    ``native`` runs the recurrences in the C++ kernels (``kernels.native.supports`` must hold).
     ``remat`` keeps only the carries between chunks of about sqrt(T) steps and recomputes each
     chunk's forward pass during the backward pass, so activation memory grows as sqrt(T), not T.
     """
@@ -335,7 +321,7 @@ def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, re
     kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation, native=native)
     if not remat:
         return lstm(x_TxBxD, W, b, U, carry, mask_TxB, **kw)
-    return _remat_scan(x_TxBxD, W, b, U, carry, mask_TxB, kw)
+    return _remat_scan(lambda x, c, m: lstm(x, W, b, U, c, m, **kw), x_TxBxD, carry, mask_TxB)
 
 
 def stackable(*cells) -> bool:
@@ -367,7 +353,9 @@ def lstm_layers(cells, xs_NxTxBxD: Array, carries, mask_TxB: Array | None = None
     return [(c[k], h[k]) for k in range(len(cells))], out
 
 
-def _remat_scan(x_TxBxD, W, b, U, carry, mask_TxB, kw):
+def _remat_scan(layer, x_TxBxD, carry, mask_TxB):
+    """``layer(x, carry, mask) -> (carry, out)`` over chunks of about sqrt(T) steps, each chunk
+    checkpointed: the backward pass keeps only the carries between chunks and recomputes the rest."""
     T, B, D = x_TxBxD.shape
     K = max(1, round(T ** 0.5))
     n = -(-T // K)
@@ -379,86 +367,182 @@ def _remat_scan(x_TxBxD, W, b, U, carry, mask_TxB, kw):
         x_TxBxD = jnp.pad(x_TxBxD, ((0, pad), (0, 0), (0, 0)))
     xs = x_TxBxD.reshape(n, K, B, D)
     ms = None if mask_TxB is None else mask_TxB.reshape(n, K, B)
-
-    @jax.checkpoint
-    def chunk(carry, x_KxBxD, m_KxB, W, b, U):
-        return lstm(x_KxBxD, W, b, U, carry, m_KxB, **kw)
+    chunk = jax.checkpoint(lambda carry, x, m: layer(x, carry, m))
 
     def body(carry, inputs):
         x_c, m_c = inputs
-        return chunk(carry, x_c, m_c, W, b, U)
+        return chunk(carry, x_c, m_c)
 
     carry, h = jax.lax.scan(body, carry, (xs, ms))
     return carry, h.reshape(n * K, B, -1)[:T]
 
 
-# -- cuDNN -----------------------------------------------------------------------------------------
+# -- every other cell: the generic custom VJP ------------------------------------------------------
 
-def cudnn_available() -> bool:
-    """Whether the default backend is a CUDA GPU (where jax.experimental.rnn has cuDNN kernels)."""
-    if jax.default_backend() != "gpu":
-        return False
-    from jax.extend.backend import get_backend
+def generic_supports(cell) -> bool:
+    """Whether ``cell`` has the structure the generic fast path needs: a step that is
+    ``combine(carry, xp, recurrent(output(carry)))`` with ``recurrent`` the base class's h U.
 
-    version = str(get_backend().platform_version).lower()
-    return "rocm" not in version and "hip" not in version
-
-
-def cudnn_supports(cell) -> bool:
-    """Whether cuDNN can run ``cell``: the standard cell in float32 with tanh and sigmoid, on CUDA."""
-    return (
-        supports_cell(cell)
-        and cell.activation is ACTIVATIONS["tanh"]
-        and cell.recurrent_activation is ACTIVATIONS["sigmoid"]
-        and cell.dtype in (None, jnp.float32)
-        and cell.kernel[...].dtype == jnp.float32
-        and cudnn_available()
-    )
-
-
-# Our gate blocks are (i, f, o, g); cuDNN's are (i, f, g, o).
-_CUDNN_ORDER = (0, 1, 3, 2)
-
-
-def _to_cudnn(a_xG: Array) -> Array:
-    """[..., 4H] in our gate order -> [4H, ...] in cuDNN's."""
-    blocks = jnp.split(a_xG, 4, axis=-1)
-    return jnp.concatenate([blocks[k] for k in _CUDNN_ORDER], axis=-1).T
-
-
-def cudnn_weights(cell) -> Array:
-    """The cell's weights as the flat vector ``jax.experimental.rnn.lstm`` takes (one layer, one direction):
-    W_ih [4H, D], W_hh [4H, H], b_ih, b_hh, each in cuDNN's gate order."""
-    H = cell.hidden_size
-    b = jnp.zeros((4 * H,), jnp.float32) if cell.bias is None else cell.bias[...]
-    return jnp.concatenate([
-        _to_cudnn(cell.kernel[...]).ravel(),
-        _to_cudnn(cell.recurrent_kernel[...]).ravel(),
-        _to_cudnn(b),
-        jnp.zeros((4 * H,), jnp.float32),  # cuDNN's second (recurrent) bias; ours is folded into b
-    ])
-
-
-def cudnn_lstm(cell, x_BxTxD: Array, lengths_B: Array | None, carry, *, run: Callable | None = None):
-    """The standard cell over a batch-first sequence through cuDNN. Returns (final (c, h), outputs [B, T, H]).
-
-    Same semantics as the scan path, a zero length included (cuDNN wants lengths >= 1, so such rows
-    run one step whose results are then discarded). ``run`` stands in for ``jax.experimental.rnn.lstm``
-    (the tests pass its pure-JAX reference, to check the weight layout without a GPU).
+    Every registered cell has it, and so has a user's subclass that overrides ``update``,
+    ``combine``, ``project`` or ``output`` (not ``step`` or ``recurrent``).
     """
-    if run is None:
-        from jax.experimental.rnn import lstm as run
-    B, T, D = x_BxTxD.shape
-    H = cell.hidden_size
-    c0, h0 = carry
-    lengths = jnp.full((B,), T, jnp.int32) if lengths_B is None else jnp.asarray(lengths_B, jnp.int32)
-    y, h_n, c_n = run(
-        x_BxTxD.astype(jnp.float32), h0[None], c0[None], cudnn_weights(cell), jnp.maximum(lengths, 1),
-        input_size=D, hidden_size=H, num_layers=1, dropout=0.0, bidirectional=False,
-    )
-    c, h = c_n[0], h_n[0]
-    if lengths_B is not None:
-        empty = (lengths == 0)[:, None]
-        c, h = jnp.where(empty, c0, c), jnp.where(empty, h0, h)
-        y = jnp.where(empty[:, :, None], 0.0, y)
-    return (c, h), y
+    from lstm_jax.cells import RecurrentCell
+
+    cls = type(cell)
+    return cls.step is RecurrentCell.step and cls.recurrent is RecurrentCell.recurrent
+
+
+def _is_matrix(path, value) -> bool:
+    """The two weight matrices, whose gradients are single matmuls after the backward scan."""
+    return bool(path) and path[-1] in ("kernel", "recurrent_kernel")
+
+
+def cell_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False):
+    """Any cell with :func:`generic_supports` over a time-major sequence, as one custom VJP.
+
+    Returns (final carry, outputs [T, B, H]), the results of ``layers.scan_cell``. Forward: the
+    cell's ``project`` over all steps as one matmul, then per step one dot ``recurrent(h)`` and the
+    cell's ``combine``. Backward: per step, the VJP of ``combine`` (elementwise work; the cell's
+    small parameters, such as peepholes and gains, accumulate in the scan's carry) and dh as one dot
+    with U^T; after the scan dU, dW, db and dx are single matmuls through the VJPs of
+    ``recurrent`` and ``project`` over all steps at once. ``remat`` as in :func:`lstm_layer`.
+    """
+    from flax import nnx
+
+    graphdef, mats, rest = nnx.split(cell, _is_matrix, ...)
+    additive = _additive(cell)
+    if not remat:
+        return _generic(graphdef, additive, mats, rest, x_TxBxD, carry, mask_TxB)
+    return _remat_scan(lambda x, c, m: _generic(graphdef, additive, mats, rest, x, c, m), x_TxBxD, carry, mask_TxB)
+
+
+def _where_valid(m_t, new, old):
+    m = m_t[:, None]
+    return jax.tree.map(lambda n, o: jnp.where(m, n, o), new, old)
+
+
+def _additive(cell) -> bool:
+    """Whether the cell keeps the base ``combine``: z = xp + hU goes to ``update``. Then the backward
+    scan needs z alone (dxp = dhU = dz), which halves what it saves and writes."""
+    from lstm_jax.cells import RecurrentCell
+
+    return type(cell).combine is RecurrentCell.combine
+
+
+def _generic_step(cell, additive, carry, a_t, hu_t, m_t):
+    """One step after the dot, with the padding semantics of ``scan_cell`` (frozen carry, zero output).
+    ``a_t`` is z when ``additive`` (``hu_t`` unused), else the projected input."""
+    if additive:
+        new = cell.update(carry, a_t)
+        out = cell.output(new)
+    else:
+        new, out = cell.combine(carry, a_t, hu_t)
+    if m_t is not None:
+        new = _where_valid(m_t, new, carry)
+        out = jnp.where(m_t[:, None], out, jnp.zeros_like(out))
+    return new, out
+
+
+def _generic_forward(graphdef, additive, mats, rest, x, carry, mask, save):
+    """Returns (final carry, outputs, saved) with saved = (carries entering each step, z or (xp, hU))."""
+    from flax import nnx
+
+    cell = nnx.merge(graphdef, mats, rest)
+    xp = cell.project(x)
+
+    def body(carry, inputs):
+        xp_t, m_t = inputs
+        hu = cell.recurrent(cell.output(carry))
+        if additive:
+            a, hu = xp_t + hu.astype(xp_t.dtype), None
+        else:
+            a = xp_t
+        new, out = _generic_step(cell, additive, carry, a, hu, m_t)
+        if not save:
+            return new, out
+        return new, (out, carry, a if additive else hu)
+
+    final, ys = jax.lax.scan(body, carry, (xp, mask))
+    if not save:
+        return final, ys, None
+    out, carries, per_step = ys
+    return final, out, (carries, per_step if additive else (xp, per_step))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _generic(graphdef, additive, mats, rest, x, carry, mask):
+    final, out, _ = _generic_forward(graphdef, additive, mats, rest, x, carry, mask, False)
+    return final, out
+
+
+def _generic_fwd(graphdef, additive, mats, rest, x, carry, mask):
+    need_dx = _Static(x.perturbed)
+    mats, rest, x, carry, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((mats, rest, x, carry, mask))
+    final, out, (carries, per_step) = _generic_forward(graphdef, additive, mats, rest, x, carry, mask, True)
+    return (final, out), (mats, rest, x, carries, per_step, mask, need_dx, _Static((out.shape, out.dtype)))
+
+
+def _generic_bwd(graphdef, additive, res, cotangents):
+    from flax import nnx
+
+    mats, rest, x, carries, per_step, mask, need_dx, out_like = res
+    d_final, dout = cotangents
+    first = jax.tree.map(lambda a: a[0], carries)
+    d_final = jax.tree.map(_dense, d_final, first, is_leaf=lambda c: isinstance(c, jax.custom_derivatives.SymbolicZero))
+    dout = _dense(dout, jax.ShapeDtypeStruct(*out_like.value))
+    cell = nnx.merge(graphdef, mats, rest)
+    h_like = cell.output(first)
+    transpose_dot = jax.linear_transpose(cell.recurrent, h_like)
+    hu_dtype = jax.eval_shape(cell.recurrent, h_like).dtype
+
+    def body(acc, inputs):
+        d_carry, d_rest = acc
+        carry_t, saved_t, dout_t, m_t = inputs
+        if additive:
+            def local(carry_t, z_t, rest):
+                return _generic_step(nnx.merge(graphdef, mats, rest), True, carry_t, z_t, None, m_t)
+
+            _, vjp = jax.vjp(local, carry_t, saved_t, rest)
+            d_prev, dz_t, dr = vjp((d_carry, dout_t.astype(h_like.dtype)))
+            dhu_t, ys = dz_t, dz_t
+        else:
+            def local(carry_t, xp_t, hu_t, rest):
+                return _generic_step(nnx.merge(graphdef, mats, rest), False, carry_t, xp_t, hu_t, m_t)
+
+            _, vjp = jax.vjp(local, carry_t, *saved_t, rest)
+            d_prev, dxp_t, dhu_t, dr = vjp((d_carry, dout_t.astype(h_like.dtype)))
+            ys = (dxp_t, dhu_t)
+        (dh,) = transpose_dot(dhu_t.astype(hu_dtype))
+        _, out_vjp = jax.vjp(cell.output, carry_t)
+        (d_prev_h,) = out_vjp(dh.astype(h_like.dtype))
+        d_prev = jax.tree.map(jnp.add, d_prev, d_prev_h)
+        return (d_prev, jax.tree.map(jnp.add, d_rest, dr)), ys
+
+    zeros_rest = jax.tree.map(jnp.zeros_like, rest)
+    (d_carry0, d_rest), ys = jax.lax.scan(body, (d_final, zeros_rest), (carries, per_step, dout, mask), reverse=True)
+    dxp, dhu = (ys, ys) if additive else ys
+
+    # dU over all steps at once: the h that entered each step's dot, against dhu.
+    h_prev = jax.vmap(cell.output)(carries)
+
+    def dot_all(mats):
+        return nnx.merge(graphdef, mats, rest).recurrent(h_prev)
+
+    _, dot_vjp = jax.vjp(dot_all, mats)
+    (d_mats,) = dot_vjp(dhu.astype(hu_dtype))
+
+    def project_all(mats, rest, x):
+        return nnx.merge(graphdef, mats, rest).project(x)
+
+    if need_dx.value:
+        _, proj_vjp = jax.vjp(project_all, mats, rest, x)
+        dm, dr, dx = proj_vjp(dxp)
+    else:
+        _, proj_vjp = jax.vjp(lambda m, r: project_all(m, r, x), mats, rest)
+        (dm, dr), dx = proj_vjp(dxp), None
+    d_mats = jax.tree.map(jnp.add, d_mats, dm)
+    d_rest = jax.tree.map(jnp.add, d_rest, dr)
+    return d_mats, d_rest, dx, d_carry0, None
+
+
+_generic.defvjp(_generic_fwd, _generic_bwd, symbolic_zeros=True)

@@ -1,0 +1,189 @@
+"""The native CPU recurrence of the standard LSTM cell, as XLA FFI custom calls.
+
+The C++ kernels in ``lstm_jax/csrc`` are built into ``lstm_jax._native`` by ``pip install``
+(setup.py). Each runs a whole layer in one call: per step a register-tiled matmul of [x_t, h] by
+[W; U], with the gate math done on the tile while it is still in registers. Batch rows are
+independent, so the rows are split into blocks that each run the whole sequence, on XLA's own
+intra-op threads, with no synchronisation between steps. The backward kernel gives every gradient:
+the gate gradients of a few steps at a time stay in cache and go straight into dW, dU and db (so
+they never reach memory), and dx is skipped when the input needs no gradient.
+
+With several devices each call runs once per batch shard (``shard_map``, see
+:mod:`lstm_jax.kernels.sharding`), so a data-parallel step keeps its batch split.
+
+Where the extension is missing (no compiler at install time) :func:`available` is False and
+``impl='auto'`` uses the XLA fast path instead. Environment: ``LSTM_JAX_NATIVE_THREADS`` sets the
+thread count (default: the CPUs this process may use); ``LSTM_JAX_NATIVE_ISA=avx2|generic``
+forces a narrower kernel; ``LSTM_JAX_NATIVE_HUGEPAGES=0`` stops the kernels asking Linux for
+transparent huge pages over their outputs and over the block of XLA's temporaries that holds them
+(which a training step otherwise faults in afresh 4 KB at a time: see ``csrc/lstm_cpu.cc``). All
+are read once.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax.kernels import sharding
+from lstm_jax.kernels.sharding import BATCH, REPLICATED, TIME_BATCH
+
+try:
+    from lstm_jax import _native
+except ImportError:  # built without a compiler, or an unsupported platform
+    _native = None
+
+Array = jax.Array
+_TARGETS = {"lstm_jax_fwd": "lstm_fwd", "lstm_jax_fwd_infer": "lstm_fwd_infer", "lstm_jax_bwd": "lstm_bwd",
+            "lstm_jax_bwd_no_dx": "lstm_bwd_no_dx"}
+_registered = False
+
+
+def built() -> bool:
+    """Whether the extension was built and imports."""
+    return _native is not None
+
+
+def available() -> bool:
+    """Whether the native kernels can run here: built, and JAX's default backend is the CPU."""
+    return built() and jax.default_backend() == "cpu"
+
+
+def isa() -> str | None:
+    """The kernel the CPU got: 'avx512', 'avx2' or 'generic' (None when not built)."""
+    return None if _native is None else _native.isa
+
+
+def threads() -> int | None:
+    """The most threads one call uses (None when not built)."""
+    return None if _native is None else _native.threads
+
+
+def _register() -> None:
+    global _registered
+    if not _registered:
+        for target, name in _TARGETS.items():
+            jax.ffi.register_ffi_target(target, getattr(_native, name), platform="cpu")
+        _registered = True
+
+
+def _mask(mask_TxB: Array | None, T: int, B: int) -> Array:
+    return jnp.ones((T, B), bool) if mask_TxB is None else mask_TxB.astype(bool)
+
+
+def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Array, h0_BxH: Array,
+            mask_TxB: Array | None, *, save: bool):
+    """The forward pass, input projection included (float32 throughout).
+
+    Returns (out [T, B, H], cT [B, H], hT [B, H]) and, with ``save``, also the residuals of the
+    backward pass: the activated gates [T, B, 4H] and the cell state entering each step [T, B, H].
+    """
+    _register()
+    T, B, _ = x_TxBxI.shape
+    G = W_IxG.shape[1]
+    H = G // 4
+    f32 = jnp.float32
+    mesh = sharding.batch_mesh(B)
+    b = B if mesh is None else B // mesh.size  # under shard_map the call sees one shard's rows
+    shapes = [jax.ShapeDtypeStruct((T, b, H), f32), jax.ShapeDtypeStruct((b, H), f32), jax.ShapeDtypeStruct((b, H), f32)]
+    if save:
+        shapes += [jax.ShapeDtypeStruct((T, b, G), f32), jax.ShapeDtypeStruct((T, b, H), f32)]
+    call = jax.ffi.ffi_call("lstm_jax_fwd" if save else "lstm_jax_fwd_infer", shapes, vmap_method="sequential")
+    out_specs = (TIME_BATCH, BATCH, BATCH) + ((TIME_BATCH, TIME_BATCH) if save else ())
+    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH)
+    call = sharding.per_shard(lambda *args, ffi=call: tuple(ffi(*args)), mesh, in_specs, out_specs)
+    return call(x_TxBxI.astype(f32), W_IxG.astype(f32), b_G.astype(f32), U_HxG.astype(f32), c0_BxH.astype(f32),
+                h0_BxH.astype(f32), _mask(mask_TxB, T, B))
+
+
+def backward(gates_TxBxG: Array, cprev_TxBxH: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
+             dcT_BxH: Array, dhT_BxH: Array, mask_TxB: Array | None, x_TxBxI: Array, out_TxBxH: Array,
+             h0_BxH: Array, *, with_dx: bool = True):
+    """The backward pass, from the forward pass's residuals, inputs (x, h0) and output.
+
+    ``mask_TxB`` must mark a prefix of each row. Returns (db [4H], dWU [I + H, 4H] (dW over dU),
+    dx [T, B, I] (None without ``with_dx``), dc0 [B, H], dh0 [B, H]).
+    """
+    _register()
+    T, B, G = gates_TxBxG.shape
+    H, I = G // 4, W_IxG.shape[0]
+    f32 = jnp.float32
+    mesh = sharding.batch_mesh(B)
+    b = B if mesh is None else B // mesh.size
+    shapes = [jax.ShapeDtypeStruct((G,), f32), jax.ShapeDtypeStruct((I + H, G), f32)]
+    shapes += [jax.ShapeDtypeStruct((T, b, I), f32)] if with_dx else []
+    shapes += [jax.ShapeDtypeStruct((b, H), f32), jax.ShapeDtypeStruct((b, H), f32)]
+    call = jax.ffi.ffi_call("lstm_jax_bwd" if with_dx else "lstm_jax_bwd_no_dx", shapes, vmap_method="sequential")
+
+    def run(*args):
+        db, dWU, *rest = call(*args)
+        if mesh is not None:  # each shard's weight gradients cover its rows only
+            db, dWU = sharding.psum(db), sharding.psum(dWU)
+        return (db, dWU, *rest)
+
+    out_specs = (REPLICATED, REPLICATED) + ((TIME_BATCH,) if with_dx else ()) + (BATCH, BATCH)
+    in_specs = (TIME_BATCH, TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH, TIME_BATCH,
+                TIME_BATCH, BATCH)
+    run = sharding.per_shard(run, mesh, in_specs, out_specs)
+    args = (gates_TxBxG, cprev_TxBxH, dout_TxBxH, W_IxG, U_HxG, dcT_BxH, dhT_BxH)
+    results = run(*(a.astype(f32) for a in args), _mask(mask_TxB, T, B), x_TxBxI.astype(f32),
+                  out_TxBxH.astype(f32), h0_BxH.astype(f32))
+    if with_dx:
+        return tuple(results)
+    db, dWU, dc0, dh0 = results
+    return db, dWU, None, dc0, dh0
+
+
+# -- which cells run here: one entry per cell class --------------------------------------------------
+
+def supports_lstm(activation, recurrent_activation, *dtypes) -> bool:
+    """Whether the LSTM kernels run these activations and dtypes here (built, CPU backend)."""
+    from lstm_jax.cells import ACTIVATIONS
+
+    return (activation is ACTIVATIONS["tanh"] and recurrent_activation is ACTIVATIONS["sigmoid"]
+            and all(jnp.dtype(d) == jnp.float32 for d in dtypes) and available())
+
+
+def _lstm_supports(cell) -> bool:
+    from lstm_jax.kernels import xla
+
+    W, _, U = xla._weights(cell)
+    return xla.supports_cell(cell) and supports_lstm(cell.activation, cell.recurrent_activation, W.dtype, U.dtype,
+                                                     cell.carry_dtype)
+
+
+def _lstm_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
+    from lstm_jax.kernels import xla
+
+    return xla.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat, native=True)
+
+
+def _entries() -> dict:
+    from lstm_jax.cells import LSTMCell
+
+    return {LSTMCell: (_lstm_supports, _lstm_layer), **_EXTRA}
+
+
+_EXTRA: dict = {}
+
+
+def register(cell_class, supports_fn, layer_fn) -> None:
+    """Adds a native kernel for exactly ``cell_class`` (subclasses are ablations and are not matched).
+
+    ``supports_fn(cell) -> bool`` says whether it runs this cell here (dtype, activations, backend);
+    ``layer_fn(cell, x_TxBxD, carry, mask_TxB, *, remat) -> (final carry, outputs [T, B, H])`` runs
+    it with the semantics of ``layers.scan_cell``. A native GRU plugs in as
+    ``register(GRUCell, gru_supports, gru_layer)``.
+    """
+    _EXTRA[cell_class] = (supports_fn, layer_fn)
+
+
+def supports(cell) -> bool:
+    """Whether a native kernel runs ``cell`` here."""
+    entry = _entries().get(type(cell))
+    return entry is not None and entry[0](cell)
+
+
+def layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False):
+    """``cell`` over a time-major sequence in its native kernel. Returns (final carry, outputs [T, B, H])."""
+    return _entries()[type(cell)][1](cell, x_TxBxD, carry, mask_TxB, remat=remat)
