@@ -1,4 +1,4 @@
-"""One GRU training step (forward, backward, Adam) side by side: torch.nn.GRU, lstm_jax.native_gru
+"""One GRU training step (forward, backward, Adam) side by side: torch.nn.GRU, lstm_jax.kernels.native_gru
 and GRUCell's generic scan, interleaved in one process (each round runs each in turn, an untimed
 call then a timed one, as experiments.benchmark does). Not a test: numbers, for csrc/GRU_NOTES.md.
 
@@ -19,7 +19,7 @@ import optax
 import torch
 from flax import nnx
 
-from lstm_jax import native_gru
+from lstm_jax.kernels import native_gru
 from lstm_jax.cells import GRUCell
 from lstm_jax.layers import scan_cell
 

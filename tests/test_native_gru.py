@@ -1,4 +1,4 @@
-"""The native CPU GRU kernels (lstm_jax.native_gru) against the generic scan of GRUCell.
+"""The native CPU GRU kernels (lstm_jax.kernels.native_gru) against the generic scan of GRUCell.
 
 The reference is what the layer's scan path runs: ``cell.project`` then ``layers.scan_cell`` over
 ``GRUCell.step``, with the cell's parameters replaced by the test's arrays.
@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO_ROOT
 from flax import nnx
 
-from lstm_jax import native_gru
+from lstm_jax.kernels import native_gru
 from lstm_jax.cells import GRUCell
 from lstm_jax.errors import ConfigError
 from lstm_jax.layers import scan_cell
@@ -196,7 +196,7 @@ _SUBPROCESS = """
 import json, sys
 sys.path.insert(0, {tests!r})
 from test_native_gru import problem, value_and_grads, max_rel_err, scan_gru
-from lstm_jax import native_gru
+from lstm_jax.kernels import native_gru
 args = problem(9)
 err = max_rel_err(value_and_grads(native_gru.gru_layer, *args), value_and_grads(scan_gru, *args))
 print(json.dumps({{"isa": native_gru.isa(), "threads": native_gru.threads(), "err": err}}))
@@ -267,3 +267,28 @@ def test_cells_the_native_gru_does_not_run():
     assert not native_gru.supports_cell(LSTMCell(3, 8, rngs=nnx.Rngs(0)))
     assert not native_gru.supports_cell(GRUCell(3, 8, activation="relu", rngs=nnx.Rngs(0)))
     assert not native_gru.supports_cell(GRUCell(3, 8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+
+
+@needs_kernels
+def test_a_gru_layer_takes_the_native_kernels_and_matches_its_scan():
+    """LSTM(cell='gru') picks the native GRU by itself; outputs and every gradient match impl='scan'."""
+    from lstm_jax import LSTM
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(5, 7, 3)), jnp.float32)
+    lengths = jnp.array([7, 4, 0, 1, 6])
+    auto = LSTM(3, 6, cell="gru", rngs=nnx.Rngs(0))
+    scan = LSTM(3, 6, cell="gru", impl="scan", rngs=nnx.Rngs(0))
+    assert auto.impl == "native" and scan.impl == "scan"
+
+    def loss(layer, x):
+        h, (h_T,) = layer(x, lengths, return_carry=True)
+        return jnp.sum(jnp.sin(h)) + jnp.sum(h_T ** 2)
+
+    got = nnx.value_and_grad(loss, argnums=(0, 1))(auto, x)
+    want = nnx.value_and_grad(loss, argnums=(0, 1))(scan, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    # remat has no native GRU variant: the layer runs the generic path's remat instead.
+    remat = LSTM(3, 6, cell="gru", remat=True, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(remat(x, lengths)), np.asarray(scan(x, lengths)), rtol=1e-5, atol=1e-5)

@@ -158,10 +158,26 @@ def _lstm_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
     return xla.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat, native=True)
 
 
-def _entries() -> dict:
-    from lstm_jax.cells import LSTMCell
+def _gru_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
+    if remat:  # the GRU kernels keep every step; remat runs the generic XLA path, which recomputes
+        from lstm_jax.kernels import xla
 
-    return {LSTMCell: (_lstm_supports, _lstm_layer), **_EXTRA}
+        return xla.cell_layer(cell, x_TxBxD, carry, mask_TxB, remat=True)
+    from lstm_jax.kernels import native_gru
+
+    return native_gru.gru_cell_layer(cell, x_TxBxD, carry, mask_TxB)
+
+
+def _gru_supports(cell) -> bool:
+    from lstm_jax.kernels import native_gru
+
+    return native_gru.supports_cell(cell)
+
+
+def _entries() -> dict:
+    from lstm_jax.cells import GRUCell, LSTMCell
+
+    return {LSTMCell: (_lstm_supports, _lstm_layer), GRUCell: (_gru_supports, _gru_layer), **_EXTRA}
 
 
 _EXTRA: dict = {}
@@ -172,8 +188,8 @@ def register(cell_class, supports_fn, layer_fn) -> None:
 
     ``supports_fn(cell) -> bool`` says whether it runs this cell here (dtype, activations, backend);
     ``layer_fn(cell, x_TxBxD, carry, mask_TxB, *, remat) -> (final carry, outputs [T, B, H])`` runs
-    it with the semantics of ``layers.scan_cell``. A native GRU plugs in as
-    ``register(GRUCell, gru_supports, gru_layer)``.
+    it with the semantics of ``layers.scan_cell``. The standard LSTM and the GRU
+    (:mod:`~lstm_jax.kernels.native_gru`) are registered from the start.
     """
     _EXTRA[cell_class] = (supports_fn, layer_fn)
 

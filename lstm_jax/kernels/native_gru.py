@@ -1,6 +1,6 @@
 """The native CPU recurrence of ``GRUCell`` (PyTorch's convention), as XLA FFI custom calls.
 
-The counterpart of :mod:`lstm_jax.native` for the GRU: the C++ kernels in
+The counterpart of :mod:`lstm_jax.kernels.native` for the GRU (registered there as ``GRUCell``'s entry): the C++ kernels in
 ``lstm_jax/csrc/gru_*`` run a whole layer per call. Forward: per step one register tile holds
 x (W_r, W_z, 0, W_n) + h (U_r, U_z, U_n), so the input projection is never written out and both
 halves of n (x W_n and h U_n + b_hn, which the reset gate scales alone) are at hand for the gate
@@ -12,7 +12,7 @@ run in a fixed order, so the gradients are the same bits from run to run.
 ``layers.scan_cell`` with ``GRUCell.step``: past a row's length the carry is frozen and the output
 is zero. float32, tanh and sigmoid, on the CPU. The handlers live in the same extension as the
 LSTM's (``lstm_jax._native``), exported as C symbols and wrapped here with ctypes. The
-environment variables of :mod:`lstm_jax.native` (threads, ISA, huge pages) apply to them too.
+environment variables of :mod:`lstm_jax.kernels.native` (threads, ISA, huge pages) apply to them too.
 """
 
 from __future__ import annotations
