@@ -1,0 +1,76 @@
+"""The forecasting recipe end to end, in process, on tiny synthetic panels (seconds, not minutes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from experiments import forecast_recipe as fr
+from lstm_jax.errors import DataError
+
+TINY = {"hidden_size": 8, "input_multiples": (1.0,), "seeds": 1, "epochs": 2, "patience": 0, "min_steps_per_epoch": 2}
+
+
+def _panel(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return [np.exp(np.cumsum(rng.normal(0.05, 0.05, 20 + 3 * i))) * 10 ** i for i in range(n)]
+
+
+def test_choose_level_prefers_the_naive_stand_in_for_a_trend_and_the_mean_for_noise():
+    t = np.arange(30.0)
+    assert fr.choose_level([t[:24]], [t[24:]])[0] == "last"
+    noise = np.random.default_rng(0).normal(size=60)
+    assert fr.choose_level([noise[:50]], [noise[50:]])[0] == "none"
+
+
+def test_a_panel_run_writes_means_per_series_and_the_interval(tmp_path):
+    values = _panel()
+    problem = fr.Problem([f"s{i}" for i in range(5)], values, test_size=3, season=1, val_size=3)
+    lines = []
+    summary = fr.run(problem, fr.RecipeConfig(**TINY, quantiles=(0.1, 0.5, 0.9)), str(tmp_path), statistical=False,
+                     log=lines.append)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["num_series"] == 5 and on_disk["level"] == "last"
+    rows = list(csv.DictReader((tmp_path / "per_series.csv").open()))
+    assert [r["series"] for r in rows] == [f"s{i}" for i in range(5)]
+    # The summary's means are the means of the per-series rows.
+    assert on_disk["test_mase"] == pytest.approx(np.mean([float(r["lstm_jax_mase"]) for r in rows]), rel=1e-5)
+    assert on_disk["baselines"]["naive"]["test_mase"] == pytest.approx(
+        np.mean([float(r["naive_mase"]) for r in rows]), rel=1e-5)
+    # The naive forecast's MASE is the ratio of its test error to the in-sample naive error, by hand.
+    v = values[0]
+    naive_mase = np.mean(np.abs(v[-3:] - v[-4])) / np.mean(np.abs(np.diff(v[:-3])))
+    assert float(rows[0]["naive_mase"]) == pytest.approx(naive_mase, rel=1e-5)
+    assert 0.0 <= on_disk["test_coverage"] <= 1.0 and on_disk["test_width"] > 0
+    assert on_disk["test_nominal_coverage"] == pytest.approx(0.8)
+    assert (tmp_path / "forecast.png").stat().st_size > 0
+    assert any(line.startswith("mean of 5") for line in lines)
+    assert summary["members"][0]["input_size"] == 6
+
+
+def test_a_single_series_with_covariates(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 2))
+    y = np.convolve(x[:, 0], [0, 0.8], mode="full")[:120] + 0.1 * rng.normal(size=120)  # y[t] ~ x[t-1]
+    problem = fr.Problem(["y"], [y], test_size=8, season=1, val_size=8, covariates=[x], covariate_names=("a", "b"))
+    summary = fr.run(problem, fr.RecipeConfig(**TINY), str(tmp_path), statistical=False, log=lambda _: None)
+    assert summary["covariates"] == ["a", "b"] and len(summary["forecast"]) == 8
+    assert np.isfinite(summary["test_mae"])
+    assert not (tmp_path / "per_series.csv").exists()
+
+
+def test_statistical_references_beside_the_lstm(tmp_path):
+    pytest.importorskip("statsforecast")
+    problem = fr.Problem(["a", "b"], _panel(2), test_size=3, season=1, val_size=3)
+    summary = fr.run(problem, fr.RecipeConfig(**TINY), str(tmp_path), log=lambda _: None)
+    assert {"naive", "AutoETS", "AutoTheta", "AutoARIMA"} <= set(summary["baselines"])
+    assert all(np.isfinite(summary["baselines"][m]["test_mase"]) for m in ("AutoETS", "AutoTheta", "AutoARIMA"))
+
+
+def test_too_short_a_series_is_one_data_error(tmp_path):
+    problem = fr.Problem(["a"], [np.arange(1.0, 8.0)], test_size=3, season=1, val_size=3)
+    with pytest.raises(DataError, match="too few"):
+        fr.run(problem, fr.RecipeConfig(**TINY), str(tmp_path), statistical=False, log=lambda _: None)
