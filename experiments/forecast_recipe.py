@@ -170,8 +170,8 @@ class GlobalRecipe:
         train_cfg = TrainConfig(epochs=max(1, epochs), batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                                 seed=seed, patience=patience, schedule="cosine")
         return Trainer(model, self.task, data, train_cfg, workdir, log=self.train_log,
-                       extra_config={"model": model_cfg, "experiment": "forecast", "input_size": L,
-                                     "level": self.level, "quantiles": self.quantiles})
+                       record={"train": train_cfg, "model": model_cfg, "experiment": "forecast", "input_size": L,
+                               "level": self.level, "quantiles": self.quantiles})
 
     def _forecast(self, trainer: Trainer, L: int, z_list: Sequence[np.ndarray], steps: int,
                   cov_list: Sequence[np.ndarray] | None) -> list[np.ndarray]:
