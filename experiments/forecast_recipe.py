@@ -54,6 +54,8 @@ class RecipeConfig:
     hidden_size: int = 64
     input_multiples: tuple[float, ...] = (1.0, 1.5, 2.0)  # look-backs, in units of the base window
     seeds: int = 2  # members per look-back
+    seed: int = 0  # the first member's seed; the others count up from it
+    budget: int = 200_000  # members stop once their windows x input lengths would pass this (one at least)
     epochs: int = 60
     patience: int = 10
     learning_rate: float = 3e-3
@@ -65,6 +67,7 @@ class RecipeConfig:
     level: str = "auto"  # last | none | auto (chosen by stand-ins on the validation span)
     log: str = "auto"  # auto | yes | no
     deseason: bool = True
+    window: int = 0  # the base input window; 0: automatic (base_window)
     model_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
@@ -138,7 +141,10 @@ class GlobalRecipe:
             self.level, self.level_scores = config.level, {}
         self.single = len(self.train_parts) == 1
         n_fit = min(n_train) - val_size
-        base = base_window(season, horizon, n_fit if self.single else max(n_train) * 3)
+        base = config.window or base_window(season, horizon, n_fit if self.single else max(n_train) * 3)
+        if self.single and config.window and config.window + 1 > n_fit:
+            raise DataError(f"--window={config.window} is longer than the {n_fit} training values before the "
+                            f"validation span: use a smaller --window, --val_size or --test_size")
         self.input_sizes = sorted({max(2, round(base * m)) for m in config.input_multiples})
         if self.single:  # a single series gets no padded windows: keep enough of them
             self.input_sizes = [s for s in self.input_sizes if s <= max(2, n_fit // 3)] or [max(2, n_fit // 3)]
@@ -198,33 +204,45 @@ class GlobalRecipe:
         return [np.stack([c.inverse(z[:, q], h) for q in range(z.shape[1])], axis=1)
                 for c, z, h in zip(self.chains, z_SxHxQ, histories)]
 
+    def plan(self) -> list[tuple[int, int]]:
+        """The members (input size, seed): every look-back with the first seed, then with the next, ...
+        while their window-steps (windows x input length, what a member's epoch costs) fit the budget."""
+        cfg, out, spent = self.config, [], 0
+        for k in range(cfg.seeds):
+            for L in self.input_sizes:
+                cost = len(self._windows(self.z, L)) * L
+                if out and spent + cost > cfg.budget:
+                    return out
+                out.append((L, cfg.seed + k))
+                spent += cost
+        return out
+
     def fit(self, info: dict | None = None) -> None:
         cfg, V = self.config, self.val_size
         fit_z = [z[:-V] for z in self.z]
         fit_cov = None if self.cov is None else [c[:-V] for c in self.cov]
-        for L in self.input_sizes:
-            for seed in range(cfg.seeds):
-                name = f"L{L}-seed{seed}"
-                wd = os.path.join(self.workdir, "members", name)
-                train = self._windows(self.z, L, targets_before=[len(z) - V for z in self.z])
-                val = self._windows(self.z, L, targets_from=[len(z) - V for z in self.z])
-                trainer = self._trainer(L, seed, self._dataset(train, val, info or {}), cfg.epochs, cfg.patience, wd)
-                summary = trainer.fit()
-                val_pred = self._forecast(trainer, L, fit_z, V, fit_cov)
-                seconds = summary["wall_seconds"]
-                if cfg.refit:
-                    trainer.close()
-                    every = self._windows(self.z, L)
-                    trainer = self._trainer(L, seed, self._dataset(every, val, info or {}), summary["best_epoch"], 0,
-                                            wd + "-refit")
-                    seconds += trainer.fit()["wall_seconds"]
-                test_pred = self._forecast(trainer, L, self.z, self.horizon, self.cov)
+        for L, seed in self.plan():
+            name = f"L{L}-seed{seed}"
+            wd = os.path.join(self.workdir, "members", name)
+            train = self._windows(self.z, L, targets_before=[len(z) - V for z in self.z])
+            val = self._windows(self.z, L, targets_from=[len(z) - V for z in self.z])
+            trainer = self._trainer(L, seed, self._dataset(train, val, info or {}), cfg.epochs, cfg.patience, wd)
+            summary = trainer.fit()
+            val_pred = self._forecast(trainer, L, fit_z, V, fit_cov)
+            seconds = summary["wall_seconds"]
+            if cfg.refit:
                 trainer.close()
-                self._val_preds.append(self._to_original(val_pred, [t[:-V] for t in self.train_parts]))
-                self._test_preds.append(self._to_original(test_pred, self.train_parts))
-                self.members.append(Member(L, seed, summary["best_epoch"], summary["epochs_trained"], seconds))
-                self.log(f"[{name}] best epoch {summary['best_epoch']} of {summary['epochs_trained']}"
-                         f"{', refit' if cfg.refit else ''}; {seconds:.1f}s")
+                every = self._windows(self.z, L)
+                trainer = self._trainer(L, seed, self._dataset(every, val, info or {}), summary["best_epoch"], 0,
+                                        wd + "-refit")
+                seconds += trainer.fit()["wall_seconds"]
+            test_pred = self._forecast(trainer, L, self.z, self.horizon, self.cov)
+            trainer.close()
+            self._val_preds.append(self._to_original(val_pred, [t[:-V] for t in self.train_parts]))
+            self._test_preds.append(self._to_original(test_pred, self.train_parts))
+            self.members.append(Member(L, seed, summary["best_epoch"], summary["epochs_trained"], seconds))
+            self.log(f"[{name}] best epoch {summary['best_epoch']} of {summary['epochs_trained']}"
+                     f"{', refit' if cfg.refit else ''}; {seconds:.1f}s")
 
     @staticmethod
     def _median(preds: list[list[np.ndarray]]) -> list[np.ndarray]:
@@ -299,7 +317,8 @@ def _finite(v: float) -> float | None:
 
 
 def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bool = True,
-        log: Callable[[str], None] = print, train_log: Callable[[str], None] = lambda _: None) -> dict:
+        log: Callable[[str], None] = print, train_log: Callable[[str], None] = lambda _: None,
+        source: dict | None = None) -> dict:
     """Fits the recipe on the training parts, scores it and the references on the test spans, and writes
     ``summary.json``, ``per_series.csv`` (panels), ``forecast.png`` into ``workdir``. Returns the summary.
 
@@ -363,7 +382,7 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
         "input_sizes": recipe.input_sizes, "model_horizon": recipe.model_horizon,
         "members": [dataclasses.asdict(m) for m in recipe.members],
         "recipe": dataclasses.asdict(config), "dataset": problem.source,
-        "covariates": list(problem.covariate_names),
+        "covariates": list(problem.covariate_names), "config_source": source,
         "fit_seconds": fit_seconds, "reference_seconds": ref_seconds, "wall_seconds": time.perf_counter() - t0,
     })
     if n == 1:

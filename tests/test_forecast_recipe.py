@@ -74,3 +74,72 @@ def test_too_short_a_series_is_one_data_error(tmp_path):
     problem = fr.Problem(["a"], [np.arange(1.0, 8.0)], test_size=3, season=1, val_size=3)
     with pytest.raises(DataError, match="too few"):
         fr.run(problem, fr.RecipeConfig(**TINY), str(tmp_path), statistical=False, log=lambda _: None)
+
+
+# -- through experiments.forecast and train_and_evaluate ---------------------------------------------
+
+def _small(config, **data):
+    config.model.hidden_size = (8,)
+    config.epochs, config.patience = 2, 0
+    config.ensemble.seeds, config.ensemble.input_multiples = 1, (1.0,)
+    config.data.statistical = False
+    for k, v in data.items():
+        config.data[k] = v
+    return config
+
+
+def test_tsf_dataset_through_train_and_evaluate(tmp_path):
+    from experiments.configs import tsf_forecast
+    from experiments.train import train_and_evaluate
+
+    rows = "".join(f"S{i}:2000-01-01 00-00-00:" + ",".join(f"{v:.3f}" for v in s) + "\n" for i, s in enumerate(_panel(4)))
+    path = tmp_path / "p.tsf"
+    path.write_text("@attribute series_name string\n@attribute start_timestamp date\n@frequency yearly\n"
+                    "@horizon 4\n@data\n" + rows)
+    config = _small(tsf_forecast.get_config())
+    config.dataset = f"tsf:{path}"
+    summary = train_and_evaluate(config, str(tmp_path / "wd"), log=lambda _: None)
+    assert summary["num_series"] == 4 and summary["test_size"] == 4 and summary["season"] == 1
+    assert np.isfinite(summary["test_mase"]) and "naive" in summary["baselines"]
+    for f in ("summary.json", "config.json", "per_series.csv", "forecast.png"):
+        assert (tmp_path / "wd" / f).is_file(), f
+    # --test_size overrides the header's horizon.
+    config.data.test_size = 3
+    assert train_and_evaluate(config, str(tmp_path / "wd3"), log=lambda _: None)["test_size"] == 3
+
+
+def test_long_csv_with_an_id_column_is_one_global_model(tmp_path):
+    from experiments.configs import csv_forecast
+    from experiments.train import train_and_evaluate
+
+    path = tmp_path / "long.csv"
+    with open(path, "w") as f:
+        f.write("id,t,v\n")
+        for i, s in enumerate(_panel(3)):
+            f.writelines(f"s{i},{t},{v:.4f}\n" for t, v in enumerate(s))
+    config = _small(csv_forecast.get_config(), column="v", id_column="id", time_column="t", test_size=4,
+                    quantiles="0.1,0.5,0.9")
+    config.dataset = f"csv:{path}"
+    summary = train_and_evaluate(config, str(tmp_path / "wd"), log=lambda _: None)
+    assert summary["num_series"] == 3 and summary["quantiles"] == [0.1, 0.5, 0.9]
+    assert 0.0 <= summary["test_coverage"] <= 1.0
+    rows = list(csv.DictReader((tmp_path / "wd" / "per_series.csv").open()))
+    assert [r["series"] for r in rows] == ["s0", "s1", "s2"] and "lstm_jax_coverage" in rows[0]
+
+
+def test_ensemble_config_errors(tmp_path):
+    from experiments.configs import csv_forecast, tsf_forecast
+    from experiments.train import train_and_evaluate
+    from lstm_jax.errors import ConfigError
+
+    path = tmp_path / "nohorizon.tsf"
+    path.write_text("@attribute series_name string\n@data\nA:1,2,3,4,5,6,7,8,9,10,11,12\n")
+    config = _small(tsf_forecast.get_config())
+    config.dataset = f"tsf:{path}"
+    with pytest.raises(ConfigError, match="no @horizon"):
+        train_and_evaluate(config, str(tmp_path / "a"), log=lambda _: None)
+    config = _small(csv_forecast.get_config(), column="v", test_size=2, covariates="w", recipe="transforms")
+    config.dataset = f"csv:{path}"
+    with pytest.raises(ConfigError, match="need recipe=ensemble"):
+        train_and_evaluate(config, str(tmp_path / "b"), log=lambda _: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

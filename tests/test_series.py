@@ -15,7 +15,8 @@ from lstm_jax.errors import ConfigError, DataError
 SHARED_FORECAST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "forecast"
 
 
-ELNINO_FLAGS = ("--column=sst", "--date_column=month", "--test_size=36", "--epochs=1", "--quiet")
+# The transform-chain recipe (the ensemble one is tested in process in test_forecast_recipe.py).
+ELNINO_FLAGS = ("--column=sst", "--date_column=month", "--test_size=36", "--epochs=1", "--quiet", "--recipe=transforms")
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +274,12 @@ def test_csv_forecast_end_to_end_on_a_real_series(elnino_run):
     assert summary["baselines"]["seasonal_naive"]["test_mape"] == pytest.approx(snaive["mape"])
     assert (workdir / "forecast.png").stat().st_size > 0 and (workdir / "learning_curves.png").exists()
     assert "seasonal_naive" in stdout
+    # MASE beside the other metrics; the statistical baselines when statsforecast is installed.
+    assert summary["baselines"]["naive"]["test_mase"] == pytest.approx(
+        np.mean(np.abs(values[-36:] - values[-37])) / series.mase_scale(values[:-36], 12))
+    from lstm_jax import baselines
+
+    if baselines.available():
+        assert {"AutoETS", "AutoTheta", "AutoARIMA"} <= set(summary["baselines"]) and "AutoARIMA" in stdout
+    else:
+        assert baselines.SKIPPED in stdout

@@ -99,6 +99,7 @@ def test_csv_forecast_trains_each_candidate_and_keeps_the_one_chosen_on_validati
     config = csv_forecast.get_config()
     config.dataset = f"csv:{path}"
     config.data.column, config.data.test_size = "value", 12
+    config.data.recipe, config.data.statistical = "transforms", False  # the ensemble: test_forecast_recipe.py
     config.epochs, config.patience = 2, 0
     config.model.hidden_size = (8,)
     wd = tmp_path / "wd"
