@@ -5,9 +5,11 @@ Each model is fitted on a training part with a given season and forecasts the ``
 after it at once, the way the M competitions score them. Without statsforecast, ``available()``
 is False and ``SKIPPED`` is the one line a run prints.
 
-statsforecast compiles its models with numba: the first import in a fresh environment takes tens of
-seconds while numba fills its cache (about 5 s once cached, measured on 2 CPU cores), and AutoARIMA
-is the slowest to fit (~0.4 s on a 90-value yearly series, seconds on long seasonal ones).
+Cost: statsforecast 2.x no longer compiles with numba (its models are C++ in ``coreforecast`` and
+``statsforecast._lib``), so there is no first-run compilation; importing it took 5 s to 19 s on the 2 shared CPU cores
+(load average 1 to 25; pandas, scipy, statsmodels), and the first AutoARIMA fit about 5 s more.
+AutoARIMA is the slowest model to fit: ~0.4 s on the 90-value Nile series, about a minute for
+the 90 M1 yearly series together under load.
 """
 
 from __future__ import annotations
