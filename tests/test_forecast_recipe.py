@@ -143,3 +143,12 @@ def test_ensemble_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="need recipe=ensemble"):
         train_and_evaluate(config, str(tmp_path / "b"), log=lambda _: None)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_references_say_in_one_line_that_statsforecast_is_missing(monkeypatch):
+    from lstm_jax import baselines
+
+    monkeypatch.setattr(baselines, "available", lambda: False)
+    lines = []
+    refs = fr.reference_forecasts([np.arange(1.0, 30.0)], 4, 12, log=lines.append)
+    assert set(refs) == {"naive", "seasonal_naive"} and lines == [baselines.SKIPPED]

@@ -16,7 +16,10 @@ SHARED_FORECAST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data
 
 
 # The transform-chain recipe (the ensemble one is tested in process in test_forecast_recipe.py).
-ELNINO_FLAGS = ("--column=sst", "--date_column=month", "--test_size=36", "--epochs=1", "--quiet", "--recipe=transforms")
+# (statsforecast's AutoARIMA on 700 monthly values takes minutes on a busy machine: left out here and
+# tested on a short series in test_train_and_evaluate.py.)
+ELNINO_FLAGS = ("--column=sst", "--date_column=month", "--test_size=36", "--epochs=1", "--quiet", "--recipe=transforms",
+                "--statistical=false")
 
 
 @pytest.fixture(scope="module")
@@ -277,9 +280,4 @@ def test_csv_forecast_end_to_end_on_a_real_series(elnino_run):
     # MASE beside the other metrics; the statistical baselines when statsforecast is installed.
     assert summary["baselines"]["naive"]["test_mase"] == pytest.approx(
         np.mean(np.abs(values[-36:] - values[-37])) / series.mase_scale(values[:-36], 12))
-    from lstm_jax import baselines
-
-    if baselines.available():
-        assert {"AutoETS", "AutoTheta", "AutoARIMA"} <= set(summary["baselines"]) and "AutoARIMA" in stdout
-    else:
-        assert baselines.SKIPPED in stdout
+    assert "AutoARIMA" not in summary["baselines"] and "skipped" not in stdout  # --statistical=false
