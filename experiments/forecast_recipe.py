@@ -261,7 +261,7 @@ class GlobalRecipe:
 # -- references and scores ---------------------------------------------------------------------------
 
 def reference_forecasts(train_parts: Sequence[np.ndarray], steps: int, season: int, *, statistical: bool = True,
-                        log: Callable[[str], None] = print) -> dict[str, list[np.ndarray]]:
+                        log: Callable[[str], None] = print, fitted=None) -> dict[str, list[np.ndarray]]:
     """What every forecast is reported beside, per series: naive, seasonal naive (with a season) and,
     with statsforecast installed, AutoETS, AutoTheta and AutoARIMA fitted on the same training parts
     (one line says when they are skipped). A model statsforecast cannot fit on some series is left
@@ -274,10 +274,12 @@ def reference_forecasts(train_parts: Sequence[np.ndarray], steps: int, season: i
                                  else series_lib.naive(t, steps) for t in train_parts]
     if not statistical:
         return out
-    if not baselines_lib.available():
+    # ``fitted()``: the result of ``baselines.statistical_forecasts_many`` started earlier (see ``run``).
+    per_series = fitted() if fitted is not None else \
+        baselines_lib.statistical_forecasts_many(train_parts, steps, season)
+    if per_series is None:
         log(baselines_lib.SKIPPED)
         return out
-    per_series = [baselines_lib.statistical_forecasts(t, steps, season) for t in train_parts]
     for name in baselines_lib.MODELS:
         if all(name in p for p in per_series):
             out[name] = [p[name] for p in per_series]
@@ -341,12 +343,27 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
     cov = problem.covariates
     recipe = GlobalRecipe(train, horizon=H, season=season, val_size=V, config=config, workdir=workdir,
                           covariates=cov, log=log, train_log=train_log)
+    # statsforecast's fits (a minute or more for long seasonal series) run in a worker process while
+    # the network trains: on 2 cores the run takes about the longer of the two, not their sum.
+    pool = fitted = None
+    if statistical:
+        import multiprocessing
+
+        from lstm_jax import baselines as baselines_lib
+
+        pool = multiprocessing.get_context("spawn").Pool(1)
+        fitted = pool.apply_async(baselines_lib.statistical_forecasts_many, (train, H, season)).get
     n = len(train)
     log(f"{n} series, the last {H} values of each are the test; season {season}; level "
         f"{recipe.level}; log on {sum(recipe.uses_log)} of {n}; input windows {recipe.input_sizes} x "
         f"{config.seeds} seeds; model horizon {recipe.model_horizon}"
         + (f"; covariates {', '.join(problem.covariate_names)}" if cov is not None else ""))
-    recipe.fit(info={"name": problem.source.get("name", "forecast"), "series": n})
+    try:
+        recipe.fit(info={"name": problem.source.get("name", "forecast"), "series": n})
+    except BaseException:
+        if pool is not None:
+            pool.terminate()  # the worker's fits are of no use now
+        raise
     fit_seconds = time.perf_counter() - t0
 
     # Scoring: the first and only time the test spans are read.
@@ -355,8 +372,12 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
     ours = [f[:, mid] for f in q_forecasts]
     val_ours = [f[:, mid] for f in recipe.val_forecasts()]
     t1 = time.perf_counter()
-    refs = reference_forecasts(train, H, season, statistical=statistical, log=log)
-    ref_seconds = time.perf_counter() - t1
+    try:
+        refs = reference_forecasts(train, H, season, statistical=statistical, log=log, fitted=fitted)
+    finally:
+        if pool is not None:
+            pool.terminate()
+    ref_seconds = time.perf_counter() - t1  # what the references added after training
     val_refs = reference_forecasts([t[:-V] for t in train], V, season, statistical=False)
     scores = {"lstm_jax": score(test, ours, train, season), **{k: score(test, p, train, season) for k, p in refs.items()}}
     val_scores = {"lstm_jax": score([t[-V:] for t in train], val_ours, [t[:-V] for t in train], season),

@@ -87,3 +87,12 @@ def try_statistical_forecasts(train_T: np.ndarray, steps: int, season: int = 1,
     except ImportError:
         log(SKIPPED)
         return {}
+
+
+def statistical_forecasts_many(train_parts: Sequence[np.ndarray], steps: int, season: int = 1,
+                               models: Sequence[str] = MODELS) -> list[dict[str, np.ndarray]] | None:
+    """``statistical_forecasts`` for each training part; None without statsforecast. A plain function
+    of arrays, so that a run can compute it in a worker process while its network trains."""
+    if not available():
+        return None
+    return [statistical_forecasts(t, steps, season, models) for t in train_parts]

@@ -6,7 +6,8 @@
     python -m experiments.forecast --dataset=csv:../shared/data/forecast/uschange_quarterly.csv --column=Consumption \\
         --test_size=16 --season=4 --covariates=Income,Production,Savings,Unemployment
 
-(a csv dataset without ``--config`` uses this file). Each run also fits AutoETS, AutoTheta and
+(a csv dataset without ``--config`` uses this file). Expected (seed 0): test MAPE 3.661% on El Niño
+against AutoARIMA's 3.772 (the best statistical model; seasonal naive 5.784). Each run also fits AutoETS, AutoTheta and
 AutoARIMA (``pip install -e '.[baselines]'``) on the same training part and reports them beside
 the LSTM and the naive forecasts. Measured results (seed 0, 2 shared CPU cores): docs/forecasting.md.
 
