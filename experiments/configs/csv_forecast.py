@@ -7,7 +7,7 @@
         --test_size=16 --season=4 --covariates=Income,Production,Savings,Unemployment
 
 (a csv dataset without ``--config`` uses this file). Expected (seed 0, measured on 2 shared CPU cores): test MAPE
-3.661% on El Niño against AutoARIMA's 3.772, the best statistical model (400 s wall at load ~20);
+3.661% on El Niño against AutoARIMA's 3.772, the best statistical model (81 s wall at load ~7);
 0.165% on CO2 against 0.17 (102 s with --statistical=false: AutoARIMA with season 52 takes many
 minutes there); 13.29% on Nile against AutoTheta's 12.77 (a loss; the best MASE, 0.839, though);
 uschange test MAE 0.353 alone, 0.222 with the covariates (univariate AutoARIMA 0.190). Each run also fits AutoETS, AutoTheta and
