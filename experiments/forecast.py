@@ -42,14 +42,125 @@ from lstm_jax.training import Trainer, rng_streams
 
 FLAGS = flags.FLAGS
 SHORTCUTS = (*common.TRAINING, *common.MODEL, "dataset", "window", "val_fraction", "column", "date_column",
-             "test_size", "season", "missing", "transform", "strategy", "horizon", "val_size")
+             "test_size", "season", "missing", "transform", "strategy", "horizon", "val_size", "recipe", "id_column",
+             "time_column", "covariates", "quantiles", "statistical")
 
 MIN_TRAIN_WINDOWS = 32  # an automatic horizon is shortened until training keeps this many windows
 MIN_STEPS_PER_EPOCH = 20  # short series repeat their windows within an epoch, so that patience means enough steps
 
 
 def default_config(dataset: str | None) -> str:
+    if dataset and dataset.startswith("tsf:"):
+        return "tsf_forecast"
     return "csv_forecast" if dataset and dataset.startswith("csv:") else "sine"
+
+
+# -- the ensemble recipe (experiments/forecast_recipe.py): csv, long csv and tsf ---------------------
+
+def runs_itself(config: ml_collections.ConfigDict) -> bool:
+    """tsf panels, long-format csv files and csv runs with recipe=ensemble train an ensemble themselves."""
+    d = config.data
+    if config.dataset.startswith("tsf:"):
+        return True
+    if config.dataset.startswith("csv:"):
+        if d.recipe not in ("ensemble", "transforms"):
+            raise ConfigError(f"recipe must be ensemble or transforms, got {d.recipe!r}")
+        if d.recipe == "transforms" and (d.id_column or d.covariates or d.quantiles):
+            raise ConfigError("id_column, covariates and quantiles need recipe=ensemble")
+        return d.recipe == "ensemble"
+    return False
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def load_problem(config: ml_collections.ConfigDict):
+    """The named series to forecast, their test and validation sizes, season and covariates."""
+    from experiments.forecast_recipe import Problem
+    from lstm_jax import panel as panel_lib
+
+    d = config.data
+    covs = _names(d.covariates)
+    if d.test_size < 0 or d.season < 0 or d.val_size < 0:
+        raise ConfigError("test_size, season and val_size must be >= 0")
+    if config.dataset.startswith("tsf:"):
+        if covs:
+            raise ConfigError("a .tsf file has no covariate columns")
+        path = config.dataset[len("tsf:"):]
+        pan = panel_lib.read_tsf(path)
+        test_size = d.test_size or pan.horizon
+        if not test_size:
+            raise ConfigError(f"{path} has no @horizon: give --test_size=N")
+        season = d.season or pan.season or 1
+        source = {"name": "tsf", "path": os.path.abspath(path), "frequency": pan.frequency, "horizon": pan.horizon}
+        names, values, cov = [s.name for s in pan.series], [s.values_T for s in pan.series], None
+    else:
+        path = config.dataset[len("csv:"):]
+        if not d.column:
+            raise ConfigError("--dataset=csv:PATH needs --column=NAME")
+        if d.test_size < 1:
+            raise ConfigError("--dataset=csv:PATH needs --test_size=N >= 1 (the last N values of each series are the test)")
+        test_size = d.test_size
+        if d.id_column or d.time_column or covs:
+            pan = panel_lib.read_long_csv(path, id_column=d.id_column or None, time_column=d.time_column or None,
+                                          value_column=d.column, covariates=covs)
+            names, values = [s.name for s in pan.series], [s.values_T for s in pan.series]
+            cov = [s.covariates_TxC for s in pan.series] if covs else None
+            if not d.id_column:
+                names = [d.column]
+        else:
+            loaded = _Series.load(config).loaded
+            names, values, cov = [d.column], [loaded.values_T], None
+        longest = max(values, key=len)
+        if len(longest) - test_size < 8:
+            raise DataError(f"{path}: the longest series has {len(longest)} values, too few to hold out {test_size} "
+                            f"for the test and still train on at least 8")
+        season = d.season or series_lib.detect_season(longest[:-test_size])
+        source = {"name": "csv", "path": os.path.abspath(path), "column": d.column, "id_column": d.id_column or None}
+    # One series: a quarter of its training part at most; a panel: the test span (each series' last values).
+    n_train = min(len(v) for v in values) - test_size
+    val_size = d.val_size or (max(1, min(test_size, n_train // 4)) if len(values) == 1 else test_size)
+    source.update({"num_series": len(values), "test_size": test_size, "val_size": val_size})
+    return Problem(names, values, test_size, season, val_size, cov, covs, source)
+
+
+def recipe_config(config: ml_collections.ConfigDict):
+    from experiments.forecast_recipe import RecipeConfig
+
+    e, m = config.ensemble, config.model
+    sizes = tuple(m.hidden_size)
+    return RecipeConfig(
+        hidden_size=sizes[0], input_multiples=tuple(float(v) for v in e.input_multiples), seeds=e.seeds, seed=config.seed,
+        budget=e.budget, epochs=config.epochs, patience=config.patience, learning_rate=config.learning_rate,
+        batch_size=config.batch_size, refit=e.refit, quantiles=_floats(config.data.quantiles, "quantiles") or (0.5,),
+        level=e.level, log=e.log, deseason=e.deseason, window=config.data.window,
+        model_kwargs={k: v for k, v in dataclasses.asdict(model_config(m)).items()
+                      if k in ("cell", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "dropout_mode",
+                               "activation", "unroll") and not (k == "num_layers" and len(sizes) > 1)})
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False, log=print,
+        source: dict | None = None) -> dict:
+    """The ensemble recipe end to end (see experiments/forecast_recipe.py); returns the summary."""
+    from experiments import forecast_recipe
+    from lstm_jax.workdir import Workdir, to_jsonable
+
+    if resume:
+        raise ConfigError("--resume is not supported by the ensemble recipe: start a fresh workdir")
+    problem = load_problem(config)
+    files = Workdir(workdir, resume=False)  # refuses a workdir that already holds a run
+    files.write_config(to_jsonable(config))
+    summary = forecast_recipe.run(problem, recipe_config(config), files.path, statistical=config.data.statistical,
+                                  log=lambda line: print(line, flush=True), train_log=log, source=source)
+    return summary
 
 
 def build(config: ml_collections.ConfigDict) -> Job:
@@ -141,6 +252,13 @@ def _auto_window(season: int, n_fit: int) -> int:
     return max(2, min(want, n_fit // 3))
 
 
+def references(train_T: np.ndarray, steps: int, season: int, statistical: bool, log=print) -> dict[str, np.ndarray]:
+    """Naive, seasonal naive and (with statsforecast) AutoETS, AutoTheta, AutoARIMA on ``train_T``."""
+    from experiments.forecast_recipe import reference_forecasts
+
+    return {k: v[0] for k, v in reference_forecasts([train_T], steps, season, statistical=statistical, log=log).items()}
+
+
 def _build_csv(config, s: _Series) -> Job:
     d = config.data
     if d.transform == "auto":
@@ -196,10 +314,11 @@ def _build_csv(config, s: _Series) -> Job:
                     for n, p in series_lib.baseline_forecasts(fit_T, val_size, s.season).items()}
         # Scoring: the test span is read here only, after training and the choice of checkpoint.
         pred_T = forecast(trainer, s.train_T, test_size)
-        base = series_lib.baseline_forecasts(s.train_T, test_size, s.season)
-        out = {f"test_{k}": v for k, v in series_lib.forecast_metrics(s.test_T, pred_T).items()}
-        out["baselines"] = {n: {**{f"test_{k}": v for k, v in series_lib.forecast_metrics(s.test_T, p).items()},
-                                **{f"val_{k}": v for k, v in val_base[n].items()}} for n, p in base.items()}
+        base = references(s.train_T, test_size, s.season, config.data.statistical)
+        metrics = lambda p: series_lib.forecast_metrics(s.test_T, p, s.train_T, s.season)  # noqa: E731
+        out = {f"test_{k}": v for k, v in metrics(pred_T).items()}
+        out["baselines"] = {n: {**{f"test_{k}": v for k, v in metrics(p).items()},
+                                **{f"val_{k}": v for k, v in val_base.get(n, {}).items()}} for n, p in base.items()}
         out.update({f"val_multistep_{k}": (v if np.isfinite(v) else None) for k, v in val.items()})
         out.update({"season": s.season, "season_source": s.season_source, "transform": chain.name,
                     "strategy": d.strategy, "window": window, "horizon": horizon, "val_size": val_size,
@@ -214,7 +333,7 @@ def _build_csv(config, s: _Series) -> Job:
 
         values_T = s.loaded.values_T
         shown = min(len(values_T), max(4 * test_size, 3 * s.season, 100))  # enough past to judge the forecast
-        base = series_lib.baseline_forecasts(s.train_T, test_size, s.season)
+        base = references(s.train_T, test_size, s.season, config.data.statistical, log=lambda _: None)
         plots.forecast(values_T[-shown:], shown - test_size, np.array(summary["forecast"]),
                        os.path.join(trainer.workdir, "forecast.png"), baselines=base,
                        title=f"{s.loaded.column}: the last {shown} values; test forecast by {chain.name}")
@@ -231,17 +350,21 @@ def report(summary: dict) -> None:
         for k, (p, t) in enumerate(zip(summary["first_predictions"], summary["first_actuals"])):
             print(f"  {k:2d}  predicted {p:+.5f}  actual {t:+.5f}")
         return
+    if "members" in summary:  # the ensemble recipe printed its table as it finished
+        print(f"{len(summary['members'])} members; {summary['wall_seconds']:.1f}s in all "
+              f"({summary['reference_seconds']:.1f}s for the references)")
+        return
     how = f" (lower {summary['chosen_by'].removeprefix('val_multistep_').upper()} on the validation span)" \
         if "chosen_by" in summary else ""
     print(f"kept {summary['transform']}{how}; season {summary['season']}, {summary['strategy']} forecasting, "
           f"window {summary['window']}, horizon {summary['horizon']}; {summary['wall_seconds']:.1f}s of training")
     test_size = summary["dataset"]["test_size"]
-    print(f"{'test (' + str(test_size) + ')':<16}{'MAPE %':>10}{'sMAPE %':>10}{'RMSE':>12}{'MAE':>12}")
+    print(f"{'test (' + str(test_size) + ')':<16}{'MASE':>9}{'MAPE %':>10}{'sMAPE %':>10}{'RMSE':>12}{'MAE':>12}")
     rows = {"lstm_jax": {k[5:]: v for k, v in summary.items() if k.startswith("test_")},
             **{n: {k[5:]: v for k, v in b.items() if k.startswith("test_")} for n, b in summary["baselines"].items()}}
     num = lambda v, spec: format(float("nan") if v is None else v, spec)
     for name, m in rows.items():
-        print(f"{name:<16}{num(m['mape'], '>10.3f')}{num(m['smape'], '>10.3f')}{num(m['rmse'], '>12.4g')}"
+        print(f"{name:<16}{num(m['mase'], '>9.3f')}{num(m['mape'], '>10.3f')}{num(m['smape'], '>10.3f')}{num(m['rmse'], '>12.4g')}"
               f"{num(m['mae'], '>12.4g')}")
 
 

@@ -6,6 +6,8 @@ summary once the model holds its best weights (``evaluate``) and what to draw (`
 module does the rest, the same way for every experiment: the ``Trainer``, fit, evaluation, the
 summary and the pictures.
 
+A recipe that trains several models and combines them (the forecasting ensemble) gives
+``runs_itself(config)`` and ``run(config, workdir, ...)``, and writes its run itself.
 A recipe that tries several variants and keeps one (the CSV forecaster's transform chains) gives
 ``candidates(config)``; each variant is a whole run of its own in ``<workdir>/candidates/<name>``,
 and the one its ``choose`` picks, on validation data only, becomes the run's summary.
@@ -83,6 +85,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     the config came from (file, overrides) in the summary.
     """
     module = experiment_module(config)
+    if hasattr(module, "runs_itself") and module.runs_itself(config):
+        # A recipe that trains many models itself (an ensemble) writes its own run.
+        return module.run(config, workdir, resume=resume, log=log, source=source)
     candidates = module.candidates(config) if hasattr(module, "candidates") else None
     if not candidates:
         return _train_one(module, config, workdir, resume=resume, log=log, source=source)

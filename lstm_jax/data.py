@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from lstm_jax.errors import DataError
+from lstm_jax.series import MinMax
 
 
 @dataclasses.dataclass
@@ -98,32 +99,6 @@ def synthetic_binary(*, train: int = 3000, val: int = 500, test: int = 1000, len
 
 # -- forecasting ----------------------------------------------------------------------------------
 
-class MinMaxScaler:
-    """Scales to [lo, hi] with the min and max seen by ``fit``; ``inverse`` gives original units."""
-
-    def __init__(self, feature_range: tuple[float, float] = (0.0, 1.0)):
-        self.lo, self.hi = feature_range
-        self.min_ = self.max_ = None
-
-    def fit(self, x: np.ndarray) -> "MinMaxScaler":
-        x = np.asarray(x, np.float64)
-        if x.size == 0 or not np.all(np.isfinite(x)):
-            raise DataError("cannot fit a scaler on an empty or non-finite series")
-        self.min_, self.max_ = float(x.min()), float(x.max())
-        return self
-
-    @property
-    def _scale(self) -> float:
-        span = self.max_ - self.min_
-        return (self.hi - self.lo) / span if span > 0 else 1.0
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, np.float64) - self.min_) * self._scale + self.lo
-
-    def inverse(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, np.float64) - self.lo) / self._scale + self.min_
-
-
 def windows(series: np.ndarray, window: int, horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Sliding windows: x [N, window, D] and the following values y [N, horizon * D].
 
@@ -148,17 +123,18 @@ def sine_series(num: int = 1000, stop: float = 100.0) -> np.ndarray:
     return np.sin(np.linspace(0.0, stop, num))
 
 
-def sine_forecast(*, window: int = 50, num: int = 1000, val_fraction: float = 0.2) -> tuple[Dataset, MinMaxScaler]:
+def sine_forecast(*, window: int = 50, num: int = 1000, val_fraction: float = 0.2) -> tuple[Dataset, MinMax]:
     """The seed forecasting data: MinMax-scaled sine, windows of ``window`` predicting the next value.
 
     The validation split is the last ``val_fraction`` of the windows, unshuffled, as Keras'
-    ``validation_split`` takes it. The scaler is fitted on the whole series, as in the original.
+    ``validation_split`` takes it. The scaler (``series.MinMax``, the one scaler of the package) is
+    fitted on the whole series, as in the original; ``scaler.inverse(z)`` gives original units.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     series = sine_series(num)
-    scaler = MinMaxScaler().fit(series)
-    x, y = windows(scaler.transform(series), window)
+    scaler = MinMax().fit(series)
+    x, y = windows(scaler.forward(series), window)
     cut = int(len(x) * (1.0 - val_fraction))
     if cut < 1 or cut >= len(x):
         raise DataError(f"{len(x)} windows cannot be split {1 - val_fraction:.0%} / {val_fraction:.0%}")

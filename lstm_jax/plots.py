@@ -60,13 +60,17 @@ def confusion_matrix(cm_2x2: np.ndarray, path: str, labels: Sequence[str] = ("0"
 
 
 def forecast(series_T: np.ndarray, start: int, forecast_H: np.ndarray, path: str, *,
-             baselines: dict[str, np.ndarray] | None = None, title: str = "") -> str:
-    """The whole series, with the forecast (and optional baselines) over ``[start, start + H)``."""
+             baselines: dict[str, np.ndarray] | None = None, title: str = "",
+             band: tuple[np.ndarray, np.ndarray] | None = None, band_label: str = "interval") -> str:
+    """The whole series, with the forecast (and optional baselines) over ``[start, start + H)``;
+    ``band`` (lower_H, upper_H) is drawn as a shaded interval around the forecast."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.5))
     t = np.arange(len(series_T))
     ax.plot(t, series_T, color="0.3", lw=1, label="series")
     span = np.arange(start, start + len(forecast_H))
+    if band is not None:
+        ax.fill_between(span, band[0], band[1], color="C3", alpha=0.2, lw=0, label=band_label)
     for name, values in (baselines or {}).items():
         ax.plot(span, values, lw=1, ls="--", label=name)
     ax.plot(span, forecast_H, color="C3", lw=1.5, label="forecast")

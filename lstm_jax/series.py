@@ -257,14 +257,18 @@ class _Affine(Transform):
         raise NotImplementedError
 
     def fit(self, x_T):
-        self.offset, scale = self._fit(np.asarray(x_T, np.float64))
+        x_T = np.asarray(x_T, np.float64)
+        if x_T.size == 0 or not np.all(np.isfinite(x_T)):
+            raise DataError(f"cannot fit the {self.name} scaling on an empty or non-finite series")
+        self.offset, scale = self._fit(x_T)
         self.scale = scale if scale > 0 else 1.0  # a constant training part: shift only
         return self
 
     def forward(self, x_T):
         return (np.asarray(x_T, np.float64) - self.offset) / self.scale
 
-    def inverse(self, z_H, history):
+    def inverse(self, z_H, history=None):
+        """Linear, so no history is needed: ``z * scale + offset``."""
         return np.asarray(z_H, np.float64) * self.scale + self.offset
 
 
@@ -435,10 +439,27 @@ def seasonal_naive(history_T: np.ndarray, steps: int, season: int) -> np.ndarray
     return np.array([last[h % season] for h in range(steps)])
 
 
-def forecast_metrics(actual_H: np.ndarray, pred_H: np.ndarray) -> dict[str, float]:
-    """MAPE and sMAPE (in %), RMSE and MAE, in the units of the series.
+def mase_scale(history_T: np.ndarray, season: int = 1) -> float:
+    """The in-sample mean absolute error of the seasonal-naive forecast, ``mean |x[t] - x[t - m]|``.
 
-    MAPE is NaN when an actual value is 0 (it is undefined there); sMAPE counts 0/0 as 0.
+    ``m`` is ``season`` (1, the naive forecast, for ``season <= 1`` or a history of at most one
+    season). This is the denominator of MASE (Hyndman & Koehler 2006; the M4 competition's scale).
+    """
+    x = np.asarray(history_T, np.float64)
+    m = season if 1 < season < len(x) else 1
+    if len(x) <= m:
+        raise DataError(f"MASE needs at least {m + 1} values of history, got {len(x)}")
+    return float(np.mean(np.abs(x[m:] - x[:-m])))
+
+
+def forecast_metrics(actual_H: np.ndarray, pred_H: np.ndarray, history_T: np.ndarray | None = None,
+                     season: int = 1) -> dict[str, float]:
+    """MAPE and sMAPE (in %), RMSE and MAE in the units of the series, and MASE given ``history_T``.
+
+    MAPE is NaN when an actual value is 0 (it is undefined there); sMAPE counts 0/0 as 0. MASE is the
+    MAE over ``mase_scale(history_T, season)``, the training part's seasonal-naive error (NaN where
+    that is 0: a constant history); with ``season=1`` it is scaled by the naive error, as for M1/M3/M4
+    yearly data.
     """
     y = np.asarray(actual_H, np.float64)
     p = np.asarray(pred_H, np.float64)
@@ -448,7 +469,21 @@ def forecast_metrics(actual_H: np.ndarray, pred_H: np.ndarray) -> dict[str, floa
     mape = float(np.mean(np.abs(err) / np.abs(y)) * 100) if np.all(y != 0) else float("nan")
     denom = np.abs(y) + np.abs(p)
     smape = float(np.mean(np.where(denom > 0, 2 * np.abs(err) / np.where(denom > 0, denom, 1), 0.0)) * 100)
-    return {"mape": mape, "smape": smape, "rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
+    mae = float(np.mean(np.abs(err)))
+    out = {"mape": mape, "smape": smape, "rmse": float(np.sqrt(np.mean(err**2))), "mae": mae}
+    if history_T is not None:
+        scale = mase_scale(history_T, season)
+        out["mase"] = mae / scale if scale > 0 else float("nan")
+    return out
+
+
+def interval_metrics(actual_H: np.ndarray, lower_H: np.ndarray, upper_H: np.ndarray) -> dict[str, float]:
+    """How a forecast interval did: ``coverage`` (the fraction of actual values inside [lower, upper])
+    and ``width`` (the mean of upper - lower, in the units of the series)."""
+    y, lo, hi = (np.asarray(a, np.float64) for a in (actual_H, lower_H, upper_H))
+    if not (y.shape == lo.shape == hi.shape) or y.size == 0:
+        raise ValueError(f"actual {y.shape}, lower {lo.shape} and upper {hi.shape} must be the same non-empty shape")
+    return {"coverage": float(np.mean((y >= lo) & (y <= hi))), "width": float(np.mean(hi - lo))}
 
 
 def baseline_forecasts(history_T: np.ndarray, steps: int, season: int) -> dict[str, np.ndarray]:

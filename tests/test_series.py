@@ -15,7 +15,11 @@ from lstm_jax.errors import ConfigError, DataError
 SHARED_FORECAST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "forecast"
 
 
-ELNINO_FLAGS = ("--column=sst", "--date_column=month", "--test_size=36", "--epochs=1", "--quiet")
+# The transform-chain recipe (the ensemble one is tested in process in test_forecast_recipe.py).
+# (statsforecast's AutoARIMA on 700 monthly values takes minutes on a busy machine: left out here and
+# tested on a short series in test_train_and_evaluate.py.)
+ELNINO_FLAGS = ("--column=sst", "--date_column=month", "--test_size=36", "--epochs=1", "--quiet", "--recipe=transforms",
+                "--statistical=false")
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +181,41 @@ def test_metrics_by_hand():
     assert np.isnan(z["mape"]) and z["smape"] == pytest.approx(100 * (0 + 2 / 3) / 2)
 
 
+def test_mase_by_hand():
+    history = np.array([10.0, 12.0, 11.0, 15.0, 14.0])  # naive errors 2, 1, 4, 1: mean 2
+    m = series.forecast_metrics(np.array([16.0, 13.0]), np.array([15.0, 16.0]), history)
+    assert m["mae"] == pytest.approx(2.0)
+    assert m["mase"] == pytest.approx(2.0 / 2.0)
+    # Seasonal: the in-sample error of the value one season (2) before: |11-10|, |15-12|, |14-11| -> 7/3.
+    assert series.mase_scale(history, 2) == pytest.approx(7 / 3)
+    assert series.forecast_metrics(np.array([16.0]), np.array([14.0]), history, season=2)["mase"] == pytest.approx(2 / (7 / 3))
+    # A season as long as the history falls back to the naive scale; no history, no MASE.
+    assert series.mase_scale(history, 5) == pytest.approx(2.0)
+    assert "mase" not in series.forecast_metrics(np.array([1.0]), np.array([2.0]))
+    assert np.isnan(series.forecast_metrics(np.array([1.0]), np.array([2.0]), np.ones(4))["mase"])  # constant history
+    with pytest.raises(DataError):
+        series.mase_scale(np.array([1.0]))
+
+
+def test_interval_metrics_by_hand():
+    m = series.interval_metrics(np.array([1.0, 5.0, 3.0, 9.0]), np.array([0.0, 0.0, 3.0, 0.0]), np.array([2.0, 4.0, 4.0, 10.0]))
+    assert m["coverage"] == pytest.approx(3 / 4)  # 5 is outside [0, 4]; 3 on the edge counts
+    assert m["width"] == pytest.approx((2 + 4 + 1 + 10) / 4)
+
+
+def test_minmax_is_the_one_scaler_and_the_seed_data_uses_it():
+    from lstm_jax import data
+
+    assert not hasattr(data, "MinMaxScaler")
+    ds, scaler = data.sine_forecast(window=5, num=40)
+    assert isinstance(scaler, series.MinMax)
+    raw = data.sine_series(40)
+    np.testing.assert_allclose(scaler.inverse(ds.train.x[:, 0, 0].astype(np.float64)), raw[: len(ds.train)], atol=1e-6)
+    assert ds.train.x.min() >= 0.0 and ds.train.x.max() <= 1.0
+    with pytest.raises(DataError):
+        series.MinMax().fit(np.array([1.0, np.nan]))
+
+
 def test_block_forecast_recursive_and_direct():
     # A "model" that continues a line: next values = last + 1, last + 2, ... (horizon k).
     def line(k):
@@ -238,3 +277,7 @@ def test_csv_forecast_end_to_end_on_a_real_series(elnino_run):
     assert summary["baselines"]["seasonal_naive"]["test_mape"] == pytest.approx(snaive["mape"])
     assert (workdir / "forecast.png").stat().st_size > 0 and (workdir / "learning_curves.png").exists()
     assert "seasonal_naive" in stdout
+    # MASE beside the other metrics; the statistical baselines when statsforecast is installed.
+    assert summary["baselines"]["naive"]["test_mase"] == pytest.approx(
+        np.mean(np.abs(values[-36:] - values[-37])) / series.mase_scale(values[:-36], 12))
+    assert "AutoARIMA" not in summary["baselines"] and "skipped" not in stdout  # --statistical=false

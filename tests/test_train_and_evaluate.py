@@ -99,6 +99,7 @@ def test_csv_forecast_trains_each_candidate_and_keeps_the_one_chosen_on_validati
     config = csv_forecast.get_config()
     config.dataset = f"csv:{path}"
     config.data.column, config.data.test_size = "value", 12
+    config.data.recipe = "transforms"  # the ensemble recipe: tests/test_forecast_recipe.py
     config.epochs, config.patience = 2, 0
     config.model.hidden_size = (8,)
     wd = tmp_path / "wd"
@@ -115,6 +116,11 @@ def test_csv_forecast_trains_each_candidate_and_keeps_the_one_chosen_on_validati
     pred, actual = np.array(summary["forecast"]), values[-12:]
     assert summary["test_mae"] == pytest.approx(float(np.mean(np.abs(pred - np.round(actual, 4)))), rel=1e-5)
     assert {"naive", "seasonal_naive"} <= set(summary["baselines"])
+    from lstm_jax import baselines
+
+    if baselines.available():  # statsforecast's models beside the LSTM, with MASE like every metric
+        assert {"AutoETS", "AutoTheta", "AutoARIMA"} <= set(summary["baselines"])
+        assert np.isfinite(summary["baselines"]["AutoARIMA"]["test_mase"]) and np.isfinite(summary["test_mase"])
     for f in ("summary.json", "config.json", "forecast.png", "learning_curves.png"):
         assert os.path.isfile(wd / f), f
     # The parent run is a run: a second start in the same place is refused.

@@ -1,0 +1,474 @@
+"""The forecasting recipe: an ensemble of global LSTMs over level-normalised windows.
+
+One procedure for a single series (``csv:``) and for panels of many (``tsf:``, long CSV), following
+what made recurrent forecasters competitive on short series in the M4 competition (ES-RNN, Smyl
+2020) and what N-BEATS (Oreshkin et al. 2020) did for its ensembles:
+
+1. **Per-series transform** fitted on each series' training part (``panel.series_transform``): log
+   for a positive series that at least doubles over it (growth becomes additive), removal of the
+   mean seasonal profile when there is a season (ES-RNN's seasonal normalisation with fixed
+   indices), then division by the in-sample naive error (``panel.MaseScale``): an error of 1 is a
+   MASE of 1, so the loss weighs every series as the metric does.
+2. **Per-window level**: the input and targets of each window are taken relative to the window's
+   last input value (ES-RNN divides by its level; after the log that is a ratio), so that one model
+   learns shapes shared by series of any size. Whether a panel is level-normalised or left
+   stationary (windows in absolute scaled units, for series that revert to a mean) is decided, as
+   the transforms are, by model-free stand-ins on the validation span: the naive forecast (what a
+   level model tends to) against the training mean.
+3. **Direct multi-step**: one model call emits the whole horizon (MIMO), trained with the pinball
+   loss (the median, i.e. absolute error, unless quantiles are asked for).
+4. **Validation**: the last ``val_size`` values of each training part; windows whose targets reach
+   into them choose the epoch (early stopping), nothing else sees them during fitting.
+5. **Refit**: each member is then retrained on all windows of the training part for the chosen
+   number of epochs, so that the most recent values, the most informative ones for short series,
+   are learnt from and not only read.
+6. **Ensemble**: members over input windows (1, 1.5 and 2 times a base length, as N-BEATS
+   ensembles over look-backs) and seeds; the forecast is the median over members, per step and
+   quantile. The members' validation forecasts are combined the same way and reported.
+
+Nothing here reads the test span: ``GlobalRecipe.fit`` takes the training parts only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from flax import nnx
+
+from lstm_jax import panel as panel_lib
+from lstm_jax import series as series_lib
+from lstm_jax.data import Dataset, Split
+from lstm_jax.errors import DataError
+from lstm_jax.models import Forecaster, ModelConfig
+from lstm_jax.tasks import QuantileTask
+from lstm_jax.training import TrainConfig, Trainer, rng_streams
+
+
+@dataclasses.dataclass
+class RecipeConfig:
+    """The recipe's settings. Defaults were chosen for short yearly to long weekly series alike."""
+
+    hidden_size: int = 64
+    input_multiples: tuple[float, ...] = (1.0, 1.5, 2.0)  # look-backs, in units of the base window
+    seeds: int = 2  # members per look-back
+    seed: int = 0  # the first member's seed; the others count up from it
+    budget: int = 200_000  # members stop once their windows x input lengths would pass this (one at least)
+    epochs: int = 60
+    patience: int = 10
+    learning_rate: float = 3e-3
+    batch_size: int = 64
+    min_steps_per_epoch: int = 20  # short data repeat their windows so patience counts enough steps
+    min_train_windows: int = 32  # an automatic model horizon is shortened until training keeps this many
+    refit: bool = True
+    quantiles: tuple[float, ...] = (0.5,)
+    level: str = "auto"  # last | none | auto (chosen by stand-ins on the validation span)
+    log: str = "auto"  # auto | yes | no
+    deseason: bool = True
+    window: int = 0  # the base input window; 0: automatic (base_window)
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+
+
+def base_window(season: int, horizon: int, n_fit: int) -> int:
+    """Two seasons (at least 16 steps), or the horizon (at least 6) without a season; at most a third
+    of the shortest fitting part for single series (panels pad short series instead)."""
+    want = max(2 * season, 16) if season > 1 else max(horizon, 6)
+    return max(2, min(want, max(n_fit // 3, 2)))
+
+
+def wants_log(train_T: np.ndarray, setting: str) -> bool:
+    """Log for a positive series whose training part spans a factor of 2 or more (``setting`` auto)."""
+    positive = bool(np.min(train_T) > 0)
+    if setting == "yes":
+        if not positive:
+            raise DataError("--log=yes needs positive values in every training part")
+        return True
+    return setting == "auto" and positive and float(np.max(train_T)) >= 2 * float(np.min(train_T))
+
+
+def choose_level(fit_parts: Sequence[np.ndarray], val_parts: Sequence[np.ndarray]) -> tuple[str, dict]:
+    """``last`` when the naive forecast beats the training mean on the validation spans (summed
+    MASE-scaled error over series), else ``none``. Model-free: the stand-ins of a level model and
+    of a stationary one."""
+    naive = mean = 0.0
+    for fit, val in zip(fit_parts, val_parts):
+        scale = series_lib.mase_scale(fit) if len(fit) > 1 else 1.0
+        scale = scale if scale > 0 else 1.0
+        naive += float(np.mean(np.abs(val - fit[-1]))) / scale
+        mean += float(np.mean(np.abs(val - fit.mean()))) / scale
+    n = max(len(fit_parts), 1)
+    return ("last" if naive <= mean else "none"), {"naive_mase": naive / n, "mean_mase": mean / n}
+
+
+@dataclasses.dataclass
+class Member:
+    input_size: int
+    seed: int
+    best_epoch: int
+    epochs_trained: int
+    seconds: float
+
+
+class GlobalRecipe:
+    """Fits the ensemble on the training parts of ``S`` series and forecasts after them.
+
+    ``train_parts`` [S] raw training values; ``covariates`` [S] optional [T_i, C] arrays covering at
+    least the training parts (only past values are read); ``horizon`` the span to forecast.
+    """
+
+    def __init__(self, train_parts: Sequence[np.ndarray], *, horizon: int, season: int, val_size: int,
+                 config: RecipeConfig, workdir: str, covariates: Sequence[np.ndarray] | None = None,
+                 log: Callable[[str], None] = print, train_log: Callable[[str], None] = lambda _: None):
+        self.train_parts = [np.asarray(t, np.float64) for t in train_parts]
+        self.horizon, self.season, self.val_size, self.config = horizon, season, val_size, config
+        self.workdir, self.log, self.train_log = workdir, log, train_log
+        self.task = QuantileTask(config.quantiles)
+        self.quantiles = self.task.quantiles
+        self.uses_log = [wants_log(t, config.log) for t in self.train_parts]
+        self.chains = [panel_lib.series_transform(t, log=lg, season=season, deseason=config.deseason, scaling="mase")
+                       for t, lg in zip(self.train_parts, self.uses_log)]
+        self.z = [c.forward(t) for c, t in zip(self.chains, self.train_parts)]
+        n_train = [len(t) for t in self.train_parts]
+        self.cov = None
+        if covariates is not None:
+            self.cov = [panel_lib.scale_covariates(np.asarray(c)[:n], n) for c, n in zip(covariates, n_train)]
+        if config.level == "auto":
+            self.level, self.level_scores = choose_level([t[:-val_size] for t in self.train_parts],
+                                                         [t[-val_size:] for t in self.train_parts])
+        else:
+            self.level, self.level_scores = config.level, {}
+        self.single = len(self.train_parts) == 1
+        n_fit = min(n_train) - val_size
+        base = config.window or base_window(season, horizon, n_fit if self.single else max(n_train) * 3)
+        if self.single and config.window and config.window + 1 > n_fit:
+            raise DataError(f"--window={config.window} is longer than the {n_fit} training values before the "
+                            f"validation span: use a smaller --window, --val_size or --test_size")
+        self.input_sizes = sorted({max(2, round(base * m)) for m in config.input_multiples})
+        if self.single:  # a single series gets no padded windows: keep enough of them
+            self.input_sizes = [s for s in self.input_sizes if s <= max(2, n_fit // 3)] or [max(2, n_fit // 3)]
+            self.model_horizon = max(1, min(horizon, n_fit - max(self.input_sizes) - config.min_train_windows + 1))
+            self.min_input = None  # = the input size
+        else:
+            self.model_horizon = horizon
+            self.min_input = 2
+        self.members: list[Member] = []
+        self._val_preds: list[list[np.ndarray]] = []
+        self._test_preds: list[list[np.ndarray]] = []
+
+    # -- one member ------------------------------------------------------------------------------
+    def _windows(self, z, L, **kw):
+        return panel_lib.make_windows(z, L, self.model_horizon, level=self.level, season=self.season,
+                                      covariates=self.cov, min_input=self.min_input or L, **kw)
+
+    def _dataset(self, train: panel_lib.Windows, val: panel_lib.Windows, info: dict) -> Dataset:
+        bs = self.config.batch_size
+        reps = max(1, -(-self.config.min_steps_per_epoch * bs // len(train)))
+        return Dataset(Split(np.tile(train.x_NxLxD, (reps, 1, 1)), np.tile(train.y_NxH, (reps, 1))),
+                       Split(val.x_NxLxD, val.y_NxH), info={**info, "train_windows": len(train), "repeats": reps})
+
+    def _trainer(self, L: int, seed: int, data: Dataset, epochs: int, patience: int, workdir: str) -> Trainer:
+        cfg = self.config
+        model_cfg = ModelConfig(hidden_size=cfg.hidden_size, **cfg.model_kwargs)
+        model = Forecaster(data.num_features, model_cfg, horizon=self.model_horizon * len(self.quantiles),
+                           rngs=nnx.Rngs(rng_streams(seed)["params"]))
+        train_cfg = TrainConfig(epochs=max(1, epochs), batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                                seed=seed, patience=patience, schedule="cosine")
+        return Trainer(model, self.task, data, train_cfg, workdir, log=self.train_log,
+                       record={"train": train_cfg, "model": model_cfg, "experiment": "forecast", "input_size": L,
+                               "level": self.level, "quantiles": self.quantiles})
+
+    def _forecast(self, trainer: Trainer, L: int, z_list: Sequence[np.ndarray], steps: int,
+                  cov_list: Sequence[np.ndarray] | None) -> list[np.ndarray]:
+        """[S] arrays [steps, Q] in transformed units; blocks longer than the model's horizon are fed
+        back (their median) as the recipe's single-series forecasts always were."""
+        z_list = [list(z) for z in z_list]
+        out = [[] for _ in z_list]
+        H, Q = self.model_horizon, len(self.quantiles)
+        while len(out[0]) < steps:
+            if cov_list is not None and len(out[0]) > 0:
+                raise DataError("covariates are past values only: the horizon must fit in one model call "
+                                "(shorten the test span or give --horizon)")
+            x, lev = panel_lib.last_windows([np.asarray(z) for z in z_list], L, level=self.level, season=self.season,
+                                            covariates=cov_list)
+            p = trainer.predict(Split(x, np.zeros((len(x), H * Q), np.float32))).reshape(len(x), H, Q)
+            p = p + lev[:, None, None]
+            for i in range(len(z_list)):
+                out[i].extend(p[i])
+                z_list[i].extend(p[i, :, self.task.median_index])
+        return [np.asarray(o[:steps]) for o in out]
+
+    def _to_original(self, z_SxHxQ: Sequence[np.ndarray], histories: Sequence[np.ndarray]) -> list[np.ndarray]:
+        # The chains (log, deseason, scale) are monotone per step, so quantiles map to quantiles.
+        return [np.stack([c.inverse(z[:, q], h) for q in range(z.shape[1])], axis=1)
+                for c, z, h in zip(self.chains, z_SxHxQ, histories)]
+
+    def plan(self) -> list[tuple[int, int]]:
+        """The members (input size, seed): every look-back with the first seed, then with the next, ...
+        while their window-steps (windows x input length, what a member's epoch costs) fit the budget."""
+        cfg, out, spent = self.config, [], 0
+        for k in range(cfg.seeds):
+            for L in self.input_sizes:
+                cost = len(self._windows(self.z, L)) * L
+                if out and spent + cost > cfg.budget:
+                    return out
+                out.append((L, cfg.seed + k))
+                spent += cost
+        return out
+
+    def fit(self, info: dict | None = None) -> None:
+        cfg, V = self.config, self.val_size
+        fit_z = [z[:-V] for z in self.z]
+        fit_cov = None if self.cov is None else [c[:-V] for c in self.cov]
+        for L, seed in self.plan():
+            name = f"L{L}-seed{seed}"
+            wd = os.path.join(self.workdir, "members", name)
+            train = self._windows(self.z, L, targets_before=[len(z) - V for z in self.z])
+            val = self._windows(self.z, L, targets_from=[len(z) - V for z in self.z])
+            trainer = self._trainer(L, seed, self._dataset(train, val, info or {}), cfg.epochs, cfg.patience, wd)
+            summary = trainer.fit()
+            val_pred = self._forecast(trainer, L, fit_z, V, fit_cov)
+            seconds = summary["wall_seconds"]
+            if cfg.refit:
+                trainer.close()
+                every = self._windows(self.z, L)
+                trainer = self._trainer(L, seed, self._dataset(every, val, info or {}), summary["best_epoch"], 0,
+                                        wd + "-refit")
+                seconds += trainer.fit()["wall_seconds"]
+            test_pred = self._forecast(trainer, L, self.z, self.horizon, self.cov)
+            trainer.close()
+            self._val_preds.append(self._to_original(val_pred, [t[:-V] for t in self.train_parts]))
+            self._test_preds.append(self._to_original(test_pred, self.train_parts))
+            self.members.append(Member(L, seed, summary["best_epoch"], summary["epochs_trained"], seconds))
+            self.log(f"[{name}] best epoch {summary['best_epoch']} of {summary['epochs_trained']}"
+                     f"{', refit' if cfg.refit else ''}; {seconds:.1f}s")
+
+    @staticmethod
+    def _median(preds: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """The median over members, per series, step and quantile; quantiles kept in order."""
+        return [np.sort(np.median(np.stack([m[i] for m in preds]), axis=0), axis=-1) for i in range(len(preds[0]))]
+
+    def val_forecasts(self) -> list[np.ndarray]:
+        """[S] arrays [val_size, Q]: the validation span forecast from the values before it."""
+        return self._median(self._val_preds)
+
+    def forecasts(self) -> list[np.ndarray]:
+        """[S] arrays [horizon, Q]: the span after each training part, in original units."""
+        return self._median(self._test_preds)
+
+
+# -- references and scores ---------------------------------------------------------------------------
+
+def reference_forecasts(train_parts: Sequence[np.ndarray], steps: int, season: int, *, statistical: bool = True,
+                        log: Callable[[str], None] = print, fitted=None) -> dict[str, list[np.ndarray]]:
+    """What every forecast is reported beside, per series: naive, seasonal naive (with a season) and,
+    with statsforecast installed, AutoETS, AutoTheta and AutoARIMA fitted on the same training parts
+    (one line says when they are skipped). A model statsforecast cannot fit on some series is left
+    out of the references altogether, so that every mean is over the same series."""
+    from lstm_jax import baselines as baselines_lib
+
+    out: dict[str, list[np.ndarray]] = {"naive": [series_lib.naive(t, steps) for t in train_parts]}
+    if season > 1:
+        out["seasonal_naive"] = [series_lib.seasonal_naive(t, steps, season) if len(t) >= season
+                                 else series_lib.naive(t, steps) for t in train_parts]
+    if not statistical:
+        return out
+    # ``fitted()``: the result of ``baselines.statistical_forecasts_many`` started earlier (see ``run``).
+    per_series = fitted() if fitted is not None else \
+        baselines_lib.statistical_forecasts_many(train_parts, steps, season)
+    if per_series is None:
+        log(baselines_lib.SKIPPED)
+        return out
+    for name in baselines_lib.MODELS:
+        if all(name in p for p in per_series):
+            out[name] = [p[name] for p in per_series]
+    return out
+
+
+def score(test_parts: Sequence[np.ndarray], preds: Sequence[np.ndarray], train_parts: Sequence[np.ndarray],
+          season: int) -> list[dict[str, float]]:
+    """``series.forecast_metrics`` per series, MASE scaled by each training part's seasonal-naive error."""
+    return [series_lib.forecast_metrics(a, p, t, season) for a, p, t in zip(test_parts, preds, train_parts)]
+
+
+def mean_scores(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The mean of each metric over series (NaN where a series leaves it undefined, e.g. MAPE at 0)."""
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+# -- a whole run -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Problem:
+    """What to forecast: named series, the last ``test_size`` values of each are the test."""
+
+    names: list[str]
+    values: list[np.ndarray]
+    test_size: int
+    season: int
+    val_size: int
+    covariates: list[np.ndarray] | None = None
+    covariate_names: tuple[str, ...] = ()
+    source: dict = dataclasses.field(default_factory=dict)
+
+
+def _finite(v: float) -> float | None:
+    """JSON has no NaN: an undefined metric (MAPE with a zero actual) is written as null."""
+    return float(v) if np.isfinite(v) else None
+
+
+def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bool = True,
+        log: Callable[[str], None] = print, train_log: Callable[[str], None] = lambda _: None,
+        source: dict | None = None) -> dict:
+    """Fits the recipe on the training parts, scores it and the references on the test spans, and writes
+    ``summary.json``, ``per_series.csv`` (panels), ``forecast.png`` into ``workdir``. Returns the summary.
+
+    For one series the summary's ``test_*`` are its metrics; for many, their means over series
+    (``test_mase``, ``test_smape``, ...), with each series' own in ``per_series.csv``.
+    """
+    import json
+    import time
+
+    from lstm_jax.training import atomic_write, to_jsonable
+
+    t0 = time.perf_counter()
+    H, season, V = problem.test_size, problem.season, problem.val_size
+    for name, v in zip(problem.names, problem.values):
+        if len(v) - H - V < 2:
+            raise DataError(f"series {name!r} has {len(v)} values: too few for a test of {H} and a validation "
+                            f"span of {V} with 2 values left to fit on")
+    train = [v[:-H] for v in problem.values]
+    test = [v[-H:] for v in problem.values]
+    cov = problem.covariates
+    recipe = GlobalRecipe(train, horizon=H, season=season, val_size=V, config=config, workdir=workdir,
+                          covariates=cov, log=log, train_log=train_log)
+    # statsforecast's fits (a minute or more for long seasonal series) run in a worker process while
+    # the network trains: on 2 cores the run takes about the longer of the two, not their sum.
+    pool = fitted = None
+    if statistical:
+        import multiprocessing
+
+        from lstm_jax import baselines as baselines_lib
+
+        pool = multiprocessing.get_context("spawn").Pool(1)
+        fitted = pool.apply_async(baselines_lib.statistical_forecasts_many, (train, H, season)).get
+    n = len(train)
+    log(f"{n} series, the last {H} values of each are the test; season {season}; level "
+        f"{recipe.level}; log on {sum(recipe.uses_log)} of {n}; input windows {recipe.input_sizes} x "
+        f"{config.seeds} seeds; model horizon {recipe.model_horizon}"
+        + (f"; covariates {', '.join(problem.covariate_names)}" if cov is not None else ""))
+    try:
+        recipe.fit(info={"name": problem.source.get("name", "forecast"), "series": n})
+    except BaseException:
+        if pool is not None:
+            pool.terminate()  # the worker's fits are of no use now
+        raise
+    fit_seconds = time.perf_counter() - t0
+
+    # Scoring: the first and only time the test spans are read.
+    mid = recipe.task.median_index
+    q_forecasts = recipe.forecasts()
+    ours = [f[:, mid] for f in q_forecasts]
+    val_ours = [f[:, mid] for f in recipe.val_forecasts()]
+    t1 = time.perf_counter()
+    try:
+        refs = reference_forecasts(train, H, season, statistical=statistical, log=log, fitted=fitted)
+    finally:
+        if pool is not None:
+            pool.terminate()
+    ref_seconds = time.perf_counter() - t1  # what the references added after training
+    val_refs = reference_forecasts([t[:-V] for t in train], V, season, statistical=False)
+    scores = {"lstm_jax": score(test, ours, train, season), **{k: score(test, p, train, season) for k, p in refs.items()}}
+    val_scores = {"lstm_jax": score([t[-V:] for t in train], val_ours, [t[:-V] for t in train], season),
+                  **{k: score([t[-V:] for t in train], p, [t[:-V] for t in train], season) for k, p in val_refs.items()}}
+    means = {k: mean_scores(rows) for k, rows in scores.items()}
+    val_means = {k: mean_scores(rows) for k, rows in val_scores.items()}
+
+    summary: dict = {f"test_{k}": _finite(v) for k, v in means["lstm_jax"].items()}
+    summary.update({f"val_multistep_{k}": _finite(v) for k, v in val_means["lstm_jax"].items()})
+    summary["baselines"] = {name: {**{f"test_{k}": _finite(v) for k, v in means[name].items()},
+                                   **{f"val_{k}": _finite(v) for k, v in val_means.get(name, {}).items()}}
+                            for name in refs}
+    if len(recipe.quantiles) > 1:
+        iv = [series_lib.interval_metrics(a, f[:, 0], f[:, -1]) for a, f in zip(test, q_forecasts)]
+        lo, hi = recipe.quantiles[0], recipe.quantiles[-1]
+        summary.update({"quantiles": list(recipe.quantiles), "interval": [lo, hi],
+                        "test_coverage": float(np.mean([i["coverage"] for i in iv])),
+                        "test_width": float(np.mean([i["width"] for i in iv])),
+                        "test_nominal_coverage": hi - lo})
+    summary.update({
+        "num_series": n, "test_size": H, "val_size": V, "season": season, "level": recipe.level,
+        "level_scores": recipe.level_scores, "log_series": int(sum(recipe.uses_log)),
+        "input_sizes": recipe.input_sizes, "model_horizon": recipe.model_horizon,
+        "members": [dataclasses.asdict(m) for m in recipe.members],
+        "recipe": dataclasses.asdict(config), "dataset": problem.source,
+        "covariates": list(problem.covariate_names), "config_source": source,
+        "fit_seconds": fit_seconds, "reference_seconds": ref_seconds, "wall_seconds": time.perf_counter() - t0,
+    })
+    if n == 1:
+        summary["forecast"] = ours[0].tolist()
+        if len(recipe.quantiles) > 1:
+            summary["forecast_quantiles"] = {str(q): q_forecasts[0][:, k].tolist() for k, q in enumerate(recipe.quantiles)}
+    os.makedirs(workdir, exist_ok=True)
+    atomic_write(os.path.join(workdir, "summary.json"), json.dumps(to_jsonable(summary), indent=2) + "\n")
+    if n > 1:
+        write_per_series(os.path.join(workdir, "per_series.csv"), problem.names, problem.values, scores,
+                         q_forecasts, recipe.quantiles, test)
+    _picture(problem, ours, q_forecasts, recipe.quantiles, refs, scores, os.path.join(workdir, "forecast.png"))
+    print_table(scores, means, H, n, log)
+    if len(recipe.quantiles) > 1:
+        log(f"{(hi - lo):.0%} interval [q{lo:g}, q{hi:g}]: test coverage {summary['test_coverage']:.1%}, "
+            f"mean width {summary['test_width']:.4g}")
+    return summary
+
+
+def write_per_series(path: str, names, values, scores, q_forecasts, quantiles, test) -> None:
+    import csv
+    import io
+
+    models = list(scores)
+    metrics = list(scores["lstm_jax"][0])
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    header = ["series", "length"] + [f"{m}_{k}" for m in models for k in metrics]
+    if len(quantiles) > 1:
+        header += ["lstm_jax_coverage", "lstm_jax_width"]
+    w.writerow(header)
+    for i, name in enumerate(names):
+        row = [name, len(values[i])] + [f"{scores[m][i][k]:.6g}" for m in models for k in metrics]
+        if len(quantiles) > 1:
+            iv = series_lib.interval_metrics(test[i], q_forecasts[i][:, 0], q_forecasts[i][:, -1])
+            row += [f"{iv['coverage']:.6g}", f"{iv['width']:.6g}"]
+        w.writerow(row)
+    from lstm_jax.training import atomic_write
+
+    atomic_write(path, buf.getvalue())
+
+
+def print_table(scores, means, H, n, log=print) -> None:
+    what = f"test ({H})" if n == 1 else f"mean of {n}"
+    log(f"{what:<16}{'MASE':>9}{'MAPE %':>10}{'sMAPE %':>10}{'RMSE':>12}{'MAE':>12}")
+    for name, m in means.items():
+        log(f"{name:<16}{m['mase']:>9.3f}{m['mape']:>10.3f}{m['smape']:>10.3f}{m['rmse']:>12.4g}{m['mae']:>12.4g}")
+
+
+def _picture(problem: Problem, ours, q_forecasts, quantiles, refs, scores, path: str) -> None:
+    """The single series (or, for a panel, the series nearest the median MASE) with every forecast."""
+    from lstm_jax import plots
+
+    if len(ours) == 1:
+        i = 0
+    else:
+        mase = np.array([r["mase"] for r in scores["lstm_jax"]])
+        i = int(np.argsort(mase)[len(mase) // 2])
+    values, H, season = problem.values[i], problem.test_size, problem.season
+    shown = min(len(values), max(4 * H, 3 * season, 100))
+    band = None
+    if len(quantiles) > 1:
+        band = (q_forecasts[i][:, 0], q_forecasts[i][:, -1])
+    label = f"{problem.names[i]}" if len(ours) > 1 else problem.names[0]
+    plots.forecast(values[-shown:], shown - H, ours[i], path, baselines={k: v[i] for k, v in refs.items()},
+                   band=band, band_label=f"q{quantiles[0]:g}-q{quantiles[-1]:g}",
+                   title=f"{label}: the last {shown} values and the test forecasts"
+                         + (f" (the series of median MASE of {len(ours)})" if len(ours) > 1 else ""))

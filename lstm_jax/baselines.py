@@ -1,0 +1,98 @@
+"""Statistical baselines from statsforecast (an optional dependency): AutoETS, AutoTheta, AutoARIMA.
+
+The one place lstm_jax touches statsforecast (``pip install -e '.[baselines]'``; tested with 2.1).
+Each model is fitted on a training part with a given season and forecasts the ``steps`` values
+after it at once, the way the M competitions score them. Without statsforecast, ``available()``
+is False and ``SKIPPED`` is the one line a run prints.
+
+Cost: statsforecast 2.x no longer compiles with numba (its models are C++ in ``coreforecast`` and
+``statsforecast._lib``), so there is no first-run compilation; importing it took 5 s to 19 s on the 2 shared CPU cores
+(load average 1 to 25; pandas, scipy, statsmodels), and the first AutoARIMA fit about 5 s more.
+AutoARIMA is the slowest model to fit: ~0.4 s on the 90-value Nile series, about a minute for
+the 90 M1 yearly series together under load.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from lstm_jax.errors import DataError
+
+MODELS = ("AutoETS", "AutoTheta", "AutoARIMA")
+SKIPPED = "statistical baselines skipped: statsforecast is not installed (pip install -e '.[baselines]')"
+
+
+def _models():
+    """The statsforecast model classes by name; ImportError when it is not installed."""
+    from statsforecast.models import AutoARIMA, AutoETS, AutoTheta
+
+    return {"AutoETS": AutoETS, "AutoTheta": AutoTheta, "AutoARIMA": AutoARIMA}
+
+
+def available() -> bool:
+    """Whether statsforecast can be imported (importing it compiles numba code: seconds)."""
+    try:
+        _models()
+    except ImportError:
+        return False
+    return True
+
+
+def statistical_forecasts(train_T: np.ndarray, steps: int, season: int = 1,
+                          models: Sequence[str] = MODELS) -> dict[str, np.ndarray]:
+    """Each model in ``models`` fitted on ``train_T`` -> its forecast of the next ``steps`` values.
+
+    ``season`` is the seasonal period (1: none); it is dropped to 1 for a model when the training
+    part is shorter than two seasons, which the seasonal fits need. A model that fails to fit on
+    this series (statsforecast raises on some degenerate inputs) is left out of the result, with a
+    warning, rather than failing the run. Raises ImportError without statsforecast (see
+    ``available``).
+    """
+    classes = _models()
+    unknown = [m for m in models if m not in classes]
+    if unknown:
+        raise DataError(f"unknown statistical model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+    y = np.asarray(train_T, np.float64)
+    if y.ndim != 1 or len(y) < 3 or not np.all(np.isfinite(y)):
+        raise DataError(f"statistical baselines need a finite 1-D training part of at least 3 values, got {y.shape}")
+    if steps < 1:
+        raise DataError(f"statistical baselines need steps >= 1, got {steps}")
+    m = int(season) if season > 1 and len(y) >= 2 * season else 1
+    out = {}
+    for name in models:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # statsforecast's convergence chatter, not the user's problem
+                pred = classes[name](season_length=m).forecast(y=y, h=steps)["mean"]
+        except Exception as e:  # noqa: BLE001 - one failing model must not end the run
+            warnings.warn(f"{name} could not be fitted: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+            continue
+        pred = np.asarray(pred, np.float64)
+        if pred.shape == (steps,) and np.all(np.isfinite(pred)):
+            out[name] = pred
+        else:
+            warnings.warn(f"{name} gave a forecast of shape {pred.shape} with non-finite values; left out",
+                          RuntimeWarning, stacklevel=2)
+    return out
+
+
+def try_statistical_forecasts(train_T: np.ndarray, steps: int, season: int = 1,
+                              models: Sequence[str] = MODELS, log=print) -> dict[str, np.ndarray]:
+    """``statistical_forecasts``, or ``{}`` after logging ``SKIPPED`` when statsforecast is missing."""
+    try:
+        return statistical_forecasts(train_T, steps, season, models)
+    except ImportError:
+        log(SKIPPED)
+        return {}
+
+
+def statistical_forecasts_many(train_parts: Sequence[np.ndarray], steps: int, season: int = 1,
+                               models: Sequence[str] = MODELS) -> list[dict[str, np.ndarray]] | None:
+    """``statistical_forecasts`` for each training part; None without statsforecast. A plain function
+    of arrays, so that a run can compute it in a worker process while its network trains."""
+    if not available():
+        return None
+    return [statistical_forecasts(t, steps, season, models) for t in train_parts]
