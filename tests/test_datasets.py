@@ -147,8 +147,10 @@ def test_npz(tmp_path):
 
 def test_loader_errors(tmp_path):
     make_ucr(tmp_path, "Three", toy_rows(9, labels=(1, 2)) + [[3, 1, 2, 3, 4, 5, 6]], toy_rows(4, labels=(1, 2)))
-    with pytest.raises(DataError, match=r"Three has 3 classes \(1, 2, 3\); a binary task needs exactly 2"):
-        datasets.load_ucr("Three", str(tmp_path))
+    with pytest.raises(DataError, match=r"Three has 3 classes \(1, 2, 3\); a binary task needs exactly 2: "
+                                        r"use python -m experiments.classify"):
+        datasets.load_binary("ucr:Three", str(tmp_path))
+    assert datasets.load_ucr("Three", str(tmp_path)).info["num_classes"] == 3
     bad = toy_rows(6)
     bad[3][2] = "abc"
     make_ucr(tmp_path, "Bad", bad, toy_rows(4))
