@@ -485,3 +485,21 @@ def test_ucr_runner_names_the_problem_of_a_failed_run():
     assert _error_line(traceback, 1) == "ValueError: bad shape"
     assert _error_line("loading...\nerror: no file /x/y_TRAIN.tsv\n", 2) == "no file /x/y_TRAIN.tsv"
     assert _error_line("", -9) == "exit status -9"
+
+
+def test_standardise_channels_uses_training_statistics_over_valid_steps(tmp_path):
+    write_ts(tmp_path, "Mv", "TRAIN", _mv_rows(18), dims=2, equal=False)
+    write_ts(tmp_path, "Mv", "TEST", _mv_rows(6, seed=1), dims=2, equal=False)
+    raw = datasets.load_classification("ucr:Mv", str(tmp_path), seed=0, val_fraction=0.34)
+    ds = datasets.standardise_channels(raw)
+    tr, L = raw.train, raw.train.lengths
+    valid = np.arange(tr.x.shape[1])[None, :] < L[:, None]
+    for d in range(2):
+        v = tr.x[:, :, d][valid].astype(np.float64)
+        for a, b in ((raw.train, ds.train), (raw.test, ds.test)):
+            ok = np.arange(a.x.shape[1])[None, :] < a.lengths[:, None]
+            np.testing.assert_allclose(b.x[:, :, d][ok], (a.x[:, :, d][ok] - v.mean()) / v.std(), rtol=1e-5, atol=1e-6)
+            assert np.all(b.x[:, :, d][~ok] == 0)
+    z = ds.train.x[valid]
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-4)
