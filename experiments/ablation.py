@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import pathlib
 import time
@@ -24,22 +25,12 @@ from absl import flags
 from flax import nnx
 
 from experiments import common
+from experiments.configs import base
+from experiments.train import train_and_evaluate
 from lstm_jax.cells import CELLS
-from lstm_jax.data import num_batches
 from lstm_jax.errors import DataError
-from lstm_jax.models import Classifier, ModelConfig
-from lstm_jax.training import BinaryTask, TrainConfig, Trainer, rng_streams
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-flags.DEFINE_list("cells", sorted(CELLS), "Registered cells to compare.")
-flags.DEFINE_integer("seeds", 3, "Seeds per cell (0 .. seeds-1).")
-flags.DEFINE_list("datasets", ["synthetic", "ucr:ECG200"], "Datasets: synthetic, ucr:NAME, npz:PATH.")
-flags.DEFINE_string("data_dir", str(ROOT.parent / "shared" / "data" / "ucr"), "UCR archive folder.")
-flags.DEFINE_integer("epochs", 10, "Epochs per run.")
-flags.DEFINE_integer("batch_size", 32, "Batch size.")
-flags.DEFINE_integer("hidden_size", 50, "Units per cell.")
-flags.DEFINE_string("workdir", None, "Where runs and tables go (default runs/ablation-<time>).")
 FLAGS = flags.FLAGS
 
 
@@ -53,20 +44,25 @@ def load(spec: str, seed: int):
     return load_binary(spec, FLAGS.data_dir, seed=seed, znorm=spec.startswith("ucr:"))
 
 
+def run_config(spec: str, cell: str, seed: int):
+    """The binary experiment's config for one (dataset, cell, seed) of the ablation."""
+    return base.binary(dataset=spec, data_dir=FLAGS.data_dir, seed=seed, epochs=FLAGS.epochs,
+                       batch_size=FLAGS.batch_size, data={"znorm": spec.startswith("ucr:"), "val_fraction": 0.2,
+                                                          "min_epoch_rows": 0},
+                       model=base.model(cell=cell, hidden_size=(FLAGS.hidden_size,)))
+
+
 def run_one(spec: str, cell: str, seed: int, workdir: str) -> dict:
-    data = load(spec, seed)
-    model_cfg = ModelConfig(cell=cell, hidden_size=FLAGS.hidden_size)
-    train_cfg = TrainConfig(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, seed=seed)
-    model = Classifier(data.num_features, model_cfg, rngs=nnx.Rngs(rng_streams(seed)["params"]))
-    params = param_count(model)
-    trainer = Trainer(model, BinaryTask(), data, train_cfg, workdir, log=lambda _: None,
-                      extra_config={"model": model_cfg, "experiment": "ablation"})
-    summary = trainer.fit()
-    trainer.write_summary(summary)
-    trainer.close()
-    steps = num_batches(len(data.train), train_cfg.batch_size)
+    from experiments import binary
+
+    config = run_config(spec, cell, seed)
+    params = param_count(binary.build(config).model)
+    summary = train_and_evaluate(config, workdir, log=lambda _: None)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        history = [json.loads(line) for line in f if line.strip()]
+    steps = summary["steps"] // summary["epochs_trained"]
     # The first epoch includes compilation; later ones time the step itself.
-    seconds = [r["train_seconds"] for r in trainer.history[1:]] or [trainer.history[0]["train_seconds"]]
+    seconds = [r["train_seconds"] for r in history[1:]] or [history[0]["train_seconds"]]
     return {"test_accuracy": summary["test_accuracy"], "params": params, "ms_per_step": 1e3 * float(np.median(seconds)) / steps}
 
 
@@ -126,5 +122,16 @@ def main(argv):
     print(f"tables: {os.path.join(root, 'ablation.md')} and ablation.csv")
 
 
+def define_flags() -> None:
+    flags.DEFINE_list("cells", sorted(CELLS), "Registered cells to compare.")
+    flags.DEFINE_integer("seeds", 3, "Seeds per cell (0 .. seeds-1).")
+    flags.DEFINE_list("datasets", ["synthetic", "ucr:ECG200"], "Datasets: synthetic, ucr:NAME, npz:PATH.")
+    flags.DEFINE_string("data_dir", str(ROOT.parent / "shared" / "data" / "ucr"), "UCR archive folder.")
+    flags.DEFINE_integer("epochs", 10, "Epochs per run.")
+    flags.DEFINE_integer("batch_size", 32, "Batch size.")
+    flags.DEFINE_integer("hidden_size", 50, "Units per cell.")
+    flags.DEFINE_string("workdir", None, "Where runs and tables go (default runs/ablation-<time>).")
+
+
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, define=define_flags)

@@ -1,79 +1,202 @@
-"""What every experiment front-end shares: flag parsing, one-line errors, workdirs."""
+"""What every experiment front-end shares: the config flag, its shortcuts, one-line errors, workdirs.
+
+A run's configuration is a config file (``--config=PATH``, or the experiment's default for the
+dataset) with dotted overrides (``--config.epochs=3``) and short flags (``--epochs=3``). The short
+flags are shortcuts onto config fields, all defined in ``SHORTCUTS`` below; giving a field both
+ways is refused. Flags are defined when a front-end starts (``run``), not on import, so every
+experiment module imports into one process.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import importlib
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
+import ml_collections
 from absl import app, flags, logging
 
-from lstm_jax.errors import UserError
-from lstm_jax.training import TrainConfig
+from lstm_jax.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
-
-# Multi-host: every process runs the same command with its own --process_id (or the environment
-# variables below). Without a coordinator the job is one process over all its local devices.
-flags.DEFINE_string("coordinator_address", os.environ.get("LSTM_JAX_COORDINATOR"),
-                    "host:port of process 0, for a multi-process job (env LSTM_JAX_COORDINATOR).")
-flags.DEFINE_integer("num_processes", int(os.environ.get("LSTM_JAX_NUM_PROCESSES", "1")),
-                     "Processes in a multi-process job (env LSTM_JAX_NUM_PROCESSES).")
-flags.DEFINE_integer("process_id", int(os.environ.get("LSTM_JAX_PROCESS_ID", "0")),
-                     "This process's index in a multi-process job (env LSTM_JAX_PROCESS_ID).")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
-def define_training_flags(*, epochs: int, batch_size: int, learning_rate: float = 1e-3) -> None:
-    flags.DEFINE_string("workdir", None, "Where metrics, checkpoints and the summary go (default: a fresh runs/<name>-<time>).")
-    flags.DEFINE_integer("epochs", epochs, "Training epochs.")
-    flags.DEFINE_integer("batch_size", batch_size, "Training batch size.")
-    flags.DEFINE_float("learning_rate", learning_rate, "Adam learning rate.")
-    flags.DEFINE_integer("seed", 0, "The one seed every random stream comes from.")
+@dataclasses.dataclass(frozen=True)
+class Shortcut:
+    field: str  # dotted path in the config
+    kind: str  # int | float | bool | string | ints (comma-separated integers)
+    help: str
+
+
+SHORTCUTS: dict[str, Shortcut] = {s_name: s for s_name, s in {
+    # training
+    "epochs": Shortcut("epochs", "int", "Training epochs (0 in a recipe: from its compute budget)."),
+    "batch_size": Shortcut("batch_size", "int", "Training batch size."),
+    "learning_rate": Shortcut("learning_rate", "float", "Adam learning rate."),
+    "seed": Shortcut("seed", "int", "The one seed every random stream comes from."),
+    "patience": Shortcut("patience", "int", "Early stopping: epochs without a better validation metric (0: off)."),
+    "schedule": Shortcut("schedule", "string", "Learning-rate schedule: constant, cosine, warmup_cosine."),
+    "warmup_epochs": Shortcut("warmup_epochs", "int", "Linear warmup epochs, with --schedule=warmup_cosine."),
+    "clip_norm": Shortcut("clip_norm", "float", "Clip gradients to this global norm (0: off)."),
+    "select": Shortcut("select", "string", "The validation metric that picks the checkpoint scored at the end."),
+    "profile_steps": Shortcut("profile_steps", "int", "Write a jax.profiler trace of N training steps into the workdir."),
+    # the network
+    "cell": Shortcut("model.cell", "string", "Registered cell name (see lstm_jax.cells.CELLS)."),
+    "hidden_size": Shortcut("model.hidden_size", "int", "Units per recurrent layer."),
+    "num_layers": Shortcut("model.num_layers", "int", "Recurrent layers in the stack."),
+    "bidirectional": Shortcut("model.bidirectional", "bool", "Bidirectional layers (the seed's third variant)."),
+    "dropout": Shortcut("model.dropout", "float", "Dropout between stacked layers, in [0, 1)."),
+    "input_dropout": Shortcut("model.input_dropout", "float", "Dropout on each recurrent layer's input, in [0, 1)."),
+    "recurrent_dropout": Shortcut("model.recurrent_dropout", "float", "Dropout on the h feeding each recurrence."),
+    "dropout_mode": Shortcut("model.dropout_mode", "string", "Input/recurrent dropout masks: variational or per_step."),
+    "activation": Shortcut("model.activation", "string", "Cell activation: tanh, relu, ..."),
+    "unroll": Shortcut("model.unroll", "int", "lax.scan unroll factor (default: chosen per backend)."),
+    "pooling": Shortcut("model.pooling", "string", "How the sequence becomes features: last (valid step) or mean."),
+    "model": Shortcut("model.architecture", "string", "The classifier: lstm (the recurrent stack) or lstm_fcn."),
+    "conv_filters": Shortcut("model.conv_filters", "ints", "LSTM-FCN: filters of each convolution (kernels 8, 5, 3)."),
+    "conv_norm": Shortcut("model.conv_norm", "string", "LSTM-FCN: normalisation after each convolution."),
+    # data
+    "dataset": Shortcut("dataset", "string", "The data: see the experiment's docstring."),
+    "data_dir": Shortcut("data_dir", "string", "For ucr:NAME, the folder holding NAME/NAME_TRAIN.tsv (or .ts)."),
+    "znorm": Shortcut("data.znorm", "bool", "Z-normalise each series (per channel, over its valid steps)."),
+    "val_fraction": Shortcut("data.val_fraction", "float", "Share of the training data held out for validation."),
+    "min_epoch_rows": Shortcut("data.min_epoch_rows", "int", "Repeat a small training set within an epoch up to this many rows."),
+    "window": Shortcut("data.window", "int", "Input window length (csv: two seasons, or 24 steps without one, unless given)."),
+    "column": Shortcut("data.column", "string", "csv: the column to forecast."),
+    "date_column": Shortcut("data.date_column", "string", "csv: an optional column of dates, recorded beside the forecast."),
+    "test_size": Shortcut("data.test_size", "int", "csv: the last N values are the test, forecast multi-step."),
+    "season": Shortcut("data.season", "int", "csv: the seasonal period in steps (0: detect it; 1: none)."),
+    "missing": Shortcut("data.missing", "string", "csv: interpolate empty fields (with a warning) or error."),
+    "transform": Shortcut("data.transform", "string", "csv: auto, or a chain such as log,sdiff,standard."),
+    "strategy": Shortcut("data.strategy", "string", "csv: direct (all --horizon values at once) or recursive."),
+    "horizon": Shortcut("data.horizon", "int", "csv, direct: values per model call (0: the test span, capped)."),
+    "val_size": Shortcut("data.val_size", "int", "csv: values at the end of the training part for validation (0: auto)."),
+}.items()}
+
+TRAINING = ("epochs", "batch_size", "learning_rate", "seed", "patience", "schedule", "warmup_epochs", "clip_norm",
+            "select", "profile_steps")
+MODEL = ("cell", "hidden_size", "num_layers", "bidirectional", "dropout", "input_dropout", "recurrent_dropout",
+         "dropout_mode", "activation", "unroll")
+
+
+def _define_shortcut(name: str) -> None:
+    s = SHORTCUTS[name]
+    define = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float, "bool": flags.DEFINE_bool,
+              "string": flags.DEFINE_string, "ints": flags.DEFINE_list}[s.kind]
+    define(name, None, f"{s.help} Shortcut for --config.{s.field} (default: the config's).")
+
+
+def define_flags(experiment: str, default_config: str, shortcuts: tuple[str, ...]) -> None:
+    """The flags of one front-end: --config, its shortcuts, and the run options every experiment has."""
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file(
+        "config", os.path.join(CONFIG_DIR, f"{default_config}.py"),
+        f"A config file (experiments/configs/*.py); default: {default_config}.py, or the recipe the "
+        "dataset calls for. Override fields with --config.FIELD=VALUE.", lock_config=True)
+    for name in shortcuts:
+        _define_shortcut(name)
+    flags.DEFINE_string("workdir", None, f"Where the run is written (default: a fresh runs/{experiment}-<time>).")
     flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its latest checkpoint.")
-    flags.DEFINE_integer("patience", 0, "Early stopping: epochs without a better validation metric (0: off).")
-    flags.DEFINE_enum("schedule", "constant", ["constant", "cosine", "warmup_cosine"], "Learning-rate schedule.")
-    flags.DEFINE_integer("warmup_epochs", 0, "Linear warmup epochs, with --schedule=warmup_cosine.")
-    flags.DEFINE_float("clip_norm", 0.0, "Clip gradients to this global norm (0: off).")
     flags.DEFINE_bool("quiet", False, "No per-epoch progress lines.")
+    # Multi-host: every process runs the same command with its own --process_id (or the environment
+    # variables below). Without a coordinator the job is one process over all its local devices.
+    flags.DEFINE_string("coordinator_address", os.environ.get("LSTM_JAX_COORDINATOR"),
+                        "host:port of process 0, for a multi-process job (env LSTM_JAX_COORDINATOR).")
+    flags.DEFINE_integer("num_processes", int(os.environ.get("LSTM_JAX_NUM_PROCESSES", "1")),
+                         "Processes in a multi-process job (env LSTM_JAX_NUM_PROCESSES).")
+    flags.DEFINE_integer("process_id", int(os.environ.get("LSTM_JAX_PROCESS_ID", "0")),
+                         "This process's index in a multi-process job (env LSTM_JAX_PROCESS_ID).")
 
 
-MODEL_FLAGS = ("cell", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "dropout_mode",
-               "activation", "unroll")
+# -- resolving the config --------------------------------------------------------------------------
+
+def load_config(name: str) -> ml_collections.ConfigDict:
+    """``experiments/configs/<name>.py``'s ``get_config()``."""
+    return importlib.import_module(f"experiments.configs.{name}").get_config()
 
 
-def model_kwargs() -> dict:
-    """ModelConfig arguments from the shared model flags (hidden_size and the rest stay with each experiment)."""
-    return {name: FLAGS[name].value for name in MODEL_FLAGS}
+def get_field(config: ml_collections.ConfigDict, path: str) -> Any:
+    for part in path.split("."):
+        config = config[part]
+    return config
 
 
-def train_config(**overrides) -> TrainConfig:
-    """The TrainConfig the training flags describe; ``overrides`` win over defaults, not over flags given."""
-    values = {name: FLAGS[name].value for name in
-              ("epochs", "batch_size", "learning_rate", "seed", "patience", "schedule", "warmup_epochs", "clip_norm")}
-    for name, value in overrides.items():
-        if not FLAGS[name].present:
-            values[name] = value
-    return TrainConfig(**values)
+def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
+    """Sets an existing field (a misspelt path is an error, never a new field)."""
+    *parents, last = path.split(".")
+    for part in parents:
+        config = config[part]
+    if last not in config:
+        raise ConfigError(f"the config has no field {path}")
+    try:
+        config[last] = value
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"cannot set {path} to {value!r}: {str(e).splitlines()[0]}") from None
 
 
-def log_fn():
-    """Where per-epoch progress goes: stdout, or nowhere with --quiet."""
-    return (lambda _: None) if FLAGS.quiet else (lambda line: print(line, flush=True))
+def _shortcut_value(name: str, value: Any) -> Any:
+    s = SHORTCUTS[name]
+    if s.kind == "ints":
+        try:
+            return tuple(int(v) for v in value)
+        except ValueError:
+            raise ConfigError(f"--{name} must be integers, got {','.join(value)}") from None
+    if s.field == "model.hidden_size":
+        return (int(value),)
+    return value
 
 
-def define_model_flags(*, hidden_size: int, activation: str) -> None:
-    flags.DEFINE_string("cell", "lstm", "Registered cell name (see lstm_jax.cells.CELLS).")
-    flags.DEFINE_integer("hidden_size", hidden_size, "Units per recurrent layer.")
-    flags.DEFINE_integer("num_layers", 1, "Recurrent layers in the stack.")
-    flags.DEFINE_float("dropout", 0.0, "Dropout between stacked layers, in [0, 1).")
-    flags.DEFINE_string("activation", activation, "Cell activation: tanh, relu, ...")
-    flags.DEFINE_integer("unroll", None, "lax.scan unroll factor (default: chosen per backend).")
-    flags.DEFINE_float("input_dropout", 0.0, "Dropout on each recurrent layer's input, in [0, 1).")
-    flags.DEFINE_float("recurrent_dropout", 0.0, "Dropout on the h feeding each recurrence, in [0, 1).")
-    flags.DEFINE_enum("dropout_mode", "variational", ["variational", "per_step"],
-                      "Input/recurrent dropout masks: one per sequence (Gal & Ghahramani) or new each step.")
+def resolve_config(shortcuts: tuple[str, ...], default_for: Callable[[str | None], str],
+                   derived: Callable[[ml_collections.ConfigDict, set[str]], None] | None = None
+                   ) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+    """The run's config: the file, its dotted overrides, then the shortcut flags given.
 
+    ``default_for(dataset)`` names the config file used without ``--config`` (``dataset`` is the
+    ``--dataset`` flag, or None). ``derived(config, given)`` applies shortcuts that set several
+    fields at once (``given``: every field set on the command line). Returns the config and a
+    record of where it came from (file, overrides).
+    """
+    from ml_collections import config_flags
+
+    overrides = dict(config_flags.get_override_values(FLAGS["config"]))
+    if FLAGS["config"].present:
+        config, source = FLAGS.config, config_flags.get_config_filename(FLAGS["config"])
+        try:
+            config.experiment  # ml_collections reports a file it could not load on first use
+        except OSError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            raise ConfigError(f"--config {source}: {lines[-1] if lines else 'cannot be loaded'}") from None
+        except AttributeError:
+            raise ConfigError(f"--config {source}: not an experiment config (it has no 'experiment' field)") from None
+    else:
+        dataset = FLAGS["dataset"].value if "dataset" in shortcuts else None
+        name = default_for(dataset)
+        source = os.path.relpath(os.path.join(CONFIG_DIR, f"{name}.py"), os.getcwd())
+        config = load_config(name)
+        for path, value in overrides.items():
+            set_field(config, path, value)
+    given = set(overrides)
+    for name in shortcuts:
+        value = FLAGS[name].value
+        if value is None:
+            continue
+        field = SHORTCUTS[name].field
+        if field in overrides:
+            raise ConfigError(f"--{name} and --config.{field} both set {field}; give one")
+        set_field(config, field, _shortcut_value(name, value))
+        given.add(field)
+        overrides[field] = get_field(config, field)
+    if derived is not None:
+        derived(config, given)
+    return config, {"file": source, "overrides": {k: overrides[k] for k in sorted(overrides)}}
+
+
+# -- running ----------------------------------------------------------------------------------------
 
 def default_workdir(name: str) -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -85,10 +208,15 @@ def default_workdir(name: str) -> str:
     return path
 
 
+def log_fn() -> Callable[[str], None]:
+    """Where per-epoch progress goes: stdout, or nowhere with --quiet."""
+    return (lambda _: None) if FLAGS.quiet else (lambda line: print(line, flush=True))
+
+
 def initialize_distributed() -> None:
     """Joins a multi-process job when a coordinator is given; a no-op otherwise."""
-    if FLAGS.coordinator_address is None:
-        if FLAGS.num_processes != 1:
+    if "coordinator_address" not in FLAGS or FLAGS.coordinator_address is None:
+        if "num_processes" in FLAGS and FLAGS.num_processes != 1:
             raise UserError("--num_processes > 1 needs --coordinator_address")
         return
     if not 0 <= FLAGS.process_id < FLAGS.num_processes:
@@ -127,10 +255,24 @@ def _parse_flags(argv: list[str]) -> list[str]:
         return FLAGS(argv)
     except flags.Error as e:
         fail(str(e).splitlines()[0])
+    except (OSError, SyntaxError, TypeError, ValueError, AttributeError, KeyError) as e:
+        # A config file that is missing or broken is reported by ml_collections while flags parse.
+        fail(f"--config: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """``app.run`` that turns bad input (``UserError``, bad flags) into one line on stderr, exit 2."""
+def run(main: Callable[[list[str]], None], *, define: Callable[[], None] | None = None) -> None:
+    """``app.run`` that turns bad input (``UserError``, bad flags) into one line on stderr, exit 2.
+
+    ``define`` defines the front-end's flags first (they are not defined on import).
+    """
+    if define is not None:
+        try:
+            define()
+        except (AttributeError, KeyError) as e:
+            # ml_collections reads --config.FIELD overrides from sys.argv while the flag is defined.
+            fail(f"--config: the config has no field {str(e).strip(chr(34) + chr(39))!r} (a misspelt --config.FIELD?)")
+        except (OSError, SyntaxError, TypeError, ValueError) as e:
+            fail(f"--config: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
     def guarded(argv):
         # Orbax reports every save at INFO; the epoch lines say enough unless --verbosity asks.

@@ -41,10 +41,6 @@ SEEDS = (
     Seed("forecast", "experiments.forecast", (), "val_mse"),
 )
 
-flags.DEFINE_string("workdir", None, "Parent of the four workdirs (default: a fresh runs/seeds-<time>).")
-flags.DEFINE_list("only", [s.name for s in SEEDS], "Which programs to run, in this order.")
-flags.DEFINE_integer("epochs", None, "Passed to every program as --epochs (default: each program's own).")
-flags.DEFINE_integer("seed", None, "Passed to every program as --seed (default: each program's own, 0).")
 FLAGS = flags.FLAGS
 
 
@@ -111,5 +107,12 @@ def main(argv):
         sys.exit(1)
 
 
+def define_flags() -> None:
+    flags.DEFINE_string("workdir", None, "Parent of the four workdirs (default: a fresh runs/seeds-<time>).")
+    flags.DEFINE_list("only", [s.name for s in SEEDS], "Which programs to run, in this order.")
+    flags.DEFINE_integer("epochs", None, "Passed to every program as --epochs (default: each program's own).")
+    flags.DEFINE_integer("seed", None, "Passed to every program as --seed (default: each program's own, 0).")
+
+
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, define=define_flags)

@@ -31,11 +31,6 @@ from lstm_jax.errors import DataError
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 PUBLISHED = ("1NN-DTW", "FCN", "LSTM-FCN")
 
-flags.DEFINE_string("data_dir", str(REPO_ROOT.parent / "shared" / "data" / "ucr"),
-                    "Folder of UCR datasets, one NAME/NAME_TRAIN.tsv (or .ts) each.")
-flags.DEFINE_list("datasets", [], "Only these datasets (default: every one found in --data_dir).")
-flags.DEFINE_string("workdir", None, "Where each run's workdir and the table go (default: runs/ucr-<time>).")
-flags.DEFINE_string("flags", "", "Extra flags for every experiments.binary run, e.g. '--seed=1'.")
 FLAGS = flags.FLAGS
 
 
@@ -140,5 +135,13 @@ def main(argv):
         raise DataError(f"{sum('error' in r for r in rows)} of {len(rows)} datasets failed; see the table")
 
 
+def define_flags() -> None:
+    flags.DEFINE_string("data_dir", str(REPO_ROOT.parent / "shared" / "data" / "ucr"),
+                        "Folder of UCR datasets, one NAME/NAME_TRAIN.tsv (or .ts) each.")
+    flags.DEFINE_list("datasets", [], "Only these datasets (default: every one found in --data_dir).")
+    flags.DEFINE_string("workdir", None, "Where each run's workdir and the table go (default: runs/ucr-<time>).")
+    flags.DEFINE_string("flags", "", "Extra flags for every experiments.binary run, e.g. '--seed=1'.")
+
+
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, define=define_flags)

@@ -1,13 +1,14 @@
-"""Tasks: what the training loop minimises and reports, per example.
+"""Tasks: what a model's output is scored against. A task gives a loss and metrics per example.
 
-A task has ``loss(out, y)`` and ``metrics(out, y)`` giving one value per example (the loop takes
-their weighted means over the rows of a batch), ``shown`` (the metrics printed each epoch), and
-``best_metric`` / ``best_mode`` (which checkpoint is the best one).
+``loss(out, y) -> [B]`` and ``metrics(out, y) -> {name: [B]}`` are pure JAX; the training loop
+weights and sums them over batches, so every reported metric is an exact mean over real rows.
+``shown`` names the metrics printed each epoch (and drawn in the learning curves).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,42 @@ import optax
 from lstm_jax.errors import ConfigError
 
 Array = jax.Array
+
+
+class Task(Protocol):
+    shown: tuple[str, ...]
+
+    def loss(self, out: Array, y: Array) -> Array: ...
+
+    def metrics(self, out: Array, y: Array) -> dict[str, Array]: ...
+
+
+class BinaryTask:
+    """Logits [B] against labels {0, 1}: binary cross-entropy and accuracy."""
+
+    shown = ("loss", "accuracy")
+
+    @staticmethod
+    def loss(logits_B: Array, y_B: Array) -> Array:
+        return optax.sigmoid_binary_cross_entropy(logits_B, y_B)
+
+    @staticmethod
+    def metrics(logits_B: Array, y_B: Array) -> dict[str, Array]:
+        return {"accuracy": ((logits_B > 0) == (y_B > 0.5)).astype(jnp.float32)}
+
+
+class RegressionTask:
+    """Predictions [B, K] against targets [B, K]: mean squared error (and MAE)."""
+
+    shown = ("loss", "mae")
+
+    @staticmethod
+    def loss(pred_BxK: Array, y_BxK: Array) -> Array:
+        return jnp.mean(jnp.square(pred_BxK - y_BxK), axis=-1)
+
+    @staticmethod
+    def metrics(pred_BxK: Array, y_BxK: Array) -> dict[str, Array]:
+        return {"mse": jnp.mean(jnp.square(pred_BxK - y_BxK), axis=-1), "mae": jnp.mean(jnp.abs(pred_BxK - y_BxK), axis=-1)}
 
 
 class SoftmaxTask:
@@ -31,7 +68,6 @@ class SoftmaxTask:
     The metrics are never weighted or smoothed: ``accuracy`` is the share of rows predicted right.
     """
 
-    best_metric, best_mode = "val_accuracy", "max"
     shown = ("loss", "accuracy")
 
     def __init__(self, num_classes: int, *, label_smoothing: float = 0.0,
@@ -82,3 +118,12 @@ def balanced_class_weights(y_N, num_classes: int) -> tuple[float, ...]:
     counts = np.bincount(np.asarray(y_N).astype(np.int64), minlength=num_classes).astype(np.float64)
     n = counts.sum()
     return tuple(float(n / (num_classes * c)) if c else 0.0 for c in counts)
+
+
+# Metrics for which a higher value is better; every other metric (loss, mse, mae, ...) is minimised.
+_HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "coverage")
+
+
+def selection_mode(metric: str) -> str:
+    """'max' for metrics where higher is better (accuracy, AUC, F1, ...), else 'min' (losses, errors)."""
+    return "max" if any(metric.endswith(k) for k in _HIGHER_IS_BETTER) else "min"

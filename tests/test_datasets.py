@@ -453,10 +453,11 @@ def test_binary_recipe_yields_to_flags(tmp_path, run_experiment):
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((workdir / "summary.json").read_text())
     cfg = s["config"]
-    assert cfg["model"]["architecture"] == "lstm" and cfg["model"]["hidden_size"] == 4
-    assert cfg["train"]["epochs"] == 1 and cfg["train"]["batch_size"] == 16  # the recipe's batch size
+    assert cfg["model"]["architecture"] == "lstm" and cfg["model"]["hidden_size"] == [4]
+    assert cfg["epochs"] == 1 and cfg["batch_size"] == 16  # the recipe's batch size
     assert cfg["data"]["znorm"] is True
-    assert {"epochs", "model", "hidden_size"} <= set(cfg["recipe"]["overridden_by_flags"])
+    assert s["config_source"]["file"].endswith("ucr.py")
+    assert {"epochs", "model.architecture", "model.hidden_size"} <= set(s["config_source"]["overrides"])
     assert s["labels"] == {"1": 0, "2": 1} and "baselines" not in s
     assert sum(map(sum, s["test_confusion_matrix"])) == 10
 

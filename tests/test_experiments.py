@@ -1,7 +1,8 @@
-"""The experiment front-ends end to end, as subprocesses: outputs, workdirs, resume, flag errors.
+"""The experiment front-ends end to end, as a user runs them: outputs, workdirs, resume, flag errors.
 
-Each run pays jax start-up and compilation, so runs are few, started together, and each one is
-checked for everything it can show.
+Each command-line run pays jax start-up and compilation, so runs are few, started together, and
+each one is checked for everything it can show. In-process runs of ``train_and_evaluate`` are in
+tests/test_train_and_evaluate.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import pytest
 from lstm_jax import native
 
 SMALL = ("--epochs=1", "--hidden_size=8")
-BINARY_VARIANTS = {"basic": (), "stacked": ("--stacked",), "bidirectional": ("--bidirectional",)}
+BINARY_VARIANTS = {
+    "basic": (),
+    "stacked": ("--stacked",),
+    "bidirectional": ("--bidirectional",),
+    # The same run as "bidirectional", from its config file with dotted overrides.
+    "bidirectional_config": ("--config=experiments/configs/bidirectional.py", "--config.epochs=1",
+                             "--config.model.hidden_size=8"),
+}
 BINARY_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "wall_seconds", "num_devices", "config")
 FORECAST_KEYS = ("val_mse", "wall_seconds", "num_devices", "config")
 BENCH_IMPLS = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:cudnn", "flax_nnx")
@@ -60,7 +68,8 @@ def runs(tmp_path_factory, start_experiment):
     workdirs = {name: base / f"binary_{name}" for name in BINARY_VARIANTS}
     workdirs["forecast"] = base / "forecast"
     procs = {
-        name: start_experiment("binary", *SMALL, *flags, f"--workdir={workdirs[name]}")
+        name: start_experiment("binary", *(() if name.endswith("_config") else SMALL), *flags,
+                               f"--workdir={workdirs[name]}")
         for name, flags in BINARY_VARIANTS.items()
     }
     procs["forecast"] = start_experiment("forecast", *SMALL, f"--workdir={workdirs['forecast']}")
@@ -100,13 +109,28 @@ def test_binary_runs_end_to_end(runs, variant):
     assert os.path.isdir(workdir / "checkpoints" / "1")
 
     model = summary["config"]["model"]
-    assert summary["config"]["train"]["epochs"] == 1
+    assert summary["config"]["epochs"] == 1
     if variant == "stacked":
         # The seed's stacked model: LSTM(2h) -> Dropout(0.2) -> LSTM(h).
         assert model["hidden_size"] == [16, 8] and model["num_layers"] == 2 and model["dropout"] == 0.2
     else:
-        assert model["hidden_size"] == 8 and model["num_layers"] == 1
-    assert model["bidirectional"] == (variant == "bidirectional")
+        assert model["hidden_size"] == [8] and model["num_layers"] == 1
+    assert model["bidirectional"] == variant.startswith("bidirectional")
+    assert os.path.isfile(workdir / "config.json") and os.path.isfile(workdir / "confusion_matrix.png")
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(workdir))
+
+
+def test_config_file_and_shortcut_flags_give_the_same_run(runs):
+    """--config=bidirectional.py with dotted overrides is --bidirectional with short flags."""
+    by_flags = read_json(runs["bidirectional"][3] / "summary.json")
+    by_file = read_json(runs["bidirectional_config"][3] / "summary.json")
+    assert by_file["test_accuracy"] == by_flags["test_accuracy"]
+    assert by_file["test_loss"] == pytest.approx(by_flags["test_loss"], rel=1e-6)
+    assert by_file["config"] == by_flags["config"]
+    assert by_file["config_source"]["file"].endswith("bidirectional.py")
+    assert by_file["config_source"]["overrides"] == {"epochs": 1, "model.hidden_size": [8]}
+    assert by_flags["config_source"]["overrides"] == {"epochs": 1, "model.bidirectional": True,
+                                                      "model.hidden_size": [8]}
 
 
 def test_forecast_runs_end_to_end(runs):
@@ -119,7 +143,7 @@ def test_forecast_runs_end_to_end(runs):
     assert len(summary["first_predictions"]) == 10
     assert len(re.findall(r"predicted [+-][0-9.]+\s+actual [+-][0-9.]+", stdout)) == 10
     assert [r["epoch"] for r in read_metrics(workdir)] == [1]
-    assert summary["config"]["model"]["hidden_size"] == 8
+    assert summary["config"]["model"]["hidden_size"] == [8]
 
 
 def test_benchmark_runs_end_to_end(runs):
@@ -187,6 +211,11 @@ BAD_FLAGS = {
     "epochs_not_int": ("--epochs=abc",),
     "unknown_dataset": ("--dataset=no_such_dataset",),
     "unknown_flag": ("--no_such_flag=1",),
+    "unknown_config_field": ("--config.model.no_such_field=1",),
+    "missing_config_file": ("--config=experiments/configs/no_such_config.py",),
+    "flag_and_override_clash": ("--epochs=2", "--config.epochs=3"),
+    "forecast_flag_in_binary": ("--window=10",),
+    "unknown_cell": ("--cell=no_such_cell",),
 }
 
 
@@ -207,3 +236,26 @@ def test_bad_flags_give_one_error_line(bad_flag_runs, case):
     assert lines[0].startswith("error:"), stderr
     assert "Traceback" not in stderr + stdout
     assert not os.path.exists(workdir), "a refused run must not create its workdir"
+
+
+def test_a_file_as_workdir_is_refused_in_one_line(tmp_path, run_experiment):
+    path = tmp_path / "results.txt"
+    path.write_text("my notes")
+    out = run_experiment("binary", *SMALL, f"--workdir={path}")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"error: --workdir {path} is a file, not a folder; choose another --workdir"]
+    assert path.read_text() == "my notes"
+
+
+def test_resume_with_another_config_is_refused_naming_the_field(runs, tmp_path, run_experiment):
+    rc, _, _, original = runs["basic"]
+    assert rc == 0
+    workdir = tmp_path / "wd"
+    shutil.copytree(original, workdir)
+    before = snapshot(workdir)
+    out = run_experiment("binary", "--epochs=2", "--hidden_size=8", "--learning_rate=0.01", "--resume",
+                         f"--workdir={workdir}")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "learning_rate" in lines[0] and "only the number of epochs may change" in lines[0]
+    assert snapshot(workdir) == before

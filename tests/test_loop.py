@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -17,7 +18,7 @@ from flax import nnx
 
 from lstm_jax.checkpoint import Checkpointer
 from lstm_jax.data import Dataset, Split, batches, make_order_task
-from lstm_jax.errors import CheckpointError, NonFiniteError
+from lstm_jax.errors import CheckpointError, ConfigError, NonFiniteError
 from lstm_jax.models import Classifier, Forecaster, ModelConfig
 from lstm_jax.training import (
     BinaryTask,
@@ -25,6 +26,7 @@ from lstm_jax.training import (
     TrainConfig,
     Trainer,
     TrainState,
+    fit,
     eval_step,
     rng_streams,
     train_step,
@@ -212,12 +214,13 @@ def tiny_binary(nan=False):
 
 
 def train_config(epochs, seed=0):
-    return TrainConfig(epochs=epochs, batch_size=8, eval_batch_size=8, learning_rate=1e-2, seed=seed)
+    return TrainConfig(epochs=epochs, batch_size=8, eval_batch_size=8, learning_rate=1e-2, seed=seed,
+                       select="val_accuracy")
 
 
-def make_trainer(workdir, epochs, *, resume=False, data=None, seed=0, params_seed=0, logs=None):
+def make_trainer(workdir, epochs, *, resume=False, data=None, seed=0, params_seed=0, logs=None, config=None):
     model = Classifier(D, MODEL_CONFIG, rngs=nnx.Rngs(params_seed))
-    return Trainer(model, BinaryTask(), data or tiny_binary(), train_config(epochs, seed), str(workdir),
+    return Trainer(model, BinaryTask(), data or tiny_binary(), config or train_config(epochs, seed), str(workdir),
                    resume=resume, log=(logs.append if logs is not None else lambda _: None))
 
 
@@ -305,8 +308,13 @@ def test_trainer_refuses_used_workdir_without_resume(two_epoch_run, tmp_path):
 
     with pytest.raises(CheckpointError, match="no run to resume"):
         make_trainer(tmp_path / "empty", 2, resume=True)
-    with pytest.raises(CheckpointError, match="seed"):
+    # A resume with another configuration is refused, naming the field; only epochs may change.
+    with pytest.raises(ConfigError, match=r"train\.seed is 1 but .* used 0"):
         make_trainer(workdir, 3, resume=True, seed=1)
+    with pytest.raises(ConfigError, match=r"train\.learning_rate"):
+        make_trainer(workdir, 3, resume=True, config=dataclasses.replace(train_config(3), learning_rate=0.5))
+    for p, content in snapshot.items():
+        assert open(p, "rb").read() == content
 
 
 def test_trainer_checkpoint_is_readable_by_plain_orbax(two_epoch_run):
@@ -334,3 +342,55 @@ def test_nan_after_resume_names_the_global_step_and_keeps_the_checkpoint(two_epo
     trainer.close()
     assert [r["epoch"] for r in read_metrics(workdir)] == [1, 2]
     assert max(_numeric_dirs(workdir / "checkpoints")) == 2
+
+
+def test_fit_leaves_the_best_weights_in_the_callers_model(tmp_path):
+    """The model passed in is trained in place: its own predictions give the summary's test accuracy."""
+    data = tiny_binary()
+    model = Classifier(D, MODEL_CONFIG, rngs=nnx.Rngs(0))
+    before = leaves_with_paths(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    summary = fit(model, BinaryTask(), data, train_config(3), str(tmp_path / "wd"), log=lambda _: None)
+    after = leaves_with_paths(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(before, after))
+    logits = np.asarray(model(jnp.asarray(data.test.x)))
+    accuracy = float(np.mean((logits > 0) == (data.test.y > 0.5)))
+    assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    # The weights are the best checkpoint's, as plain orbax reads them.
+    best = leaves_with_paths(read_checkpoint(tmp_path / "wd" / "checkpoints", summary["best_epoch"])["state"]["params"])
+    assert [p for p, _ in best] == [p for p, _ in after]
+    for (p, a), (_, b) in zip(best, after):
+        np.testing.assert_array_equal(a, b, err_msg=p)
+
+
+def test_tensorboard_events_hold_one_point_per_epoch(two_epoch_run):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    workdir, summary, _ = two_epoch_run
+    ea = event_accumulator.EventAccumulator(str(workdir))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    for tag in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "learning_rate", "steps_per_second"):
+        assert tag in tags, tags
+        assert [e.step for e in ea.Scalars(tag)] == [1, 2]
+    records = read_metrics(workdir)
+    assert [e.value for e in ea.Scalars("val/loss")] == pytest.approx([r["val_loss"] for r in records], rel=1e-6)
+    assert [e.value for e in ea.Scalars("learning_rate")] == pytest.approx([1e-2, 1e-2])
+    assert ea.Scalars("hparams/test_accuracy")[0].value == pytest.approx(summary["test_accuracy"], rel=1e-6)
+
+
+def test_a_file_as_workdir_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("keep me")
+    with pytest.raises(CheckpointError, match="is a file"):
+        make_trainer(path, 1)
+    with pytest.raises(CheckpointError, match="cannot be created"):
+        make_trainer(path / "run", 1)
+    assert path.read_text() == "keep me"
+
+
+def test_profile_steps_write_a_trace(tmp_path):
+    config = dataclasses.replace(train_config(1), profile_steps=2)
+    summary = fit(Classifier(D, MODEL_CONFIG, rngs=nnx.Rngs(0)), BinaryTask(), tiny_binary(), config,
+                  str(tmp_path / "wd"), log=lambda _: None)
+    assert summary["steps"] == 3
+    traces = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "wd" / "plugins" / "profile") for f in fs]
+    assert any(t.endswith(".xplane.pb") for t in traces), traces
