@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

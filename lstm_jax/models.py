@@ -10,7 +10,7 @@ Both take ``x_BxTxD`` and optional ``lengths_B`` and a dropout ``key`` (None at 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -13,7 +13,6 @@ import pytest
 from experiments import classify, ucr
 from experiments.configs import classify as classify_config
 from experiments.train import train_and_evaluate
-from lstm_jax import metrics as M
 from lstm_jax.errors import ConfigError, DataError
 
 
