@@ -283,6 +283,7 @@ def main(argv):
     os.makedirs(root, exist_ok=True)
     extra = shlex.split(FLAGS.flags)
     command = (f"python -m experiments.ucr --experiment={FLAGS.experiment} --data_dir={FLAGS.data_dir}"
+               + (f" --datasets={','.join(FLAGS.datasets)}" if FLAGS.datasets else "")
                + (f" --compare={FLAGS.compare}" if FLAGS.compare else "") + (f" --flags='{FLAGS.flags}'" if extra else ""))
     print(f"{len(names)} datasets from {data_dir}" + (f" (shard {k} of {n})" if n > 1 else "") + f"; runs in {root}",
           flush=True)
