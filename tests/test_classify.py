@@ -128,7 +128,8 @@ def test_front_end_errors_are_one_line(tmp_path, start_experiment):
     (one / "One_TEST.ts").write_text((root / "Tri" / "Tri_TEST.ts").read_text())
     cases = [("classify", ["--dataset=ucr:One", f"--data_dir={root}"], "One: the training data holds only class up; classification needs at least 2 classes"),
              ("binary", ["--dataset=ucr:Tri", f"--data_dir={root}"],
-              "Tri has 3 classes (down, flat, up); a binary task needs exactly 2: use python -m experiments.classify")]
+              "Tri has 3 classes (down, flat, up); a binary task needs exactly 2: use python -m experiments.classify "
+              "for 3 classes")]
     procs = [(start_experiment(exp, *args, f"--workdir={tmp_path / exp}"), msg) for exp, args, msg in cases]
     for proc, msg in procs:
         out, err = proc.communicate(timeout=300)
