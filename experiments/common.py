@@ -56,7 +56,9 @@ SHORTCUTS: dict[str, Shortcut] = {s_name: s for s_name, s in {
     "activation": Shortcut("model.activation", "string", "Cell activation: tanh, relu, ..."),
     "unroll": Shortcut("model.unroll", "int", "lax.scan unroll factor (default: chosen per backend)."),
     "pooling": Shortcut("model.pooling", "string", "How the sequence becomes features: last (valid step) or mean."),
-    "model": Shortcut("model.architecture", "string", "The classifier: lstm (the recurrent stack) or lstm_fcn."),
+    "model": Shortcut("model.architecture", "string",
+                      "The classifier: lstm (the recurrent stack), lstm_fcn (dimension shuffle, as published), "
+                      "lstm_fcn_time (its LSTM over time) or fcn."),
     "conv_filters": Shortcut("model.conv_filters", "ints", "LSTM-FCN: filters of each convolution (kernels 8, 5, 3)."),
     "conv_norm": Shortcut("model.conv_norm", "string", "LSTM-FCN: normalisation after each convolution."),
     # data
@@ -70,7 +72,11 @@ SHORTCUTS: dict[str, Shortcut] = {s_name: s for s_name, s in {
     "date_column": Shortcut("data.date_column", "string", "csv: an optional column of dates, recorded beside the forecast."),
     "test_size": Shortcut("data.test_size", "int", "csv: the last N values are the test, forecast multi-step (tsf: the header's @horizon unless given)."),
     "season": Shortcut("data.season", "int", "csv: the seasonal period in steps (0: detect it, tsf: from @frequency; 1: none)."),
-    "missing": Shortcut("data.missing", "string", "csv: interpolate empty fields (with a warning) or error."),
+    "missing": Shortcut("data.missing", "string", "Missing values inside a series: interpolate (with a warning) or error."),
+    "norm": Shortcut("data.norm", "string", "classify: auto, series (z-normalise each), channel (training statistics) or none."),
+    "label_smoothing": Shortcut("data.label_smoothing", "float", "classify: label smoothing of the cross-entropy, in [0, 1)."),
+    "class_weights": Shortcut("data.class_weights", "string", "classify: none, or balanced (N / (K n_k) per class)."),
+    "compare": Shortcut("compare", "string", "classify: models to train and choose among on validation, e.g. lstm,fcn."),
     "transform": Shortcut("data.transform", "string", "csv: auto, or a chain such as log,sdiff,standard."),
     "strategy": Shortcut("data.strategy", "string", "csv: direct (all --horizon values at once) or recursive."),
     "horizon": Shortcut("data.horizon", "int", "csv, direct: values per model call (0: the test span, capped)."),

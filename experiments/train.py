@@ -31,7 +31,7 @@ from lstm_jax.models import ModelConfig
 from lstm_jax.training import TrainConfig, Trainer
 from lstm_jax.workdir import Workdir, to_jsonable
 
-EXPERIMENTS = {"binary": "experiments.binary", "forecast": "experiments.forecast"}
+EXPERIMENTS = {"binary": "experiments.binary", "forecast": "experiments.forecast", "classify": "experiments.classify"}
 
 
 @dataclasses.dataclass

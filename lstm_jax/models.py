@@ -1,4 +1,7 @@
-"""Models: a binary classifier and a forecaster on top of an ``LSTMStack``.
+"""Models: classifiers (any number of classes) and a forecaster on top of an ``LSTMStack``.
+
+A classifier for ``num_classes`` K gives logits [B] (one sigmoid unit) when K == 2 and [B, K]
+(softmax) when K > 2; ``make_classifier`` builds the one ``ModelConfig.architecture`` names.
 
 Both take ``x_BxTxD`` and optional ``lengths_B`` and a dropout ``key`` (None at evaluation).
 ``ModelConfig`` describes the network alone; how it is trained lives in ``TrainConfig``.
@@ -7,7 +10,7 @@ Both take ``x_BxTxD`` and optional ``lengths_B`` and a dropout ``key`` (None at 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +23,10 @@ from lstm_jax.layers import DROPOUT_MODES, LSTMStack, dropout, valid_mask
 Array = jax.Array
 
 POOLINGS = ("last", "mean")
-ARCHITECTURES = ("lstm", "lstm_fcn")
+# 'lstm': the recurrent stack (bidirectional with ``bidirectional=True``); 'lstm_fcn': LSTM-FCN as
+# published (the LSTM reads the dimension-shuffled input); 'lstm_fcn_time': LSTM-FCN whose LSTM runs
+# over time; 'fcn': the convolutional branch alone.
+ARCHITECTURES = ("lstm", "lstm_fcn", "lstm_fcn_time", "fcn")
 CONV_NORMS = ("global", "layer", "group", "instance")
 
 
@@ -47,8 +53,8 @@ class ModelConfig:
     forget_bias: float = 1.0
     pooling: str = "last"
     unroll: int | None = None  # lax.scan unroll; None: a per-backend default
-    # Which classifier ``make_classifier`` builds: the recurrent stack alone ('lstm') or LSTM-FCN.
-    # The fields below are read by 'lstm_fcn' only; see ``LSTMFCN``.
+    # Which classifier ``make_classifier`` builds (see ARCHITECTURES). The fields below are read by
+    # 'lstm_fcn', 'lstm_fcn_time' and 'fcn' only; see ``LSTMFCN``.
     architecture: str = "lstm"
     conv_filters: tuple[int, ...] = (128, 256, 128)
     conv_kernels: tuple[int, ...] = (8, 5, 3)
@@ -136,14 +142,24 @@ class _Head(nnx.Module):
         return pool(self.encoder, h, carries, lengths, self.config.pooling)
 
 
-class Classifier(_Head):
-    """Binary classifier: ``model(x_BxTxD, lengths=None, *, key=None)`` -> logits [B]."""
+def head_width(num_classes: int) -> int:
+    """One sigmoid unit for two classes, one logit per class for more."""
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs num_classes >= 2, got {num_classes}")
+    return 1 if num_classes == 2 else num_classes
 
-    def __init__(self, in_features: int, config: ModelConfig, *, rngs: nnx.Rngs):
-        super().__init__(in_features, 1, config, rngs=rngs)
+
+class Classifier(_Head):
+    """``model(x_BxTxD, lengths=None, *, key=None)`` -> logits [B] (``num_classes`` 2: one sigmoid
+    unit) or [B, K] (``num_classes`` K > 2)."""
+
+    def __init__(self, in_features: int, config: ModelConfig, *, num_classes: int = 2, rngs: nnx.Rngs):
+        self.num_classes = num_classes
+        super().__init__(in_features, head_width(num_classes), config, rngs=rngs)
 
     def __call__(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None) -> Array:
-        return self.head(self.features(x_BxTxD, lengths, key=key))[:, 0]
+        logits = self.head(self.features(x_BxTxD, lengths, key=key))
+        return logits[:, 0] if self.num_classes == 2 else logits
 
 
 class Forecaster(_Head):
@@ -198,28 +214,43 @@ class MaskedNorm(nnx.Module):
 
 
 class LSTMFCN(nnx.Module):
-    """LSTM-FCN (Karim et al. 2017): ``model(x_BxTxD, lengths=None, *, key=None)`` -> logits [B].
+    """LSTM-FCN (Karim et al. 2017): ``model(x_BxTxD, lengths=None, *, key=None)`` -> logits [B] for
+    ``num_classes`` 2 (one sigmoid unit), [B, K] for K > 2.
 
-    Two branches read the same input, their features are concatenated, and one Dense gives the logit:
+    Two branches read the same input, their features are concatenated, and one Dense gives the logits:
 
-    * LSTM branch, over the *dimension-shuffled* input: the D channels are the steps and the T time
-      points are the features of each step (so a univariate series is one step of T features). It is
-      ``config.stack(T)``, its last output, then dropout ``config.dropout`` (the paper uses 0.8).
+    * LSTM branch, by ``config.architecture``:
+
+      - ``'lstm_fcn'`` (as published): over the *dimension-shuffled* input: the D channels are the
+        steps and the T time points are the features of each step (so a univariate series is one step
+        of T features: no recurrence happens). It is ``config.stack(T)`` and its last output.
+      - ``'lstm_fcn_time'``: over time, ``config.stack(D)`` on [B, T, D] with ``lengths``, pooled by
+        ``config.pooling`` (the last valid step, or the mean over the valid steps).
+      - ``'fcn'``: no LSTM branch (FCN alone, Wang et al. 2017).
+
+      Then dropout ``config.dropout`` (the paper uses 0.8).
     * FCN branch: ``Conv1D(f, k) -> norm -> ReLU`` for each (f, k) of ``conv_filters`` /
       ``conv_kernels`` (the paper's 128-8, 256-5, 128-3), then global average pooling over time.
 
     Deviation from the paper: the paper's BatchNorm is replaced by ``MaskedNorm`` (``config.conv_norm``),
     which needs no running statistics. With ``lengths``, steps past a row's length are zeroed before each
     convolution and left out of the normalisation and the pooling, so padding never changes a logit.
-    The network is built for one series length ``length`` (the LSTM branch's input width); shorter
-    series are zero-padded to it by the caller and passed with ``lengths``.
+    With the dimension shuffle the network is built for one series length ``length`` (the LSTM
+    branch's input width); shorter series are zero-padded to it by the caller and passed with
+    ``lengths``. The other two read any length.
     """
 
-    def __init__(self, in_features: int, length: int, config: ModelConfig, *, rngs: nnx.Rngs):
-        if length < 1:
+    def __init__(self, in_features: int, length: int | None, config: ModelConfig, *, num_classes: int = 2,
+                 rngs: nnx.Rngs):
+        self.shuffle = config.architecture == "lstm_fcn"
+        if self.shuffle and (length is None or length < 1):
             raise ConfigError(f"LSTM-FCN needs the series length (>= 1), got {length}")
-        self.config, self.length = config, length
-        self.encoder = config.stack(length, rngs)
+        self.config, self.length, self.num_classes = config, length, num_classes
+        width = head_width(num_classes)
+        if config.architecture == "fcn":
+            self.encoder = None
+        else:  # built first, so that the binary 'lstm_fcn' draws its parameters as it always has
+            self.encoder = config.stack(length if self.shuffle else in_features, rngs)
         convs, norms = [], []
         c = in_features
         for f, k in zip(config.conv_filters, config.conv_kernels):
@@ -227,20 +258,29 @@ class LSTMFCN(nnx.Module):
             norms.append(MaskedNorm(f, config.conv_norm, rngs=rngs))
             c = f
         self.convs, self.norms = nnx.List(convs), nnx.List(norms)
-        self.head = nnx.Linear(self.encoder.out_features + c, 1, rngs=rngs)
+        lstm_width = 0 if self.encoder is None else self.encoder.out_features
+        self.head = nnx.Linear(lstm_width + c, width, rngs=rngs)
+
+    def lstm_features(self, x_BxTxD: Array, lengths: Array | None, key: Array | None) -> Array | None:
+        """The LSTM branch's [B, H] features (before dropout); None for FCN alone."""
+        if self.encoder is None:
+            return None
+        if self.shuffle:  # [B, D, T]: D steps of T features; every step is valid.
+            _, carries = self.encoder(jnp.swapaxes(x_BxTxD, 1, 2), None, return_carry=True, key=key)
+            return self.encoder.final_output(carries)
+        h, carries = self.encoder(x_BxTxD, lengths, return_carry=True, key=key)
+        return pool(self.encoder, h, carries, lengths, self.config.pooling)
 
     def __call__(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None) -> Array:
         B, T, D = x_BxTxD.shape
-        if T != self.length:
+        if self.shuffle and T != self.length:
             raise ConfigError(f"this LSTM-FCN was built for series of length {self.length}, got {T}; "
                               f"zero-pad shorter series and pass lengths")
         mask_BxT = valid_mask(lengths, T)
         keep = (lambda h: h) if mask_BxT is None else (lambda h: jnp.where(mask_BxT[:, :, None], h, 0.0))
         x_BxTxD = keep(x_BxTxD)
         k_stack, k_out = (None, None) if key is None else tuple(jax.random.split(key))
-        # Dimension shuffle: [B, D, T] -- D steps of T features; every step is valid.
-        _, carries = self.encoder(jnp.swapaxes(x_BxTxD, 1, 2), None, return_carry=True, key=k_stack)
-        f_lstm = dropout(self.encoder.final_output(carries), self.config.dropout, k_out)
+        f_lstm = self.lstm_features(x_BxTxD, lengths, k_stack)
         h = x_BxTxD
         for conv, norm in zip(self.convs, self.norms):
             # Zeroing past the length makes 'SAME' padding at the end of a short row read zeros too.
@@ -249,13 +289,19 @@ class LSTMFCN(nnx.Module):
             f_conv = h.mean(axis=1)
         else:
             f_conv = h.sum(axis=1) / jnp.maximum(jnp.asarray(lengths), 1)[:, None].astype(h.dtype)
-        return self.head(jnp.concatenate([f_lstm, f_conv], axis=-1))[:, 0]
+        features = f_conv if f_lstm is None else jnp.concatenate(
+            [dropout(f_lstm, self.config.dropout, k_out), f_conv], axis=-1)
+        logits = self.head(features)
+        return logits[:, 0] if self.num_classes == 2 else logits
 
 
-def make_classifier(in_features: int, config: ModelConfig, rngs: nnx.Rngs, *, length: int | None = None) -> nnx.Module:
-    """The binary classifier ``config.architecture`` names; 'lstm_fcn' needs the series ``length``."""
-    if config.architecture == "lstm_fcn":
-        if length is None:
-            raise ConfigError("architecture='lstm_fcn' needs the series length (make_classifier(..., length=T))")
-        return LSTMFCN(in_features, length, config, rngs=rngs)
-    return Classifier(in_features, config, rngs=rngs)
+def make_classifier(in_features: int, config: ModelConfig, rngs: nnx.Rngs, *, length: int | None = None,
+                    num_classes: int = 2) -> nnx.Module:
+    """The classifier ``config.architecture`` names for ``num_classes`` classes: logits [B] for 2 (one
+    sigmoid unit), [B, K] for more. 'lstm_fcn' (dimension shuffle) needs the series ``length``."""
+    head_width(num_classes)
+    if config.architecture == "lstm_fcn" and length is None:
+        raise ConfigError("architecture='lstm_fcn' needs the series length (make_classifier(..., length=T))")
+    if config.architecture in ("lstm_fcn", "lstm_fcn_time", "fcn"):
+        return LSTMFCN(in_features, length, config, num_classes=num_classes, rngs=rngs)
+    return Classifier(in_features, config, num_classes=num_classes, rngs=rngs)

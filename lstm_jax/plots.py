@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,16 +43,29 @@ def learning_curves(history: Sequence[dict[str, Any]], path: str, metrics: Seque
     return _save(fig, path)
 
 
-def confusion_matrix(cm_2x2: np.ndarray, path: str, labels: Sequence[str] = ("0", "1"), title: str = "") -> str:
-    """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+def confusion_matrix(cm_KxK: np.ndarray, path: str, labels: Sequence[str] | None = None, title: str = "") -> str:
+    """A K x K confusion matrix (rows: true class, columns: predicted) with counts in the cells.
+
+    Cells are shaded by the share of their row (each true class's recall pattern), so that a small
+    class reads as clearly as a large one; ``labels`` default to 0..K-1.
+    """
     plt = _pyplot()
-    cm = np.asarray(cm_2x2)
-    fig, ax = plt.subplots(figsize=(3.8, 3.4))
-    ax.imshow(cm, cmap="Blues")
+    cm = np.asarray(cm_KxK)
+    K = cm.shape[0]
+    if cm.shape != (K, K):
+        raise ValueError(f"a confusion matrix must be square, got shape {cm.shape}")
+    labels = [str(k) for k in range(K)] if labels is None else [str(v) for v in labels]
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
+    side = max(3.8, 1.2 + 0.55 * K)
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    size = 10 if K <= 8 else max(5, 10 - (K - 8) // 2)
     for (r, c), v in np.ndenumerate(cm):
-        ax.text(c, r, str(int(v)), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
+        ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=size,
+                color="white" if share[r, c] > 0.5 else "black")
+    ax.set_xticks(range(K), labels, rotation=45 if max(map(len, labels)) > 3 else 0, ha="right" if max(map(len, labels)) > 3 else "center")
+    ax.set_yticks(range(K), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

@@ -102,6 +102,70 @@ class QuantileTask:
         return out
 
 
+class SoftmaxTask:
+    """K-class classification: logits [B, K] (K > 2) or the logits [B] of one sigmoid unit (K = 2)
+    against class indices y [B] (any dtype holding 0..K-1): cross-entropy, and accuracy.
+
+    ``label_smoothing`` a: the target puts 1 - a on the true class and a / K on every class (for one
+    sigmoid unit: the target 1 becomes 1 - a / 2, the target 0 becomes a / 2). ``class_weights`` [K]:
+    each example's loss is multiplied by the weight of its true class (``balanced_class_weights`` gives
+    N / (K * n_k), so every class carries the same total weight on an unbalanced training set). With
+    neither, a sigmoid unit's loss is exactly ``optax.sigmoid_binary_cross_entropy`` (``BinaryTask``'s).
+    The metrics are never weighted or smoothed: ``accuracy`` is the share of rows predicted right.
+    """
+
+    shown = ("loss", "accuracy")
+
+    def __init__(self, num_classes: int, *, label_smoothing: float = 0.0,
+                 class_weights: Sequence[float] | None = None):
+        if num_classes < 2:
+            raise ConfigError(f"a classification task needs num_classes >= 2, got {num_classes}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if class_weights is not None:
+            class_weights = tuple(float(w) for w in class_weights)
+            if len(class_weights) != num_classes or min(class_weights) < 0 or not all(np.isfinite(class_weights)):
+                raise ConfigError(f"class_weights needs {num_classes} finite weights >= 0, got {class_weights}")
+        self.num_classes, self.label_smoothing, self.class_weights = num_classes, float(label_smoothing), class_weights
+
+    def _check(self, out: Array) -> None:
+        want = (1,) if self.num_classes == 2 else (2,)
+        if out.ndim not in want or (out.ndim == 2 and out.shape[-1] != self.num_classes):
+            shape = "[B] (one sigmoid unit)" if self.num_classes == 2 else f"[B, {self.num_classes}]"
+            raise ConfigError(f"{self.num_classes} classes need logits {shape}, got shape {out.shape}")
+
+    def loss(self, out: Array, y_B: Array) -> Array:
+        self._check(out)
+        y = y_B.astype(jnp.int32)
+        a = self.label_smoothing
+        if self.num_classes == 2:
+            target = y.astype(out.dtype)
+            if a:
+                target = target * (1.0 - a) + 0.5 * a
+            loss = optax.sigmoid_binary_cross_entropy(out, target)
+        else:
+            target = jax.nn.one_hot(y, self.num_classes, dtype=out.dtype)
+            if a:
+                target = optax.smooth_labels(target, a)
+            loss = optax.softmax_cross_entropy(out, target)
+        if self.class_weights is not None:
+            loss = loss * jnp.asarray(self.class_weights, out.dtype)[y]
+        return loss
+
+    def metrics(self, out: Array, y_B: Array) -> dict[str, Array]:
+        self._check(out)
+        pred = (out > 0).astype(jnp.int32) if self.num_classes == 2 else jnp.argmax(out, axis=-1)
+        return {"accuracy": (pred == y_B.astype(jnp.int32)).astype(jnp.float32)}
+
+
+def balanced_class_weights(y_N, num_classes: int) -> tuple[float, ...]:
+    """N / (K * n_k) for each class k of the labels ``y_N`` (scikit-learn's 'balanced'); a class with
+    no row gets 0 (it never weighs an example anyway)."""
+    counts = np.bincount(np.asarray(y_N).astype(np.int64), minlength=num_classes).astype(np.float64)
+    n = counts.sum()
+    return tuple(float(n / (num_classes * c)) if c else 0.0 for c in counts)
+
+
 # Metrics for which a higher value is better; every other metric (loss, mse, mae, ...) is minimised.
 _HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "coverage")
 

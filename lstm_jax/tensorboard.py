@@ -25,6 +25,13 @@ class Writer:
     def text(self, tag: str, text: str) -> None:
         self._w.add_text(tag, text, 0)
 
+    def image(self, tag: str, png_path: str) -> None:
+        """A picture the run drew (e.g. the confusion matrix), read back from its PNG file."""
+        import matplotlib.image
+
+        img = matplotlib.image.imread(png_path)[..., :3]  # RGBA floats in [0, 1] -> RGB
+        self._w.add_image(tag, img, 0, dataformats="HWC")
+
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """Hyperparameters (scalars and strings) with the final metrics of the run.
 

@@ -69,7 +69,9 @@ def test_nan_padded_rows_get_lengths(tmp_path):
     rows[2][5:] = ["NaN"]         # length 4
     rows[3][3] = "NaN"            # an inner gap: interpolated, length stays 5
     make_ucr(tmp_path, "Var", rows, toy_rows(4, length=5))
-    ds = datasets.load_ucr("Var", str(tmp_path), val_fraction=0.34, seed=0)
+    with pytest.warns(datasets.MissingValuesWarning, match=r"Var_TRAIN.tsv: 1 missing value inside 1 series"):
+        ds = datasets.load_ucr("Var", str(tmp_path), val_fraction=0.34, seed=0)
+    assert ds.info["missing_values"] == {"train": 1, "test": 0, "handling": "interpolate"}
     by_id = {i: (x, L) for s in (ds.train, ds.val) for i, x, L in zip(ids(s), s.x, s.lengths)}
     x1, L1 = by_id[1001]
     assert L1 == 3 and np.all(x1[3:] == 0)
@@ -147,8 +149,10 @@ def test_npz(tmp_path):
 
 def test_loader_errors(tmp_path):
     make_ucr(tmp_path, "Three", toy_rows(9, labels=(1, 2)) + [[3, 1, 2, 3, 4, 5, 6]], toy_rows(4, labels=(1, 2)))
-    with pytest.raises(DataError, match=r"Three has 3 classes \(1, 2, 3\); a binary task needs exactly 2"):
-        datasets.load_ucr("Three", str(tmp_path))
+    with pytest.raises(DataError, match=r"Three has 3 classes \(1, 2, 3\); a binary task needs exactly 2: "
+                                        r"use python -m experiments.classify"):
+        datasets.load_binary("ucr:Three", str(tmp_path))
+    assert datasets.load_ucr("Three", str(tmp_path)).info["num_classes"] == 3
     bad = toy_rows(6)
     bad[3][2] = "abc"
     make_ucr(tmp_path, "Bad", bad, toy_rows(4))
@@ -169,6 +173,158 @@ def test_baselines_table(tmp_path):
     assert datasets.read_baselines(str(tmp_path / "ucr"), "Toy") == {"A": 0.5, "B": None}
     assert datasets.read_baselines(str(tmp_path / "ucr"), "Missing") is None
 
+
+
+# -- K classes ------------------------------------------------------------------------------------
+
+TS_HEAD = ("# made up\n@problemName {name}\n@timeStamps false\n@missing {missing}\n@univariate {uni}\n"
+           "@dimensions {dims}\n@equalLength {equal}\n{length}@classLabel true {labels}\n@data\n")
+
+
+def write_ts(root: pathlib.Path, name: str, part: str, rows: list[str], *, dims: int = 1, equal: bool = True,
+             length: int | None = None, labels: str = "walk run sit", missing: bool = False) -> pathlib.Path:
+    """A .ts file of ``rows`` ('v,v,v:v,v,v:label') under a header that says what is given."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    head = TS_HEAD.format(name=name, missing=str(missing).lower(), uni=str(dims == 1).lower(), dims=dims,
+                          equal=str(equal).lower(), length=f"@seriesLength {length}\n" if length else "",
+                          labels=labels)
+    path = folder / f"{name}_{part}.ts"
+    path.write_text(head + "".join(r + "\n" for r in rows))
+    return path
+
+
+def _mv_rows(n: int, labels=("walk", "run", "sit"), lengths=(3, 5, 4), seed: int = 0) -> list[str]:
+    """n two-channel rows, label i % 3, length lengths[i % len(lengths)]; channel 0 starts with id 100 + i."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        L = lengths[i % len(lengths)]
+        a = [100 + i, *np.round(rng.normal(size=L - 1), 4).tolist()]
+        b = np.round(rng.normal(size=L), 4).tolist()
+        rows.append(",".join(map(str, a)) + ":" + ",".join(map(str, b)) + ":" + labels[i % len(labels)])
+    return rows
+
+
+def test_ts_multivariate_varying_length_word_labels(tmp_path):
+    write_ts(tmp_path, "Mv", "TRAIN", _mv_rows(18), dims=2, equal=False)
+    write_ts(tmp_path, "Mv", "TEST", _mv_rows(6, seed=1), dims=2, equal=False)
+    ds = datasets.load_classification("ucr:Mv", str(tmp_path), seed=0, val_fraction=0.34)
+    assert ds.info["labels"] == {"run": 0, "sit": 1, "walk": 2} and ds.info["num_classes"] == 3
+    assert ds.info["features"] == 2 and ds.info["length"] == 5 and ds.info["length_range"] == [3, 5]
+    assert ds.train.x.shape[1:] == (5, 2) and len(ds.train) + len(ds.val) == 18
+    assert ds.info["class_counts"]["train"] == [4, 4, 4] and ds.info["class_counts"]["val"] == [2, 2, 2]
+    np.testing.assert_array_equal(ds.test.lengths, [3, 5, 4, 3, 5, 4])
+    np.testing.assert_array_equal(ds.test.y, [2, 0, 1, 2, 0, 1])
+    assert ds.test.y.dtype == np.float32
+    # values in place, zeros past each length (the models read lengths, never this padding)
+    first = _mv_rows(6, seed=1)[0].split(":")
+    np.testing.assert_allclose(ds.test.x[0, :3, 0], [float(v) for v in first[0].split(",")], rtol=1e-6)
+    np.testing.assert_allclose(ds.test.x[0, :3, 1], [float(v) for v in first[1].split(",")], rtol=1e-6)
+    assert np.all(ds.test.x[0, 3:] == 0)
+    with pytest.raises(DataError, match="Mv has 3 classes .*use python -m experiments.classify"):
+        datasets.load_binary("ucr:Mv", str(tmp_path))
+
+
+def test_tsv_with_many_numeric_classes_sorts_numerically(tmp_path):
+    rows = [[c, 1000 + i, float(c), 0.5 * c, 1.0] for i, c in enumerate([10, 2, 1, 2, 10, 1, 2, 10, 1, 2])]
+    make_ucr(tmp_path, "Num", rows, rows[:4])
+    ds = datasets.load_classification("ucr:Num", str(tmp_path), val_fraction=0.3)
+    assert ds.info["labels"] == {"1": 0, "2": 1, "10": 2}
+    np.testing.assert_array_equal(ds.test.y, [2, 1, 0, 1])
+
+
+def test_missing_values_counted_or_refused(tmp_path):
+    rows = _mv_rows(9, lengths=(5,))
+    rows[0] = "100,?,3,4,5:1,2,NaN,?,5:walk"  # 3 gaps in one series
+    rows[4] = "104,1,2,?,9:1,1,1,1,1:run"     # 1 in another
+    write_ts(tmp_path, "Gap", "TRAIN", rows, dims=2, length=5, missing=True)
+    write_ts(tmp_path, "Gap", "TEST", _mv_rows(3, lengths=(5,)), dims=2, length=5)
+    with pytest.warns(datasets.MissingValuesWarning, match=r"Gap_TRAIN.ts: 4 missing values inside 2 series"):
+        ds = datasets.load_classification("ucr:Gap", str(tmp_path), val_fraction=0.34)
+    assert ds.info["missing_values"]["train"] == 4
+    x = {int(round(r[0, 0])): r for s in (ds.train, ds.val) for r in s.x}
+    np.testing.assert_allclose(x[100][:, 0], [100, 51.5, 3, 4, 5], rtol=1e-6)
+    np.testing.assert_allclose(x[100][:, 1], [1, 2, 3, 4, 5], rtol=1e-6)
+    np.testing.assert_allclose(x[104][:, 0], [104, 1, 2, 5.5, 9], rtol=1e-6)
+    with pytest.raises(DataError, match=r"Gap_TRAIN.ts, line \d+: 3 missing values inside the series \(missing='error'"):
+        datasets.load_classification("ucr:Gap", str(tmp_path), missing="error")
+    with pytest.raises(DataError, match="missing must be one of interpolate, error"):
+        datasets.load_classification("ucr:Gap", str(tmp_path), missing="drop")
+
+
+def _bad_input_cases(root: pathlib.Path) -> dict[str, tuple[str, str]]:
+    """Each bad input the issue names: the spec to load and the message it must give."""
+    good = _mv_rows(6, lengths=(4,))
+    write_ts(root, "One", "TRAIN", _mv_rows(6, labels=("walk",), lengths=(4,)), dims=2, length=4)
+    write_ts(root, "One", "TEST", good, dims=2, length=4)
+    write_ts(root, "Unseen", "TRAIN", _mv_rows(6, labels=("walk", "run"), lengths=(4,)), dims=2, length=4)
+    write_ts(root, "Unseen", "TEST", good, dims=2, length=4)
+    write_ts(root, "Chan", "TRAIN", good[:3] + ["1,2,3,4:sit"] + good[4:], dims=2, length=4)
+    write_ts(root, "Chan", "TEST", good, dims=2, length=4)
+    write_ts(root, "Len", "TRAIN", good[:2] + ["1,2,3:4,5,6:sit"] + good[3:], dims=2, length=4)
+    write_ts(root, "Len", "TEST", good, dims=2, length=4)
+    write_ts(root, "Lab", "TRAIN", good[:5] + ["1,2,3,4:4,5,6,7:jump"], dims=2, length=4)
+    write_ts(root, "Lab", "TEST", good, dims=2, length=4)
+    write_ts(root, "Empty", "TRAIN", good[:1] + ["?,?,?,?:?,?,?,?:run"] + good[2:], dims=2, length=4)
+    write_ts(root, "Empty", "TEST", good, dims=2, length=4)
+    write_ts(root, "Chan1", "TRAIN", good[:3] + ["1,2,3,4:?,?,?,?:sit"] + good[4:], dims=2, length=4)
+    write_ts(root, "Chan1", "TEST", good, dims=2, length=4)
+    return {
+        "one class in train": ("One", r"One: the training data holds only class walk; classification needs at least 2 classes"),
+        "test label unseen": ("Unseen", r"Unseen: test label sit \(2 rows\) never occurs in the training data "
+                                        r"\(2 classes: run, walk\); drop or relabel those rows"),
+        "channels vs header": ("Chan", r"Chan_TRAIN.ts, line \d+: 1 channels, but the header says @dimensions 2"),
+        "length vs header": ("Len", r"Len_TRAIN.ts, line \d+: a channel of 3 values, but the header says "
+                                    r"@equalLength true, @seriesLength 4"),
+        "label vs header": ("Lab", r"Lab_TRAIN.ts, line \d+: label 'jump' is not in the header's @classLabel list"),
+        "no values": ("Empty", r"Empty_TRAIN.ts, line \d+: the series has no values"),
+        "a channel with no values": ("Chan1", r"Chan1_TRAIN.ts, line \d+, channel 2 has fewer than two values"),
+    }
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+    for case, (name, message) in _bad_input_cases(tmp_path).items():
+        before = {p: p.read_bytes() for p in (tmp_path / name).iterdir()}
+        with pytest.raises(DataError, match=message):
+            datasets.load_classification(f"ucr:{name}", str(tmp_path))
+        assert {p: p.read_bytes() for p in (tmp_path / name).iterdir()} == before, case  # nothing changed
+
+
+def test_npz_integer_labels_k_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 7, 3)).astype(np.float32)
+    y = np.arange(50) % 5
+    np.savez(tmp_path / "k.npz", X=X, y=y)
+    ds = datasets.load_classification(f"npz:{tmp_path / 'k.npz'}", val_fraction=0.25)
+    assert ds.info["num_classes"] == 5 and ds.info["labels"] == {str(k): k for k in range(5)}
+    assert len(ds.test) == 10 and np.bincount(ds.test.y.astype(int)).tolist() == [2] * 5
+    assert sorted(np.concatenate([ds.train.y, ds.val.y, ds.test.y]).astype(int).tolist()) == sorted(y.tolist())
+
+
+MULTICLASS_README = {  # name: (train, test, channels, length range, classes) as ../shared/data/README.md lists them
+    "ArrowHead": (36, 175, 1, (251, 251), 3),
+    "OSULeaf": (200, 242, 1, (427, 427), 6),
+    "BasicMotions": (40, 40, 6, (100, 100), 4),
+    "JapaneseVowels": (270, 370, 12, (7, 29), 9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MULTICLASS_README))
+def test_shared_multiclass_sets_load_as_documented(shared_data_dir, name):
+    folder = shared_data_dir / "multiclass"
+    if not (folder / name).is_dir():
+        pytest.skip(f"{folder / name} not found")
+    n_train, n_test, channels, (lo, hi), K = MULTICLASS_README[name]
+    ds = datasets.load_classification(f"ucr:{name}", str(folder), seed=0, znorm=True)
+    assert len(ds.train) + len(ds.val) == n_train and len(ds.test) == n_test
+    assert ds.num_features == channels and ds.info["num_classes"] == K
+    assert tuple(ds.info["length_range"]) == (lo, hi) and ds.train.x.shape[1] == hi
+    assert (ds.train.lengths is not None) == (lo < hi)
+    assert sorted(set(ds.test.y.astype(int))) == list(range(K))
+    assert all(np.isfinite(s.x).all() for s in (ds.train, ds.val, ds.test))
+    if name == "BasicMotions":
+        assert set(ds.info["labels"]) == {"Badminton", "Running", "Standing", "Walking"}
 
 # -- metrics --------------------------------------------------------------------------------------
 
@@ -330,3 +486,21 @@ def test_ucr_runner_names_the_problem_of_a_failed_run():
     assert _error_line(traceback, 1) == "ValueError: bad shape"
     assert _error_line("loading...\nerror: no file /x/y_TRAIN.tsv\n", 2) == "no file /x/y_TRAIN.tsv"
     assert _error_line("", -9) == "exit status -9"
+
+
+def test_standardise_channels_uses_training_statistics_over_valid_steps(tmp_path):
+    write_ts(tmp_path, "Mv", "TRAIN", _mv_rows(18), dims=2, equal=False)
+    write_ts(tmp_path, "Mv", "TEST", _mv_rows(6, seed=1), dims=2, equal=False)
+    raw = datasets.load_classification("ucr:Mv", str(tmp_path), seed=0, val_fraction=0.34)
+    ds = datasets.standardise_channels(raw)
+    tr, L = raw.train, raw.train.lengths
+    valid = np.arange(tr.x.shape[1])[None, :] < L[:, None]
+    for d in range(2):
+        v = tr.x[:, :, d][valid].astype(np.float64)
+        for a, b in ((raw.train, ds.train), (raw.test, ds.test)):
+            ok = np.arange(a.x.shape[1])[None, :] < a.lengths[:, None]
+            np.testing.assert_allclose(b.x[:, :, d][ok], (a.x[:, :, d][ok] - v.mean()) / v.std(), rtol=1e-5, atol=1e-6)
+            assert np.all(b.x[:, :, d][~ok] == 0)
+    z = ds.train.x[valid]
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-4)

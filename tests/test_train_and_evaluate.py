@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 # Every experiment module imports into one process (their flags are defined when a front-end starts).
-from experiments import ablation, binary, forecast, seeds, ucr  # noqa: F401
+from experiments import ablation, binary, classify, forecast, seeds, ucr  # noqa: F401
 from experiments.configs import base
 from experiments.train import train_and_evaluate
 from lstm_jax.errors import ConfigError
@@ -25,7 +25,7 @@ CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in (
 def test_every_config_file_builds_and_says_how_to_run_it(name):
     module = importlib.import_module(f"experiments.configs.{name}")
     config = module.get_config()
-    assert config.experiment in ("binary", "forecast")
+    assert config.experiment in ("binary", "forecast", "classify")
     assert f"python -m experiments.{config.experiment}" in module.__doc__
     assert "Expected" in module.__doc__
     # The typed model config accepts what the file says.
