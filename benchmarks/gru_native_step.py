@@ -19,8 +19,8 @@ import optax
 import torch
 from flax import nnx
 
-from lstm_jax.kernels import native_gru
 from lstm_jax.cells import GRUCell
+from lstm_jax.kernels import native_gru
 from lstm_jax.layers import scan_cell
 
 B, T, I, H = (int(a) for a in sys.argv[1:5]) if len(sys.argv) > 4 else (64, 100, 8, 128)

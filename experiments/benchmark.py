@@ -54,7 +54,8 @@ import platform
 import shlex
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # A GPU shared with torch must not be grabbed whole by JAX up front; this also keeps memory honest.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -70,11 +71,13 @@ from absl import flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from experiments import common  # noqa: E402
-from lstm_jax.errors import ConfigError  # noqa: E402
-from lstm_jax.layers import LSTM  # noqa: E402
-
 from lstm_jax.cells import CELLS  # noqa: E402
-from lstm_jax.layers import Bidirectional, LSTMStack  # noqa: E402
+from lstm_jax.errors import ConfigError  # noqa: E402
+from lstm_jax.layers import (  # noqa: E402
+    LSTM,  # noqa: E402
+    Bidirectional,
+    LSTMStack,
+)
 
 SINGLE_LAYER = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:fast_bf16", "lstm_jax:cudnn",
                 "flax_nnx", "flax_linen", "torch", "keras")
@@ -111,7 +114,7 @@ class Shape:
     H: int
 
     @classmethod
-    def parse(cls, text: str) -> "Shape":
+    def parse(cls, text: str) -> Shape:
         try:
             B, T, I, H = (int(v) for v in text.lower().split("x"))
         except ValueError:
@@ -393,7 +396,7 @@ BUILDERS: dict[str, Callable[[Shape, tuple[str, ...]], Runner]] = {
     "lstm_jax:stacked": lstm_jax_model("stacked"),
     "lstm_jax:bidirectional": lstm_jax_model("bidirectional"),
     "lstm_jax:lengths": lstm_jax_model("lengths"),
-    **{f"torch:{kind}": (lambda kind: lambda shape, modes: torch_impl(shape, modes, kind))(kind)
+    **{f"torch:{kind}": (lambda kind: lambda shape, modes: torch_impl(shape, modes, kind))(kind)  # noqa: B023
        for kind in ("stacked", "bidirectional", "packed", "gru")},
     **{f"lstm_jax:cell={name}": lstm_jax_model("one", name) for name in CELLS},
 }

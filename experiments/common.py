@@ -14,7 +14,8 @@ import datetime
 import importlib
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 from absl import app, flags, logging
@@ -179,7 +180,7 @@ def resolve_config(shortcuts: tuple[str, ...], default_for: Callable[[str | None
     if FLAGS["config"].present:
         config, source = FLAGS.config, config_flags.get_config_filename(FLAGS["config"])
         try:
-            config.experiment  # ml_collections reports a file it could not load on first use
+            _ = config.experiment  # ml_collections reports a file it could not load on first use
         except OSError as e:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             raise ConfigError(f"--config {source}: {lines[-1] if lines else 'cannot be loaded'}") from None

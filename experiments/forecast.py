@@ -199,7 +199,7 @@ class _Series:
     val_size: int
 
     @classmethod
-    def load(cls, config) -> "_Series":
+    def load(cls, config) -> _Series:
         d = config.data
         path = config.dataset[len("csv:"):]
         if not d.column:

@@ -20,7 +20,8 @@ import importlib
 import os
 import re
 import shutil
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 from flax import nnx

@@ -17,7 +17,8 @@ A new ablation is a subclass that overrides only what differs, registered with `
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,7 @@ def get_activation(name_or_fn: str | Callable[[Array], Array]) -> Callable[[Arra
         ) from None
 
 
-CELLS: dict[str, type["RecurrentCell"]] = {}
+CELLS: dict[str, type[RecurrentCell]] = {}
 
 
 def register(name: str):
@@ -67,7 +68,7 @@ def register(name: str):
     return wrap
 
 
-def get_cell(cell: str | type["RecurrentCell"]) -> type["RecurrentCell"]:
+def get_cell(cell: str | type[RecurrentCell]) -> type[RecurrentCell]:
     """Resolves a registered name (or passes a cell class through)."""
     if isinstance(cell, type) and issubclass(cell, RecurrentCell):
         return cell

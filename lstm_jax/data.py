@@ -7,7 +7,8 @@ A ``Dataset`` holds train / val / (optional) test splits and a JSON-able ``info`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

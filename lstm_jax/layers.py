@@ -7,16 +7,17 @@ never changes a valid output, and the reverse direction reverses only the valid 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from lstm_jax import kernels
-from lstm_jax.kernels import xla
 from lstm_jax.cells import RecurrentCell, get_cell
 from lstm_jax.errors import ConfigError
+from lstm_jax.kernels import xla
 
 Array = jax.Array
 
@@ -193,7 +194,7 @@ class Bidirectional(nnx.Module):
         self.backward = backward
 
     @classmethod
-    def create(cls, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **kwargs) -> "Bidirectional":
+    def create(cls, in_features: int, hidden_size: int, *, rngs: nnx.Rngs, **kwargs) -> Bidirectional:
         return cls(
             LSTM(in_features, hidden_size, rngs=rngs, **kwargs),
             LSTM(in_features, hidden_size, reverse=True, rngs=rngs, **kwargs),

@@ -25,7 +25,7 @@ import dataclasses
 import math
 import os
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -154,7 +154,7 @@ class Transform:
     name = "transform"
     drops = 0
 
-    def fit(self, x_T: np.ndarray) -> "Transform":
+    def fit(self, x_T: np.ndarray) -> Transform:
         return self
 
     def forward(self, x_T: np.ndarray) -> np.ndarray:

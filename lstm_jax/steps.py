@@ -7,7 +7,8 @@ from one seed split into named streams (``rng_streams``); a step's dropout key i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import flax.struct
 import jax
@@ -29,7 +30,7 @@ def rng_streams(seed: int) -> dict[str, Array]:
     return {name: jax.random.fold_in(root, k) for k, name in enumerate(STREAMS)}
 
 
-def make_schedule(config: "TrainConfig", steps_per_epoch: int) -> Callable[[Any], Any] | float:
+def make_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[Any], Any] | float:
     """The learning rate as a function of the step (or a constant)."""
     total = config.epochs * steps_per_epoch
     lr = config.learning_rate
@@ -45,7 +46,7 @@ def learning_rate_at(schedule, step: int) -> float:
     return float(schedule(step)) if callable(schedule) else float(schedule)
 
 
-def make_optimizer(config: "TrainConfig", steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """Adam with the configured schedule and optional global-norm clipping."""
     tx = optax.adam(make_schedule(config, steps_per_epoch))
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), tx) if config.clip_norm else tx
@@ -62,7 +63,7 @@ class TrainState:
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, model: nnx.Module, tx: optax.GradientTransformation) -> "TrainState":
+    def create(cls, model: nnx.Module, tx: optax.GradientTransformation) -> TrainState:
         graphdef, params = nnx.split(model, nnx.Param)
         # A copy: the jitted step donates its state, and the caller's model must keep its own arrays.
         params = jax.tree.map(jnp.copy, nnx.to_pure_dict(params))

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -25,8 +26,17 @@ from lstm_jax.checkpoint import Checkpointer
 from lstm_jax.data import Dataset, Split, batches, num_batches
 from lstm_jax.errors import CheckpointError, ConfigError, NonFiniteError
 from lstm_jax.steps import (  # noqa: F401  (re-exported: the loop's public vocabulary)
-    SCHEDULES, STREAMS, TrainState, eval_step, learning_rate_at, make_optimizer, make_schedule, predict_step,
-    rng_streams, train_step)
+    SCHEDULES,
+    STREAMS,
+    TrainState,
+    eval_step,
+    learning_rate_at,
+    make_optimizer,
+    make_schedule,
+    predict_step,
+    rng_streams,
+    train_step,
+)
 from lstm_jax.tasks import BinaryTask, RegressionTask, selection_mode  # noqa: F401  (re-exported)
 from lstm_jax.workdir import Workdir, atomic_write, to_jsonable  # noqa: F401  (re-exported)
 

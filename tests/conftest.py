@@ -6,7 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np

@@ -5,13 +5,13 @@ tests/test_fast.py on a GPU (benchmarks/gpu_check.sh)."""
 
 from __future__ import annotations
 
+import cudnn_fake
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-import cudnn_fake
 from lstm_jax.kernels import cudnn
 from lstm_jax.layers import LSTM, Bidirectional
 

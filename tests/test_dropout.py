@@ -12,7 +12,7 @@ import lstm_jax
 from lstm_jax.errors import ConfigError
 from lstm_jax.layers import dropout_mask
 from lstm_jax.models import Classifier, ModelConfig
-from lstm_jax.training import TrainState, train_step, BinaryTask
+from lstm_jax.training import BinaryTask, TrainState, train_step
 
 B, T, D, H = 3, 6, 2, 4
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lstm_jax.errors import ConfigError
 from lstm_jax.kernels import cudnn, native
 from lstm_jax.kernels import xla as fast
-from lstm_jax.errors import ConfigError
 from lstm_jax.layers import LSTM, Bidirectional
 
 B, T, D, H = 6, 13, 5, 8  # T = 13 is no multiple of remat's chunk, so its padding is exercised too
@@ -89,7 +89,8 @@ def test_gradient_through_the_final_carry_alone(impl):
     grads = []
     for name in ("scan", impl):
         graphdef, params = nnx.split(make(name))
-        loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x, lengths, return_carry=True)[1][1]))  # noqa: E731
+        loss = lambda p, x, graphdef=graphdef: jnp.sum(
+            jnp.sin(nnx.merge(graphdef, p)(x, lengths, return_carry=True)[1][1]))
         grads.append(jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x))
     assert_close(grads[1], grads[0])
 
@@ -147,7 +148,7 @@ def test_bidirectional_fast_matches_scan(impl):
         layer = Bidirectional.create(D, H, impl=name, rngs=nnx.Rngs(0))
         graphdef, params = nnx.split(layer)
 
-        def loss(params, x):
+        def loss(params, x, graphdef=graphdef):
             out, ((cf, hf), (cb, hb)) = nnx.merge(graphdef, params)(x, lengths, return_carry=True)
             return jnp.sum(jnp.sin(out) * w) + jnp.sum(cf * hb) + jnp.sum(cb - hf), out
 

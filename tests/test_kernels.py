@@ -125,7 +125,7 @@ def test_stacked_bidirectional_generic_matches_scan(name):
         stack = randomize(LSTMStack(D, H, num_layers=2, bidirectional=True, cell=name, impl=impl, rngs=nnx.Rngs(0)), 6)
         graphdef, params = nnx.split(stack)
 
-        def loss(params, x):
+        def loss(params, x, graphdef=graphdef):
             out = nnx.merge(graphdef, params)(x, lengths)
             return jnp.sum(jnp.sin(out)), out
 

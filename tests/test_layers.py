@@ -126,7 +126,7 @@ def test_reverse_layer_is_anticausal_within_valid_prefix():
     changed_BxTxD[:, t] += 10.0
     out = np.asarray(run(layer, jnp.asarray(changed_BxTxD), jnp.asarray(LENGTHS_B)))
     # Outputs after t (within the valid prefix) have not seen step t yet in the backward pass.
-    for r, L in enumerate(LENGTHS_B):
+    for r in range(len(LENGTHS_B)):
         np.testing.assert_array_equal(out[r, t + 1 :], base[r, t + 1 :])
         assert np.abs(out[r, : t + 1] - base[r, : t + 1]).max() > 1e-6
 

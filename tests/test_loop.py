@@ -26,8 +26,8 @@ from lstm_jax.training import (
     TrainConfig,
     Trainer,
     TrainState,
-    fit,
     eval_step,
+    fit,
     rng_streams,
     train_step,
 )
@@ -101,7 +101,7 @@ def test_every_parameter_changes_after_one_train_step(variant):
         # The dropout key is used: another key gives another update, the same key the same one.
         again, _ = step(state, batch, key)
         other, _ = step(state, batch, rng_streams(1)["dropout"])
-        for (_, a), (_, b), (_, c) in zip(after, leaves_with_paths(again.params), leaves_with_paths(other.params)):
+        for (_, a), (_, b) in zip(after, leaves_with_paths(again.params)):
             np.testing.assert_array_equal(a, b)
         assert any(not np.array_equal(a, c) for (_, a), (_, c) in zip(after, leaves_with_paths(other.params)))
 

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
+
 from lstm_jax.kernels import native
 from lstm_jax.kernels import xla as fast
 

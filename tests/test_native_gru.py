@@ -18,9 +18,9 @@ import pytest
 from conftest import REPO_ROOT
 from flax import nnx
 
-from lstm_jax.kernels import native_gru
 from lstm_jax.cells import GRUCell
 from lstm_jax.errors import ConfigError
+from lstm_jax.kernels import native_gru
 from lstm_jax.layers import scan_cell
 
 needs_kernels = pytest.mark.skipif(not native_gru.available(), reason="native kernels not built, or not on CPU")

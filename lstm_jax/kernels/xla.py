@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.kernels import native as native_kernels
 from lstm_jax.cells import ACTIVATIONS
+from lstm_jax.kernels import native as native_kernels
 
 Array = jax.Array
 
