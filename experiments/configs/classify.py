@@ -4,9 +4,8 @@
 
 (every file dataset without ``--config`` uses this file). Expected on 2 CPU cores (seed 0), test
 accuracy: ArrowHead 0.594, OSULeaf 0.640, BasicMotions 1.000, JapaneseVowels 0.989, mean 0.806
-(1-NN DTW 0.805; FCN 0.938 on the three sets it has); docs/results.md has the table, the five-model
-comparison and the measured times (runs on shared cores: 7 to 33 minutes under load 18-23; the
-budget is the binary recipe's, which ends within 5 minutes on 2 quiet cores).
+(1-NN DTW 0.805; FCN 0.938 on the three sets it has); docs/results.md has the table and the five-model
+comparison. Wall time on 2 quiet cores, start-up included: 22 s, 162 s, 16 s and 61 s.
 
     model     LSTM-FCN whose LSTM runs over time: LSTM(32) over the [T, D] series with lengths, its last
               valid output with dropout 0.2, beside Conv 64-8, 128-5, 64-3, each followed by the
