@@ -3,6 +3,7 @@
 #
 #   ./launch.sh help            what follows, in short
 #   ./launch.sh binary [flags]  python -m experiments.binary   (--helpfull lists every flag)
+#   ./launch.sh classify [...]  python -m experiments.classify
 #   ./launch.sh forecast [...]  python -m experiments.forecast
 #   ./launch.sh seeds [flags]   the four seed programs, then a results table (python -m experiments.seeds)
 #   ./launch.sh ucr | ablation | bench [flags]   python -m experiments.ucr / .ablation / .benchmark
@@ -31,6 +32,7 @@ usage: ./launch.sh <command> [arguments]
 
 commands:
   binary [flags]     binary classification (python -m experiments.binary); e.g. --bidirectional, --stacked
+  classify [flags]   any number of classes, e.g. --dataset=ucr:NAME --data_dir=DIR (python -m experiments.classify)
   forecast [flags]   forecasting: the seed sine program, or --dataset=csv:PATH --column=NAME --test_size=N
                      (python -m experiments.forecast)
   seeds [flags]      run the four seed programs and print their results table (python -m experiments.seeds)
@@ -40,7 +42,8 @@ commands:
   test [args]        the test suite (python -m pytest -q tests); arguments go to pytest
   help               this message
 
-Experiment flags: ./launch.sh binary --helpfull (likewise forecast, seeds). Commands run in
+Experiment flags: ./launch.sh binary --helpfull (likewise classify, forecast, seeds). Each run is a
+config file (experiments/configs/) with overrides: --config=FILE --config.FIELD=VALUE. Commands run in
 this script's directory, so relative paths in flags (--workdir) are taken from there.
 
 The first run creates .venv here and installs the project (CPU jax; CUDA jax when nvidia-smi
@@ -138,7 +141,7 @@ case "$cmd" in
   help | -h | --help)
     usage
     ;;
-  binary | forecast | seeds | ablation | ucr)
+  binary | classify | forecast | seeds | ablation | ucr)
     setup_env
     exec "$PY" -m "experiments.$cmd" "$@"
     ;;
