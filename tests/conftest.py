@@ -114,28 +114,44 @@ def shared_data_dir() -> pathlib.Path:
 
 
 # -- the quick tier -----------------------------------------------------------------------------------
-# `pytest -m "not slow"` leaves out what takes long on 2 cores: every test that starts an experiment
-# as a separate process (jax start-up and compilation each time), the multi-device and multi-process
-# files, and the longest in-process runs listed below. CI runs everything.
+# `pytest -m "not slow"` is the plumbing and one reference check of each layer: configs, data,
+# metrics, tasks, files, the loop, the NumPy references of the cell and layer. It leaves out what
+# takes long on 2 cores (compilation, mostly): every test that starts an experiment as a separate
+# process, the sweeps over every cell, implementation and kernel build, the multi-device files, and
+# the longest in-process runs listed below. CI runs everything.
 SLOW_FIXTURES = {"run_experiment", "start_experiment"}
-SLOW_MODULES = {"test_experiments.py", "test_parallel.py"}
+SLOW_MODULES = {"test_experiments.py", "test_parallel.py", "test_kernels.py", "test_cell_variants.py",
+                "test_native.py", "test_native_gru.py", "test_sharded_kernels.py", "test_multiclass_models.py",
+                "test_forecast_recipe.py", "test_cudnn.py", "test_fast.py", "test_dropout.py", "test_classify.py",
+                "test_interop.py"}
 SLOW_TESTS = {
     "test_train_and_evaluate.py": ("test_stacked_config", "test_recipe_budget", "test_csv_forecast",
                                    "test_a_trained_job_model"),
     "test_readme.py": ("test_python_api_block",),
-    "test_loop.py": ("test_trainer_resume_continues", "test_fit_leaves", "test_profile_steps"),
+    "test_loop.py": ("test_trainer_resume_continues", "test_fit_leaves", "test_profile_steps",
+                     "test_every_parameter_changes", "test_nan_after_resume"),
+    "test_cells.py": ("test_bptt_gradients_match_finite_differences",),
     "test_native.py": ("test_every_kernel_build_and_thread_split", "test_weight_gradient_partials",
                        "test_huge_pages"),
     "test_cell_variants.py": ("test_every_cell_trains", "test_backward_matches_finite_differences",
                               "test_user_cell_registers_and_trains"),
     "test_dropout.py": ("test_classifier_trains_with_every_dropout",),
-    "test_datasets.py": ("test_lstm_fcn_train_step_changes_every_parameter",),
+    "test_datasets.py": ("test_lstm_fcn_train_step_changes_every_parameter", "test_lstm_fcn_shape_and_lengths"),
 }
+
+
+# One check of each fast path stays in the quick tier, from the slow files above.
+QUICK = {"test_fast.py::test_fast_matches_scan[False-False-False-fast]",
+         "test_native.py::test_native_matches_the_xla_fast_path[False]",
+         "test_native_gru.py::test_a_gru_layer_takes_the_native_kernels_and_matches_its_scan",
+         "test_kernels.py::test_generic_fast_path_takes_a_users_subclass"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.path.name
+        if f"{module}::{item.name}" in QUICK:
+            continue
         slow = (module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
                 or any(item.name.startswith(prefix) for prefix in SLOW_TESTS.get(module, ())))
         if slow:
