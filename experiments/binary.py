@@ -28,7 +28,7 @@ from absl import flags
 from flax import nnx
 
 from experiments import common
-from experiments.train import Job, model_config, train_and_evaluate, train_config
+from experiments.train import Job, model_config, train_config
 from lstm_jax import datasets
 from lstm_jax import metrics as metrics_lib
 from lstm_jax.data import Dataset, Split
@@ -86,6 +86,22 @@ def repeat_rows(split: Split, min_rows: int) -> tuple[Split, int]:
     return Split(tile(split.x), tile(split.y), tile(split.lengths)), r
 
 
+def epoch_plan(config: ml_collections.ConfigDict, data: Dataset) -> tuple[Dataset, int, int]:
+    """(data with a small training set repeated within an epoch, epochs, eval batch size).
+
+    Epochs 0 come from the budget; an eval batch size of 0 takes the validation set in one batch
+    (rounded up to 16 rows): evaluation pads its last batch, and a 512-row batch for a 65-row
+    validation set would cost more than an epoch on long series.
+    """
+    rows, length = len(data.train), data.train.x.shape[1]
+    train, repeats = repeat_rows(data.train, config.data.min_epoch_rows)
+    if repeats > 1:
+        data = Dataset(train, data.val, data.test, info={**data.info, "train_repeats_per_epoch": repeats})
+    epochs = config.epochs or budget_epochs(config, rows, length, len(train))
+    eval_batch = config.eval_batch_size or int(min(512, 16 * math.ceil(max(len(data.val), 1) / 16)))
+    return data, epochs, eval_batch
+
+
 def class_names(info: dict) -> list[str]:
     """The original label of class 0 and of class 1, for plots ('0', '1' when not recorded)."""
     by_index = {v: k for k, v in info.get("labels", {}).items()}
@@ -96,15 +112,9 @@ def build(config: ml_collections.ConfigDict) -> Job:
     model_cfg = model_config(config.model)
     data = datasets.load_binary(config.dataset, config.data_dir, seed=config.seed, znorm=config.data.znorm,
                                 val_fraction=config.data.val_fraction)
-    rows, length = len(data.train), data.train.x.shape[1]
-    train, repeats = repeat_rows(data.train, config.data.min_epoch_rows)
-    if repeats > 1:
-        data = Dataset(train, data.val, data.test, info={**data.info, "train_repeats_per_epoch": repeats})
-    epochs = config.epochs or budget_epochs(config, rows, length, len(train))
-    # 0: the validation set in one batch (rounded up to 16 rows): evaluation pads its last batch, and
-    # a 512-row batch for a 65-row validation set would cost more than an epoch on long series.
-    eval_batch = config.eval_batch_size or int(min(512, 16 * math.ceil(max(len(data.val), 1) / 16)))
-    model = make_classifier(data.num_features, model_cfg, nnx.Rngs(rng_streams(config.seed)["params"]), length=length)
+    data, epochs, eval_batch = epoch_plan(config, data)
+    model = make_classifier(data.num_features, model_cfg, nnx.Rngs(rng_streams(config.seed)["params"]),
+                            length=data.train.x.shape[1])
 
     def evaluate(trainer: Trainer) -> dict:
         out = {}
@@ -143,10 +153,7 @@ def report(summary: dict) -> None:
 
 
 def main(argv):
-    config, source = common.resolve_config(SHORTCUTS, default_config, stacked)
-    workdir = os.path.abspath(FLAGS.workdir or common.default_workdir("binary"))
-    print(f"workdir: {workdir}", flush=True)
-    report(train_and_evaluate(config, workdir, resume=FLAGS.resume, log=common.log_fn(), source=source))
+    common.train_from_flags("binary", SHORTCUTS, default_config, report, stacked)
 
 
 def define_flags() -> None:

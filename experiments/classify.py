@@ -24,7 +24,6 @@ learning_curves.png and confusion_matrix.png.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import warnings
@@ -35,8 +34,8 @@ from absl import flags
 from flax import nnx
 
 from experiments import common
-from experiments.binary import budget_epochs, repeat_rows
-from experiments.train import Job, model_config, train_and_evaluate, train_config
+from experiments.binary import epoch_plan
+from experiments.train import Job, model_config, train_config
 from lstm_jax import datasets
 from lstm_jax import metrics as metrics_lib
 from lstm_jax.data import Dataset
@@ -110,14 +109,9 @@ def build(config: ml_collections.ConfigDict) -> Job:
     data = load(config)
     K = data.info["num_classes"]
     task = make_task(config, data, K)
-    rows, length = len(data.train), data.train.x.shape[1]
-    train, repeats = repeat_rows(data.train, config.data.min_epoch_rows)
-    if repeats > 1:
-        data = Dataset(train, data.val, data.test, info={**data.info, "train_repeats_per_epoch": repeats})
-    epochs = config.epochs or budget_epochs(config, rows, length, len(train))
-    eval_batch = config.eval_batch_size or int(min(512, 16 * math.ceil(max(len(data.val), 1) / 16)))
+    data, epochs, eval_batch = epoch_plan(config, data)
     model = make_classifier(data.num_features, model_cfg, nnx.Rngs(rng_streams(config.seed)["params"]),
-                            length=length, num_classes=K)
+                            length=data.train.x.shape[1], num_classes=K)
 
     def evaluate(trainer: Trainer) -> dict:
         out = {"labels": data.info["labels"], "num_classes": K,
@@ -218,10 +212,7 @@ def report(summary: dict) -> None:
 
 
 def main(argv):
-    config, source = common.resolve_config(SHORTCUTS, default_config)
-    workdir = os.path.abspath(FLAGS.workdir or common.default_workdir("classify"))
-    print(f"workdir: {workdir}", flush=True)
-    report(train_and_evaluate(config, workdir, resume=FLAGS.resume, log=common.log_fn(), source=source))
+    common.train_from_flags("classify", SHORTCUTS, default_config, report)
 
 
 def define_flags() -> None:

@@ -211,6 +211,17 @@ def resolve_config(shortcuts: tuple[str, ...], default_for: Callable[[str | None
 
 # -- running ----------------------------------------------------------------------------------------
 
+def train_from_flags(experiment: str, shortcuts: tuple[str, ...], default_for: Callable[[str | None], str],
+                     report: Callable[[dict], None], derived=None) -> None:
+    """A front-end's main: the config the flags describe, trained and evaluated, then ``report``ed."""
+    from experiments.train import train_and_evaluate
+
+    config, source = resolve_config(shortcuts, default_for, derived)
+    workdir = os.path.abspath(FLAGS.workdir or default_workdir(experiment))
+    print(f"workdir: {workdir}", flush=True)
+    report(train_and_evaluate(config, workdir, resume=FLAGS.resume, log=log_fn(), source=source))
+
+
 def default_workdir(name: str) -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = path = os.path.join("runs", f"{name}-{stamp}")

@@ -32,7 +32,7 @@ from absl import flags
 from flax import nnx
 
 from experiments import common
-from experiments.train import Job, model_config, train_and_evaluate, train_config
+from experiments.train import Job, model_config, train_config
 from lstm_jax import data as data_lib
 from lstm_jax import series as series_lib
 from lstm_jax.errors import ConfigError, DataError
@@ -369,10 +369,7 @@ def report(summary: dict) -> None:
 
 
 def main(argv):
-    config, source = common.resolve_config(SHORTCUTS, default_config)
-    workdir = os.path.abspath(FLAGS.workdir or common.default_workdir("forecast"))
-    print(f"workdir: {workdir}", flush=True)
-    report(train_and_evaluate(config, workdir, resume=FLAGS.resume, log=common.log_fn(), source=source))
+    common.train_from_flags("forecast", SHORTCUTS, default_config, report)
 
 
 def define_flags() -> None:
