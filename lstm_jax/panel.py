@@ -13,7 +13,6 @@ targets, ``x_T`` one series of T values.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
@@ -175,15 +174,7 @@ def read_long_csv(path: str | os.PathLike, *, id_column: str | None, time_column
     it. Missing values (empty, NA, ...) are filled by linear interpolation within their series.
     """
     path = _check_file(path, "CSV")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [(reader.line_num, row) for reader in [csv.reader(f)] for row in reader]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path} is not a readable CSV text file: {e}") from None
-    rows = [(line, row) for line, row in rows if any(cell.strip() for cell in row)]
-    if not rows:
-        raise DataError(f"{path} is empty")
-    header = [name.strip() for name in rows[0][1]]
+    header, rows = series_lib.read_csv_rows(path)
 
     def index(name: str, flag: str) -> int:
         if name not in header:

@@ -73,16 +73,7 @@ def load_csv(path: str | os.PathLike, column: str, date_column: str | None = Non
         raise DataError(f"no such file: {path}")
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory, not a CSV file")
-    try:
-        # utf-8-sig: spreadsheet exports often start with a byte-order mark that would stick to the first name.
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [(reader.line_num, row) for reader in [csv.reader(f)] for row in reader]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path} is not a readable CSV text file: {e}") from None
-    rows = [(line, row) for line, row in rows if any(cell.strip() for cell in row)]
-    if not rows:
-        raise DataError(f"{path} is empty")
-    header = [name.strip() for name in rows[0][1]]
+    header, rows = read_csv_rows(path)
     col = _column_index(header, column, path)
     date_col = None if date_column is None else _column_index(header, date_column, path)
     body = rows[1:]
@@ -118,6 +109,20 @@ def load_csv(path: str | os.PathLike, column: str, date_column: str | None = Non
         warnings.warn(f"{_count(len(missing_lines), 'missing value')} in column {column} of {path} "
                       f"were filled by linear interpolation", MissingValuesWarning, stacklevel=2)
     return LoadedSeries(values_T, column, path, dates or None, len(missing_lines), missing_lines)
+
+
+def read_csv_rows(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV file's header and every non-blank row after it as (line number, cells); one-line errors."""
+    try:
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark that would stick to the first name.
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [(reader.line_num, row) for reader in [csv.reader(f)] for row in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} is not a readable CSV text file: {e}") from None
+    rows = [(line, row) for line, row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"{path} is empty")
+    return [name.strip() for name in rows[0][1]], rows
 
 
 def _count(n: int, noun: str) -> str:
