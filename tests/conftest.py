@@ -53,6 +53,15 @@ def np_lstm(x_BxTxD, W_DxGH, U_HxGH, b_GH, activation="tanh", c0_BxH=None, h0_Bx
     return np.stack(outs, axis=1), (c, h)
 
 
+def assert_close(actual, expected, tol=1e-5):
+    """Every leaf within ``tol`` of the reference, relative to the leaf's scale (at least 1)."""
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
+        assert a.shape == e.shape
+        scale = max(1.0, float(np.max(np.abs(e), initial=0.0)))
+        assert float(np.max(np.abs(a - e), initial=0.0)) <= tol * scale, (a, e)
+
+
 def cell_weights(cell, dtype=np.float64):
     """(W, U, b) of an LSTMCell as NumPy arrays in ``dtype``."""
     return (

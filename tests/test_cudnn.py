@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close
 from flax import nnx
 
 from lstm_jax.kernels import cudnn
@@ -24,14 +25,6 @@ def fake_cudnn(monkeypatch):
     cudnn_fake.CALLS.clear()
     cudnn_fake.install(monkeypatch.setattr)
     return cudnn_fake.CALLS
-
-
-def assert_close(actual, expected, tol=1e-5):
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
-        assert a.shape == e.shape
-        scale = max(1.0, float(np.max(np.abs(e), initial=0.0)))
-        assert float(np.max(np.abs(a - e), initial=0.0)) <= tol * scale, (a, e)
 
 
 def results(layer, x, lengths, carry, carry_only):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close
 from flax import nnx
 
 from lstm_jax.errors import ConfigError
@@ -15,15 +16,6 @@ from lstm_jax.layers import LSTM, Bidirectional
 
 B, T, D, H = 6, 13, 5, 8  # T = 13 is no multiple of remat's chunk, so its padding is exercised too
 LENGTHS = np.array([13, 1, 0, 5, 13, 7])
-
-
-def assert_close(actual, expected, tol=1e-5):
-    """Every leaf within ``tol`` of the reference, relative to the leaf's scale (at least 1)."""
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
-        assert a.shape == e.shape
-        scale = max(1.0, float(np.max(np.abs(e), initial=0.0)))
-        assert float(np.max(np.abs(a - e), initial=0.0)) <= tol * scale, (a, e)
 
 
 def inputs(seed=0):
