@@ -75,8 +75,11 @@ class Workdir:
         self.summary_path = self.file("summary.json")
         self.config_path = self.file("config.json")
         self.checkpoints = self.file("checkpoints")
-        has_run = (os.path.exists(self.metrics_path) or os.path.exists(self.config_path)
-                   or (os.path.isdir(self.checkpoints) and bool(os.listdir(self.checkpoints))))
+        # A run is what trained: metrics, checkpoints, or candidate runs. A config.json alone is a
+        # start that ended before its first epoch (a crash, a killed job) and is written anew.
+        nonempty = lambda d: os.path.isdir(d) and bool(os.listdir(d))  # noqa: E731
+        has_run = (os.path.exists(self.metrics_path) or nonempty(self.checkpoints)
+                   or nonempty(self.file("candidates")))
         if resume and not has_run:
             raise CheckpointError(f"--resume: {self.path} holds no run to resume")
         if not resume and has_run:
