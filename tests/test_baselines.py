@@ -59,3 +59,17 @@ def test_bad_input():
         baselines.statistical_forecasts(_seasonal(), 4, models=("Prophet",))
     with pytest.raises(DataError, match="at least 3 values"):
         baselines.statistical_forecasts(np.array([1.0, np.nan, 2.0]), 4)
+
+
+def test_long_seasons_approximate_the_arima_search():
+    """Seasons above 12 make an exact AutoARIMA search take many minutes (CO2's 52 weeks): it
+    approximates there, and stays exact (statsforecast's default, the shared figures) up to 12."""
+    pytest.importorskip("statsforecast")
+    classes = baselines._models()
+    assert baselines._make(classes["AutoARIMA"], "AutoARIMA", 52).approximation is True
+    assert baselines._make(classes["AutoARIMA"], "AutoARIMA", 12).approximation is False
+    assert baselines._make(classes["AutoARIMA"], "AutoARIMA", 1).approximation is False
+    # A long weekly-like season still gives a sane forecast through the public function.
+    y = _seasonal(n=24 * 6, season=24)
+    out = baselines.statistical_forecasts(y[:-24], 24, season=24, models=("AutoARIMA",))
+    assert np.mean(np.abs(out["AutoARIMA"] - y[-24:])) < 0.25 * np.std(y)
