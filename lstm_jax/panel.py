@@ -14,7 +14,6 @@ targets, ``x_T`` one series of T values.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Sequence
 
@@ -79,20 +78,6 @@ def _check_file(path: str, what: str) -> str:
     return path
 
 
-def _number(field: str, where: str) -> float:
-    """A finite float, NaN for a missing-value token; anything else is a DataError naming ``where``."""
-    field = field.strip()
-    if field.lower() in series_lib.MISSING_TOKENS:
-        return float("nan")
-    try:
-        value = float(field)
-    except ValueError:
-        raise DataError(f"{where}: {field!r} is not a number") from None
-    if not math.isfinite(value):
-        raise DataError(f"{where}: {field!r} is not a finite number")
-    return value
-
-
 def _fill(values: list[float], where: str) -> np.ndarray:
     x_T = np.asarray(values, np.float64)
     if np.isnan(x_T).any():
@@ -141,7 +126,7 @@ def read_tsf(path: str | os.PathLike) -> Panel:
         # Timestamps may themselves hold ':'; the values are always the last field.
         name, values = fields[0].strip(), fields[-1]
         start = ":".join(fields[1:-1]).strip() or None if len(attributes) > 1 else None
-        parsed = [_number(v, f"{where} ({name})") for v in values.split(",")]
+        parsed = [series_lib.parse_number(v, f"{where} ({name})") for v in values.split(",")]
         if not parsed:
             raise DataError(f"{where}: series {name!r} has no values")
         out.append(Series(name, _fill(parsed, f"{path}, series {name}"), start))
@@ -195,7 +180,7 @@ def read_long_csv(path: str | os.PathLike, *, id_column: str | None, time_column
             raise DataError(f"{path} line {line}: {len(row)} fields where the header has {len(header)}")
         where = f"{path} line {line}"
         key = "series" if id_i is None else row[id_i].strip()
-        values = [_number(row[i], f"{where}, column {header[i]}") for i in [value_i, *cov_i]]
+        values = [series_lib.parse_number(row[i], f"{where}, column {header[i]}") for i in [value_i, *cov_i]]
         groups.setdefault(key, []).append((row[time_i].strip() if time_i is not None else "", values, line))
     out = []
     for key, group in groups.items():

@@ -57,6 +57,21 @@ class LoadedSeries:
         return len(self.values_T)
 
 
+def parse_number(field: str, where: str) -> float:
+    """A finite float, or NaN for a missing-value token (``MISSING_TOKENS``); anything else is a
+    DataError that starts with ``where``."""
+    field = field.strip()
+    if field.lower() in MISSING_TOKENS:
+        return float("nan")
+    try:
+        value = float(field)
+    except ValueError:
+        raise DataError(f"{where} is {field!r}, not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{where} is {field!r}, not a finite number")
+    return value
+
+
 def load_csv(path: str | os.PathLike, column: str, date_column: str | None = None,
              missing: str = "interpolate") -> LoadedSeries:
     """Reads one numeric column of a CSV file with a header row.
@@ -84,18 +99,10 @@ def load_csv(path: str | os.PathLike, column: str, date_column: str | None = Non
     for line, row in body:
         if len(row) < len(header):
             raise DataError(f"{path} line {line}: {len(row)} fields where the header has {len(header)}")
-        field = row[col].strip()
-        if field.lower() in MISSING_TOKENS:
-            values.append(np.nan)
+        value = parse_number(row[col], f"{path} line {line}: {column}")
+        if math.isnan(value):
             missing_lines.append(line)
-        else:
-            try:
-                value = float(field)
-            except ValueError:
-                raise DataError(f"{path} line {line}: {column} is {field!r}, not a number") from None
-            if not math.isfinite(value):
-                raise DataError(f"{path} line {line}: {column} is {field!r}, not a finite number")
-            values.append(value)
+        values.append(value)
         if date_col is not None:
             dates.append(row[date_col].strip())
 

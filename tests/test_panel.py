@@ -45,7 +45,7 @@ def test_tsf_reads_names_values_header_and_fills_gaps(tmp_path):
     ("", "no @data"),
     ("@frequency yearly\n@data\n", "no series"),
     ("@attribute series_name string\n@horizon six\n@data\nA:1,2,3\n", "@horizon"),
-    ("@attribute series_name string\n@data\nA:1,x,3\n", "line 3 (A): 'x' is not a number"),
+    ("@attribute series_name string\n@data\nA:1,x,3\n", "line 3 (A) is 'x', not a number"),
     ("@attribute series_name string\n@data\nA:1,inf,3\n", "not a finite number"),
     ("@attribute series_name string\n@data\nA:1,2\nA:3,4\n", "more than once"),
     ("hello\n@data\nA:1\n", "expected a header line"),
@@ -93,7 +93,7 @@ def test_long_csv_bad_input(tmp_path):
         panel.read_long_csv(path, id_column="nope", time_column="t", value_column="y")
     with pytest.raises(DataError, match="series 'a' has two rows at time '1'"):
         panel.read_long_csv(write(tmp_path, LONG + "a,1,5,5\n", "dup.csv"), id_column="id", time_column="t", value_column="y")
-    with pytest.raises(DataError, match="line 3, column y: 'abc' is not a number"):
+    with pytest.raises(DataError, match="line 3, column y is 'abc', not a number"):
         panel.read_long_csv(write(tmp_path, "id,t,y\na,1,1\na,2,abc\n", "nan.csv"), id_column="id", time_column="t",
                             value_column="y")
     with pytest.raises(DataError, match="is empty"):
