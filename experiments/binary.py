@@ -39,7 +39,7 @@ from lstm_jax.training import Trainer, rng_streams
 
 FLAGS = flags.FLAGS
 SHORTCUTS = (*common.TRAINING, *common.MODEL, "pooling", "model", "conv_filters", "conv_norm",
-             "dataset", "data_dir", "znorm", "val_fraction", "min_epoch_rows")
+             "dataset", "data_dir", "znorm", "val_fraction", "min_epoch_rows", "missing")
 
 
 def default_config(dataset: str | None) -> str:
@@ -110,8 +110,9 @@ def class_names(info: dict) -> list[str]:
 
 def build(config: ml_collections.ConfigDict) -> Job:
     model_cfg = model_config(config.model)
-    data = datasets.load_binary(config.dataset, config.data_dir, seed=config.seed, znorm=config.data.znorm,
-                                val_fraction=config.data.val_fraction)
+    with common.data_warnings(datasets.MissingValuesWarning):
+        data = datasets.load_binary(config.dataset, config.data_dir, seed=config.seed, znorm=config.data.znorm,
+                                    val_fraction=config.data.val_fraction, missing=config.data.missing)
     data, epochs, eval_batch = epoch_plan(config, data)
     model = make_classifier(data.num_features, model_cfg, nnx.Rngs(rng_streams(config.seed)["params"]),
                             length=data.train.x.shape[1])

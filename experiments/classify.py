@@ -25,8 +25,6 @@ learning_curves.png and confusion_matrix.png.
 from __future__ import annotations
 
 import os
-import sys
-import warnings
 
 import ml_collections
 import numpy as np
@@ -77,12 +75,9 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
     d = config.data
     if d.norm not in NORMS:
         raise ConfigError(f"data.norm must be one of {', '.join(NORMS)}, got {d.norm!r}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", datasets.MissingValuesWarning)
+    with common.data_warnings(datasets.MissingValuesWarning):
         data = datasets.load_classification(config.dataset, config.data_dir, seed=config.seed, znorm=False,
                                             val_fraction=d.val_fraction, missing=d.missing)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr, flush=True)
     norm = d.norm if d.norm != "auto" else ("series" if data.num_features == 1 else "channel")
     if norm == "series":
         data = Dataset(*(datasets.znormalise(s) for s in (data.train, data.val, data.test)), info=data.info)

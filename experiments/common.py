@@ -9,12 +9,14 @@ experiment module imports into one process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ml_collections
@@ -220,6 +222,21 @@ def train_from_flags(experiment: str, shortcuts: tuple[str, ...], default_for: C
     workdir = os.path.abspath(FLAGS.workdir or default_workdir(experiment))
     print(f"workdir: {workdir}", flush=True)
     report(train_and_evaluate(config, workdir, resume=FLAGS.resume, log=log_fn(), source=source))
+
+
+@contextlib.contextmanager
+def data_warnings(*categories: type[Warning]) -> Iterator[None]:
+    """Warnings of ``categories`` raised inside (e.g. a loader's count of interpolated values) as one
+    ``warning: ...`` line each on stderr, rather than Python's two-line file-and-source form."""
+    with warnings.catch_warnings(record=True) as caught:
+        for category in categories:
+            warnings.simplefilter("always", category)
+        yield
+    for w in caught:
+        if issubclass(w.category, categories):
+            print(f"warning: {w.message}", file=sys.stderr, flush=True)
+        else:  # not ours to reword: shown as Python would have
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def default_workdir(name: str) -> str:

@@ -126,15 +126,39 @@ def test_front_end_errors_are_one_line(tmp_path, start_experiment):
     rows = [ln for ln in text if not ln.startswith("@") and ln.endswith(":up")]
     (one / "One_TRAIN.ts").write_text("\n".join(head + rows) + "\n")
     (one / "One_TEST.ts").write_text((root / "Tri" / "Tri_TEST.ts").read_text())
+    gap = tmp_path / "data" / "Gap"  # two classes, one value missing inside a training series
+    gap.mkdir()
+    values = [[f"{np.sin(i + t):.3f}" for t in range(8)] for i in range(10)]
+    tsv = lambda: "".join(f"{i % 2}\t" + "\t".join(v) + "\n" for i, v in enumerate(values))
+    (gap / "Gap_TEST.tsv").write_text(tsv())
+    values[2][4] = "NaN"
+    (gap / "Gap_TRAIN.tsv").write_text(tsv())
     cases = [("classify", ["--dataset=ucr:One", f"--data_dir={root}"], "One: the training data holds only class up; classification needs at least 2 classes"),
+             ("binary", ["--dataset=ucr:Gap", f"--data_dir={root}", "--missing=error"],
+              f"{gap / 'Gap_TRAIN.tsv'}, line 3: 1 missing value inside the series (missing='error'; 'interpolate' fills "
+              "them linearly)"),
              ("binary", ["--dataset=ucr:Tri", f"--data_dir={root}"],
               "Tri has 3 classes (down, flat, up); a binary task needs exactly 2: use python -m experiments.classify "
               "for 3 classes")]
-    procs = [(start_experiment(exp, *args, f"--workdir={tmp_path / exp}"), msg) for exp, args, msg in cases]
-    for proc, msg in procs:
+    procs = [(start_experiment(exp, *args, f"--workdir={tmp_path / f'run{i}'}"), msg, tmp_path / f"run{i}")
+             for i, (exp, args, msg) in enumerate(cases)]
+    for proc, msg, workdir in procs:
         out, err = proc.communicate(timeout=300)
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
         assert proc.returncode == 2 and lines[-1] == f"error: {msg}", err
+        assert not workdir.exists()
+
+
+def test_data_warnings_are_one_line_each(capsys):
+    import warnings
+
+    from experiments import common
+    from lstm_jax import datasets
+
+    with common.data_warnings(datasets.MissingValuesWarning):
+        warnings.warn("Gap_TRAIN.tsv: 1 missing value inside 1 series filled", datasets.MissingValuesWarning,
+                      stacklevel=1)
+    assert capsys.readouterr().err == "warning: Gap_TRAIN.tsv: 1 missing value inside 1 series filled\n"
 
 
 # -- the archive runner's tables ------------------------------------------------------------------

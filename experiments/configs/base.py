@@ -63,6 +63,7 @@ def binary(**overrides) -> ml_collections.ConfigDict:
         "znorm": False,  # z-normalise each series (per channel, over its valid steps)
         "val_fraction": 0.2,  # share of the training set held out (stratified) for validation
         "min_epoch_rows": 0,  # repeat a small training set within an epoch up to this many rows
+        "missing": "interpolate",  # ucr/npz: gaps inside a series: interpolate (with a warning) | error
     })
     # Epochs from a compute budget when ``epochs`` is 0: each training row is seen
     # work / (rows x length) times, clipped to [min_passes, max_passes].
