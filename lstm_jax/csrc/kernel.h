@@ -9,6 +9,14 @@
 //             db = sum of dz_t, and [dW; dU] = sum of [x_t, h_{t-1}]^T dz_t. dz never goes to memory:
 //             a few steps of it are kept in cache and added into the weight gradient as one matmul.
 // The mask must mark a prefix of each row (so h_{t-1} is out_{t-1} wherever dz_t is not zero).
+//
+// The same kernels run Greff et al.'s peephole LSTM and its one-change variants (lstm_jax.cells),
+// chosen by a Variant (below): a gate left out is the constant 1 and has no weight block (the
+// blocks keep the order i, f, o, g of those present, G = NG H); with peepholes p [3H] (p_i, p_f,
+// p_o; zeros for an absent gate) i = sigmoid(z_i + p_i c), f = sigmoid(z_f + p_f c) and
+// o = sigmoid(z_o + p_o c_t) (the new cell state); CIFG couples f = 1 - i; NIAF has g = z_g and
+// NOAF h_t = o c_t. The backward pass then also gives dp = sum over steps and rows of
+// (dz_i c, dz_f c, dz_o c_t).
 // Rows of the batch are independent, so each thread owns a block of rows for the whole sequence
 // and the threads never synchronise between steps.
 #pragma once
@@ -94,19 +102,50 @@ class Scratch {
   size_t bytes_;
 };
 
+// Which LSTM runs: a bit set. The standard cell is kInput | kForget | kOutput.
+enum Variant : int {
+  kInput = 1,        // an input gate i (else i = 1)
+  kForget = 2,       // a forget gate f (else f = 1, or 1 - i with kCoupled)
+  kOutput = 4,       // an output gate o (else o = 1)
+  kCoupled = 8,      // f = 1 - i (CIFG; without kForget)
+  kLinearInput = 16, // g = z_g (NIAF)
+  kLinearOutput = 32,// h = o c (NOAF)
+  kPeephole = 64,    // peepholes p_i, p_f, p_o
+};
+constexpr int kStandard = kInput | kForget | kOutput;
+// The variants the kernels are built for (each its own instantiation): the standard LSTM and
+// Greff's peephole, NIG, NFG, NOG, NIAF, NOAF and CIFG.
+#define LSTM_JAX_VARIANTS(X)                                                                       \
+  X(kStandard) X(kStandard | kPeephole) X(kForget | kOutput | kPeephole)                          \
+  X(kInput | kOutput | kPeephole) X(kInput | kForget | kPeephole)                                 \
+  X(kStandard | kLinearInput | kPeephole) X(kStandard | kLinearOutput | kPeephole)                \
+  X(kInput | kOutput | kCoupled | kPeephole)
+
+// Gate blocks of a variant: its sigmoid gates and g.
+constexpr int gate_count(int v) { return !!(v & kInput) + !!(v & kForget) + !!(v & kOutput) + 1; }
+
+inline bool known_variant(int v) {
+#define LSTM_JAX_IS(k) if (v == (k)) return true;
+  LSTM_JAX_VARIANTS(LSTM_JAX_IS)
+#undef LSTM_JAX_IS
+  return false;
+}
+
 struct FwdArgs {
-  int64_t T, B, I, H;
+  int64_t T, B, I, H;  // the gate blocks G = gate_count(variant) H
+  int variant;
+  const float* peep;   // [3H] (p_i, p_f, p_o), or null without kPeephole
   const float* x;      // [T, B, I]
-  const float* W;      // [I, 4H]
-  const float* bias;   // [4H]
-  const float* U;      // [H, 4H]
+  const float* W;      // [I, G]
+  const float* bias;   // [G]
+  const float* U;      // [H, G]
   const float* c0;     // [B, H]
   const float* h0;     // [B, H]
   const bool* mask;    // [T, B]
   float* out;          // [T, B, H]
   float* cT;           // [B, H]
   float* hT;           // [B, H]
-  float* gates;        // [T, B, 4H] activated gates, or null (no residuals)
+  float* gates;        // [T, B, G] activated gates, or null (no residuals)
   float* cprev;        // [T, B, H] cell state entering each step, or null
   int threads;
   const ParallelFor* parallel;
@@ -114,19 +153,22 @@ struct FwdArgs {
 
 struct BwdArgs {
   int64_t T, B, I, H;
-  const float* gates;  // [T, B, 4H] from the forward pass
+  int variant;
+  const float* peep;   // [3H], or null without kPeephole
+  const float* gates;  // [T, B, G] from the forward pass
   const float* cprev;  // [T, B, H]
   const float* dout;   // [T, B, H]
-  const float* W;      // [I, 4H]
-  const float* U;      // [H, 4H]
+  const float* W;      // [I, G]
+  const float* U;      // [H, G]
   const float* dcT;    // [B, H]
   const float* dhT;    // [B, H]
   const bool* mask;    // [T, B]
   const float* x;      // [T, B, I] the forward pass's input
   const float* out;    // [T, B, H] its output: h_{t-1} for the weight gradient
   const float* h0;     // [B, H]
-  float* db;           // [4H]: the sum of dz over steps and rows
-  float* dWU;          // [I + H, 4H]: dW (the first I rows), then dU
+  float* db;           // [G]: the sum of dz over steps and rows
+  float* dWU;          // [I + H, G]: dW (the first I rows), then dU
+  float* dpeep;        // [3H]: dp, or null without kPeephole
   float* dx;           // [T, B, I]: dz W^T, or null (x needs no gradient)
   float* dc0;          // [B, H]
   float* dh0;          // [B, H]

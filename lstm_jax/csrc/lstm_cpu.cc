@@ -1,10 +1,12 @@
 // lstm_jax._native: the LSTM recurrence as XLA FFI custom calls on CPU, exported as PyCapsules.
 //
-//   lstm_fwd          (x, W, b, U, c0, h0, mask) -> (out, cT, hT, gates, cprev)   for training
-//   lstm_fwd_infer    (x, W, b, U, c0, h0, mask) -> (out, cT, hT)          without residuals
-//   lstm_bwd          (gates, cprev, dout, W, U, dcT, dhT, mask, x, out, h0) -> (db, dWU, dx, dc0, dh0)
+//   lstm_fwd          (x, W, b, U, p, c0, h0, mask) -> (out, cT, hT, gates, cprev)   for training
+//   lstm_fwd_infer    (x, W, b, U, p, c0, h0, mask) -> (out, cT, hT)          without residuals
+//   lstm_bwd          (gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0) -> (db, dWU, dp, dx, dc0, dh0)
 //   lstm_bwd_no_dx    the same without dx, for an input that needs no gradient
 //
+// Each takes the attribute `variant` (int32, kernel.h's Variant: the standard cell or a peephole
+// variant); p and dp are the peepholes [3H] and their gradient, empty ([0]) without them.
 // Shapes and semantics: kernel.h. The kernel is chosen once, by what the CPU supports.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -211,16 +213,31 @@ using F32 = ffi::Buffer<ffi::F32>;
 using Pred = ffi::Buffer<ffi::PRED>;
 using Out = ffi::ResultBuffer<ffi::F32>;
 
-ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U, const F32& c0, const F32& h0,
-                         const Pred& mask, int64_t& T, int64_t& B, int64_t& I, int64_t& H) {
-  auto d = x.dimensions(), dw = W.dimensions();
-  if (d.size() != 3 || dw.size() != 2 || dw[1] % 4 != 0)
-    return ffi::Error::InvalidArgument("lstm_jax native: x must be [T, B, I] and W [I, 4H]");
-  T = d[0], B = d[1], I = d[2], H = dw[1] / 4;
-  if (dw[0] != I || !has_dims(b, {4 * H}) || !has_dims(U, {H, 4 * H}) || !has_dims(c0, {B, H}) ||
+const float* peepholes(int32_t variant, const F32& p) { return variant & lj::kPeephole ? p.typed_data() : nullptr; }
+
+// The variant is one the kernels are built for, and p (or dp) has its shape: [3H], or [0] without peepholes.
+template <typename Buf>
+ffi::Error check_variant(int32_t variant, const Buf& p, int64_t H) {
+  if (!lj::known_variant(variant))
+    return ffi::Error::InvalidArgument("lstm_jax native: unknown LSTM variant " + std::to_string(variant));
+  if (!has_dims(p, {variant & lj::kPeephole ? 3 * H : 0}))
+    return ffi::Error::InvalidArgument("lstm_jax native: peepholes p [3H] (or [0] without them) expected");
+  return ffi::Error::Success();
+}
+
+ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U, const F32& p, const F32& c0,
+                         const F32& h0, const Pred& mask, int32_t variant, int64_t& T, int64_t& B, int64_t& I,
+                         int64_t& H) {
+  auto d = x.dimensions(), du = U.dimensions();
+  if (d.size() != 3 || du.size() != 2)
+    return ffi::Error::InvalidArgument("lstm_jax native: x must be [T, B, I] and U [H, G]");
+  T = d[0], B = d[1], I = d[2], H = du[0];
+  if (auto err = check_variant(variant, p, H); err.failure()) return err;
+  const int64_t G = lj::gate_count(variant) * H;
+  if (!has_dims(W, {I, G}) || !has_dims(b, {G}) || !has_dims(U, {H, G}) || !has_dims(c0, {B, H}) ||
       !has_dims(h0, {B, H}) || !has_dims(mask, {T, B}))
-    return ffi::Error::InvalidArgument(
-        "lstm_jax native: W [I, 4H], b [4H], U [H, 4H], c0 and h0 [B, H], mask [T, B] expected");
+    return ffi::Error::InvalidArgument("lstm_jax native: W [I, G], b [G], U [H, G] (G = the variant's gates "
+                                       "times H), c0 and h0 [B, H], mask [T, B] expected");
   return ffi::Error::Success();
 }
 
@@ -230,69 +247,77 @@ ffi::Error check_results(Out& out, Out& cT, Out& hT, int64_t T, int64_t B, int64
   return ffi::Error::Success();
 }
 
-ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out, Out cT,
-                   Out hT, Out gates, Out cprev) {
+ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 p, F32 c0, F32 h0, Pred mask, Out out,
+                   Out cT, Out hT, Out gates, Out cprev, int32_t variant) {
   int64_t T, B, I, H;
-  if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
+  if (auto err = check_forward(x, W, b, U, p, c0, h0, mask, variant, T, B, I, H); err.failure()) return err;
   if (auto err = check_results(out, cT, hT, T, B, H); err.failure()) return err;
-  if (!has_dims(*gates, {T, B, 4 * H}) || !has_dims(*cprev, {T, B, H}))
-    return ffi::Error::InvalidArgument("lstm_jax native: results gates [T, B, 4H] and cprev [T, B, H] expected");
+  if (!has_dims(*gates, {T, B, lj::gate_count(variant) * H}) || !has_dims(*cprev, {T, B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: results gates [T, B, G] and cprev [T, B, H] expected");
   advise_outputs({{out->untyped_data(), out->size_bytes()}, {gates->untyped_data(), gates->size_bytes()},
                   {cprev->untyped_data(), cprev->size_bytes()}});
   const lj::ParallelFor parallel = on_pool(pool);
-  isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
-                 h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(),
-                 gates->typed_data(), cprev->typed_data(), threads(), &parallel});
+  isa().forward({T, B, I, H, variant, peepholes(variant, p), x.typed_data(), W.typed_data(), b.typed_data(),
+                 U.typed_data(), c0.typed_data(), h0.typed_data(), mask.typed_data(), out->typed_data(),
+                 cT->typed_data(), hT->typed_data(), gates->typed_data(), cprev->typed_data(), threads(), &parallel});
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 c0, F32 h0, Pred mask, Out out,
-                        Out cT, Out hT) {
+ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 p, F32 c0, F32 h0, Pred mask, Out out,
+                        Out cT, Out hT, int32_t variant) {
   int64_t T, B, I, H;
-  if (auto err = check_forward(x, W, b, U, c0, h0, mask, T, B, I, H); err.failure()) return err;
+  if (auto err = check_forward(x, W, b, U, p, c0, h0, mask, variant, T, B, I, H); err.failure()) return err;
   if (auto err = check_results(out, cT, hT, T, B, H); err.failure()) return err;
   advise_buffer(out->untyped_data(), out->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
-  isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), c0.typed_data(),
-                 h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(), hT->typed_data(), nullptr,
-                 nullptr, threads(), &parallel});
+  isa().forward({T, B, I, H, variant, peepholes(variant, p), x.typed_data(), W.typed_data(), b.typed_data(),
+                 U.typed_data(), c0.typed_data(), h0.typed_data(), mask.typed_data(), out->typed_data(),
+                 cT->typed_data(), hT->typed_data(), nullptr, nullptr, threads(), &parallel});
   return ffi::Error::Success();
 }
 
 // dx is null for lstm_bwd_no_dx.
 ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, const F32& dout, const F32& W,
-                    const F32& U, const F32& dcT, const F32& dhT, const Pred& mask, const F32& x, const F32& out,
-                    const F32& h0, Out& db, Out& dWU, Out* dx, Out& dc0, Out& dh0) {
-  auto d = gates.dimensions(), dw = W.dimensions();
-  if (d.size() != 3 || d[2] % 4 != 0 || dw.size() != 2)
-    return ffi::Error::InvalidArgument("lstm_jax native: gates must be [T, B, 4H] and W [I, 4H]");
-  const int64_t T = d[0], B = d[1], H = d[2] / 4, I = dw[0];
-  if (!has_dims(cprev, {T, B, H}) || !has_dims(dout, {T, B, H}) || !has_dims(W, {I, 4 * H}) ||
-      !has_dims(U, {H, 4 * H}) || !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) || !has_dims(mask, {T, B}) ||
-      !has_dims(x, {T, B, I}) || !has_dims(out, {T, B, H}) || !has_dims(h0, {B, H}))
-    return ffi::Error::InvalidArgument("lstm_jax native: cprev, dout and out [T, B, H], x [T, B, I], U [H, 4H], "
-                                       "dcT, dhT and h0 [B, H], mask [T, B] expected");
-  if (!has_dims(*db, {4 * H}) || !has_dims(*dWU, {I + H, 4 * H}) || (dx && !has_dims(**dx, {T, B, I})) ||
+                    const F32& U, const F32& p, const F32& dcT, const F32& dhT, const Pred& mask, const F32& x,
+                    const F32& out, const F32& h0, Out& db, Out& dWU, Out& dp, Out* dx, Out& dc0, Out& dh0,
+                    int32_t variant) {
+  auto d = gates.dimensions(), du = U.dimensions(), dw = W.dimensions();
+  if (d.size() != 3 || du.size() != 2 || dw.size() != 2)
+    return ffi::Error::InvalidArgument("lstm_jax native: gates must be [T, B, G], U [H, G] and W [I, G]");
+  const int64_t T = d[0], B = d[1], H = du[0], I = dw[0];
+  if (auto err = check_variant(variant, p, H); err.failure()) return err;
+  if (auto err = check_variant(variant, *dp, H); err.failure()) return err;
+  const int64_t G = lj::gate_count(variant) * H;
+  if (!has_dims(gates, {T, B, G}) || !has_dims(cprev, {T, B, H}) || !has_dims(dout, {T, B, H}) ||
+      !has_dims(W, {I, G}) || !has_dims(U, {H, G}) || !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) ||
+      !has_dims(mask, {T, B}) || !has_dims(x, {T, B, I}) || !has_dims(out, {T, B, H}) || !has_dims(h0, {B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: gates [T, B, G], cprev, dout and out [T, B, H], "
+                                       "x [T, B, I], W [I, G], U [H, G], dcT, dhT and h0 [B, H], mask [T, B] expected");
+  if (!has_dims(*db, {G}) || !has_dims(*dWU, {I + H, G}) || (dx && !has_dims(**dx, {T, B, I})) ||
       !has_dims(*dc0, {B, H}) || !has_dims(*dh0, {B, H}))
-    return ffi::Error::InvalidArgument("lstm_jax native: results db [4H], dWU [I + H, 4H], dx [T, B, I], "
+    return ffi::Error::InvalidArgument("lstm_jax native: results db [G], dWU [I + H, G], dx [T, B, I], "
                                        "dc0 and dh0 [B, H] expected");
   if (dx) advise_buffer((*dx)->untyped_data(), (*dx)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
-  isa().backward({T, B, I, H, gates.typed_data(), cprev.typed_data(), dout.typed_data(), W.typed_data(),
-                  U.typed_data(), dcT.typed_data(), dhT.typed_data(), mask.typed_data(), x.typed_data(),
-                  out.typed_data(), h0.typed_data(), db->typed_data(), dWU->typed_data(),
+  isa().backward({T, B, I, H, variant, peepholes(variant, p), gates.typed_data(), cprev.typed_data(),
+                  dout.typed_data(), W.typed_data(), U.typed_data(), dcT.typed_data(), dhT.typed_data(),
+                  mask.typed_data(), x.typed_data(), out.typed_data(), h0.typed_data(), db->typed_data(),
+                  dWU->typed_data(), variant & lj::kPeephole ? dp->typed_data() : nullptr,
                   dx ? (*dx)->typed_data() : nullptr, dc0->typed_data(), dh0->typed_data(), threads(), &parallel});
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT, Pred mask,
-                    F32 x, F32 out, F32 h0, Out db, Out dWU, Out dx, Out dc0, Out dh0) {
-  return backward(pool, gates, cprev, dout, W, U, dcT, dhT, mask, x, out, h0, db, dWU, &dx, dc0, dh0);
+ffi::Error Backward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 p, F32 dcT, F32 dhT,
+                    Pred mask, F32 x, F32 out, F32 h0, Out db, Out dWU, Out dp, Out dx, Out dc0, Out dh0,
+                    int32_t variant) {
+  return backward(pool, gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0, db, dWU, dp, &dx, dc0, dh0, variant);
 }
 
-ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 dcT, F32 dhT,
-                        Pred mask, F32 x, F32 out, F32 h0, Out db, Out dWU, Out dc0, Out dh0) {
-  return backward(pool, gates, cprev, dout, W, U, dcT, dhT, mask, x, out, h0, db, dWU, nullptr, dc0, dh0);
+ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 p, F32 dcT, F32 dhT,
+                        Pred mask, F32 x, F32 out, F32 h0, Out db, Out dWU, Out dp, Out dc0, Out dh0,
+                        int32_t variant) {
+  return backward(pool, gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0, db, dWU, dp, nullptr, dc0, dh0,
+                  variant);
 }
 
 }  // namespace
@@ -311,23 +336,24 @@ auto f32_rets(Binding b) {
   else return f32_rets<N - 1>(std::move(b).template Ret<F32>());
 }
 
-// The two forward handlers share their arguments (a thread pool, x, W, b, U, c0, h0, mask) and
-// first results (out, cT, hT).
-static auto forward_binding() { return f32_rets<3>(f32_args<6>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()); }
+// The two forward handlers share their arguments (a thread pool, x, W, b, U, p, c0, h0, mask) and
+// first results (out, cT, hT); the variant attribute comes last.
+static auto forward_binding() { return f32_rets<3>(f32_args<7>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()); }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward, f32_rets<2>(forward_binding()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward, f32_rets<2>(forward_binding()).Attr<int32_t>("variant"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer, forward_binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer, forward_binding().Attr<int32_t>("variant"));
 
-// The backward handlers' arguments (a thread pool; gates, cprev, dout, W, U, dcT, dhT, mask, x,
-// out, h0) and first results (db, dWU).
+// The backward handlers' arguments (a thread pool; gates, cprev, dout, W, U, p, dcT, dhT, mask, x,
+// out, h0) and first results (db, dWU, dp).
 static auto backward_binding() {
-  return f32_rets<2>(f32_args<3>(f32_args<7>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
+  return f32_rets<3>(f32_args<3>(f32_args<8>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward, f32_rets<3>(backward_binding()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward, f32_rets<3>(backward_binding()).Attr<int32_t>("variant"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx, f32_rets<2>(backward_binding()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx,
+                              f32_rets<2>(backward_binding()).Attr<int32_t>("variant"));
 
 // -- the Python module -----------------------------------------------------------------------------
 

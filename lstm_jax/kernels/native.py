@@ -1,4 +1,4 @@
-"""The native CPU recurrence of the standard LSTM cell, as XLA FFI custom calls.
+"""The native CPU recurrence of the standard LSTM cell and Greff's peephole variants, as XLA FFI custom calls.
 
 The C++ kernels in ``lstm_jax/csrc`` are built into ``lstm_jax._native`` by ``pip install``
 (setup.py). Each runs a whole layer in one call: per step a register-tiled matmul of [x_t, h] by
@@ -7,6 +7,12 @@ independent, so the rows are split into blocks that each run the whole sequence,
 intra-op threads, with no synchronisation between steps. The backward kernel gives every gradient:
 the gate gradients of a few steps at a time stay in cache and go straight into dW, dU and db (so
 they never reach memory), and dx is skipped when the input needs no gradient.
+
+The same kernels run Greff et al.'s variants (``np``, ``peephole``, ``nig``, ``nfg``, ``nog``,
+``niaf``, ``noaf``, ``cifg``), picked by a ``variant`` attribute: each variant's gate math is its own
+compiled instantiation, with only the gate blocks it has in the tile, and the peepholes' gradient
+comes from the backward kernel beside db. FGR (gate recurrence) and the layer-normalised LSTM are
+not among them: they take the generic XLA path.
 
 With several devices each call runs once per batch shard (``shard_map``, see
 :mod:`lstm_jax.kernels.sharding`), so a data-parallel step keeps its batch split.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lstm_jax.kernels import sharding
 from lstm_jax.kernels.sharding import BATCH, REPLICATED, TIME_BATCH
@@ -37,6 +44,11 @@ Array = jax.Array
 _TARGETS = {"lstm_jax_fwd": "lstm_fwd", "lstm_jax_fwd_infer": "lstm_fwd_infer", "lstm_jax_bwd": "lstm_bwd",
             "lstm_jax_bwd_no_dx": "lstm_bwd_no_dx"}
 _registered = False
+
+# The LSTM variants of the kernels, as bits (csrc/kernel.h's Variant): gates present, coupling,
+# linear activations, peepholes.
+INPUT, FORGET, OUTPUT, COUPLED, LINEAR_INPUT, LINEAR_OUTPUT, PEEPHOLE = 1, 2, 4, 8, 16, 32, 64
+STANDARD = INPUT | FORGET | OUTPUT
 
 
 def built() -> bool:
@@ -71,17 +83,24 @@ def _mask(mask_TxB: Array | None, T: int, B: int) -> Array:
     return jnp.ones((T, B), bool) if mask_TxB is None else mask_TxB.astype(bool)
 
 
+def _peepholes(p_3H: Array | None) -> Array:
+    return jnp.zeros((0,), jnp.float32) if p_3H is None else p_3H.astype(jnp.float32)
+
+
 def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Array, h0_BxH: Array,
-            mask_TxB: Array | None, *, save: bool):
+            mask_TxB: Array | None, *, save: bool, variant: int = STANDARD, p_3H: Array | None = None):
     """The forward pass, input projection included (float32 throughout).
 
-    Returns (out [T, B, H], cT [B, H], hT [B, H]) and, with ``save``, also the residuals of the
-    backward pass: the activated gates [T, B, 4H] and the cell state entering each step [T, B, H].
+    ``variant`` picks the cell (the standard LSTM, or a peephole variant: see ``csrc/kernel.h``);
+    G is its number of gate blocks times H, and ``p_3H`` its peepholes (p_i, p_f, p_o; zeros for
+    an absent gate) when it has them. Returns (out [T, B, H], cT [B, H], hT [B, H]) and, with
+    ``save``, also the residuals of the backward pass: the activated gates [T, B, G] and the cell
+    state entering each step [T, B, H].
     """
     _register()
     T, B, _ = x_TxBxI.shape
     G = W_IxG.shape[1]
-    H = G // 4
+    H = U_HxG.shape[0]
     f32 = jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size  # under shard_map the call sees one shard's rows
@@ -90,48 +109,51 @@ def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Arra
         shapes += [jax.ShapeDtypeStruct((T, b, G), f32), jax.ShapeDtypeStruct((T, b, H), f32)]
     call = jax.ffi.ffi_call("lstm_jax_fwd" if save else "lstm_jax_fwd_infer", shapes, vmap_method="sequential")
     out_specs = (TIME_BATCH, BATCH, BATCH) + ((TIME_BATCH, TIME_BATCH) if save else ())
-    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH)
-    call = sharding.per_shard(lambda *args, ffi=call: tuple(ffi(*args)), mesh, in_specs, out_specs)
-    return call(x_TxBxI.astype(f32), W_IxG.astype(f32), b_G.astype(f32), U_HxG.astype(f32), c0_BxH.astype(f32),
-                h0_BxH.astype(f32), _mask(mask_TxB, T, B))
+    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH)
+    attrs = {"variant": np.int32(variant)}
+    call = sharding.per_shard(lambda *args, ffi=call: tuple(ffi(*args, **attrs)), mesh, in_specs, out_specs)
+    return call(x_TxBxI.astype(f32), W_IxG.astype(f32), b_G.astype(f32), U_HxG.astype(f32), _peepholes(p_3H),
+                c0_BxH.astype(f32), h0_BxH.astype(f32), _mask(mask_TxB, T, B))
 
 
 def backward(gates_TxBxG: Array, cprev_TxBxH: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
              dcT_BxH: Array, dhT_BxH: Array, mask_TxB: Array | None, x_TxBxI: Array, out_TxBxH: Array,
-             h0_BxH: Array, *, with_dx: bool = True):
+             h0_BxH: Array, *, with_dx: bool = True, variant: int = STANDARD, p_3H: Array | None = None):
     """The backward pass, from the forward pass's residuals, inputs (x, h0) and output.
 
-    ``mask_TxB`` must mark a prefix of each row. Returns (db [4H], dWU [I + H, 4H] (dW over dU),
-    dx [T, B, I] (None without ``with_dx``), dc0 [B, H], dh0 [B, H]).
+    ``mask_TxB`` must mark a prefix of each row; ``variant`` and ``p_3H`` as in :func:`forward`.
+    Returns (db [G], dWU [I + H, G] (dW over dU), dx [T, B, I] (None without ``with_dx``), dc0 [B, H],
+    dh0 [B, H], dp [3H] (None without peepholes)).
     """
     _register()
     T, B, G = gates_TxBxG.shape
-    H, I = G // 4, W_IxG.shape[0]
+    H, I = U_HxG.shape[0], W_IxG.shape[0]
     f32 = jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size
-    shapes = [jax.ShapeDtypeStruct((G,), f32), jax.ShapeDtypeStruct((I + H, G), f32)]
+    peep = variant & PEEPHOLE
+    shapes = [jax.ShapeDtypeStruct((G,), f32), jax.ShapeDtypeStruct((I + H, G), f32),
+              jax.ShapeDtypeStruct((3 * H if peep else 0,), f32)]
     shapes += [jax.ShapeDtypeStruct((T, b, I), f32)] if with_dx else []
     shapes += [jax.ShapeDtypeStruct((b, H), f32), jax.ShapeDtypeStruct((b, H), f32)]
     call = jax.ffi.ffi_call("lstm_jax_bwd" if with_dx else "lstm_jax_bwd_no_dx", shapes, vmap_method="sequential")
 
     def run(*args):
-        db, dWU, *rest = call(*args)
+        db, dWU, dp, *rest = call(*args, variant=np.int32(variant))
         if mesh is not None:  # each shard's weight gradients cover its rows only
-            db, dWU = sharding.psum(db), sharding.psum(dWU)
-        return (db, dWU, *rest)
+            db, dWU, dp = sharding.psum(db), sharding.psum(dWU), sharding.psum(dp)
+        return (db, dWU, dp, *rest)
 
-    out_specs = (REPLICATED, REPLICATED) + ((TIME_BATCH,) if with_dx else ()) + (BATCH, BATCH)
-    in_specs = (TIME_BATCH, TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH, TIME_BATCH,
-                TIME_BATCH, BATCH)
+    out_specs = (REPLICATED, REPLICATED, REPLICATED) + ((TIME_BATCH,) if with_dx else ()) + (BATCH, BATCH)
+    in_specs = (TIME_BATCH, TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH,
+                TIME_BATCH, TIME_BATCH, BATCH)
     run = sharding.per_shard(run, mesh, in_specs, out_specs)
-    args = (gates_TxBxG, cprev_TxBxH, dout_TxBxH, W_IxG, U_HxG, dcT_BxH, dhT_BxH)
-    results = run(*(a.astype(f32) for a in args), _mask(mask_TxB, T, B), x_TxBxI.astype(f32),
-                  out_TxBxH.astype(f32), h0_BxH.astype(f32))
-    if with_dx:
-        return tuple(results)
-    db, dWU, dc0, dh0 = results
-    return db, dWU, None, dc0, dh0
+    args = (gates_TxBxG, cprev_TxBxH, dout_TxBxH, W_IxG, U_HxG)
+    results = run(*(a.astype(f32) for a in args), _peepholes(p_3H), dcT_BxH.astype(f32), dhT_BxH.astype(f32),
+                  _mask(mask_TxB, T, B), x_TxBxI.astype(f32), out_TxBxH.astype(f32), h0_BxH.astype(f32))
+    db, dWU, dp, *rest = results
+    dx, dc0, dh0 = rest if with_dx else (None, *rest)
+    return db, dWU, dx, dc0, dh0, (dp if peep else None)
 
 
 # -- which cells run here: one entry per cell class --------------------------------------------------
@@ -158,6 +180,41 @@ def _lstm_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
     return xla.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat, native=True)
 
 
+def _variants() -> dict:
+    """The cell classes the LSTM kernels run, each exactly (a subclass may change the maths), by variant."""
+    from lstm_jax import cells
+
+    peep = PEEPHOLE
+    return {cells.NPCell: STANDARD, cells.PeepholeCell: STANDARD | peep, cells.NIGCell: FORGET | OUTPUT | peep,
+            cells.NFGCell: INPUT | OUTPUT | peep, cells.NOGCell: INPUT | FORGET | peep,
+            cells.NIAFCell: STANDARD | LINEAR_INPUT | peep, cells.NOAFCell: STANDARD | LINEAR_OUTPUT | peep,
+            cells.CIFGCell: INPUT | OUTPUT | COUPLED | peep}
+
+
+def _variant_supports(cell) -> bool:
+    from lstm_jax.kernels import xla
+
+    W, _, U = xla._weights(cell)
+    return (type(cell) in _variants() and xla.generic_supports(cell)
+            and supports_lstm(cell.activation, cell.recurrent_activation, W.dtype, U.dtype, cell.carry_dtype))
+
+
+def _cell_peepholes(cell) -> Array | None:
+    """(p_i, p_f, p_o) [3H] of a peephole cell, zeros for a gate it does not have; None for NP."""
+    ps = [getattr(cell, f"p_{g}", None) for g in "ifo"]
+    if all(p is None for p in ps):
+        return None
+    zeros = jnp.zeros((cell.hidden_size,), jnp.float32)
+    return jnp.concatenate([zeros if p is None else p[...].astype(jnp.float32) for p in ps])
+
+
+def _variant_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
+    from lstm_jax.kernels import xla
+
+    return xla.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat, native=True, variant=_variants()[type(cell)],
+                          peepholes_3H=_cell_peepholes(cell))
+
+
 def _gru_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
     if remat:  # the GRU kernels keep every step; remat runs the generic XLA path, which recomputes
         from lstm_jax.kernels import xla
@@ -179,7 +236,8 @@ def _gru_supports(cell) -> bool:
 def _entries() -> dict:
     from lstm_jax.cells import GRUCell, LSTMCell
 
-    return {LSTMCell: (_lstm_supports, _lstm_layer), GRUCell: (_gru_supports, _gru_layer), **_EXTRA}
+    variants = {cls: (_variant_supports, _variant_layer) for cls in _variants()}
+    return {LSTMCell: (_lstm_supports, _lstm_layer), GRUCell: (_gru_supports, _gru_layer), **variants, **_EXTRA}
 
 
 _EXTRA: dict = {}
@@ -190,8 +248,9 @@ def register(cell_class, supports_fn, layer_fn) -> None:
 
     ``supports_fn(cell) -> bool`` says whether it runs this cell here (dtype, activations, backend);
     ``layer_fn(cell, x_TxBxD, carry, mask_TxB, *, remat) -> (final carry, outputs [T, B, H])`` runs
-    it with the semantics of ``layers.scan_cell``. The standard LSTM and the GRU
-    (:mod:`~lstm_jax.kernels.native_gru`) are registered from the start.
+    it with the semantics of ``layers.scan_cell``. The standard LSTM, Greff's variants (``np``,
+    ``peephole``, ``nig``, ``nfg``, ``nog``, ``niaf``, ``noaf``, ``cifg``: the LSTM kernels with
+    their variant flags) and the GRU (:mod:`~lstm_jax.kernels.native_gru`) are registered from the start.
     """
     _EXTRA[cell_class] = (supports_fn, layer_fn)
 

@@ -24,8 +24,10 @@ is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mas
 Matmuls run in the dtype of W and U (bf16 works); the elementwise work and the cell state run in
 the carry's dtype (float32).
 
-Every other cell (peephole family, layernorm, GRU, a user's subclass) runs :func:`cell_layer`, the
-same scheme written once over the cell's own ``project`` / ``recurrent`` / ``combine``.
+Greff's peephole variants run the same custom VJP with ``native`` (the kernels' variant flags).
+Every other cell (FGR, layernorm, a user's subclass; the GRU without its native kernels) runs
+:func:`cell_layer`, the same scheme written once over the cell's own ``project`` / ``recurrent`` /
+``combine``.
 """
 
 from __future__ import annotations
@@ -146,14 +148,16 @@ def _forward_chunked(act, rec_act, x, W, b, U, c0, h0, mask, most: int = 32):
     return (c, h), out.reshape(T, B, -1)
 
 
-def _bias(b, H):
-    return jnp.zeros((4 * H,), jnp.float32) if b is None else b
+def _bias(b, W):
+    return jnp.zeros((W.shape[1],), jnp.float32) if b is None else b
 
 
+# ``native`` is None for the XLA recurrence (the standard cell only, ``p`` None), else the variant
+# the native kernels run (``native.STANDARD`` or a peephole variant, with peepholes ``p`` [3H]).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _lstm(act, rec_act, native, x, W, b, U, c0, h0, mask):
-    if native:
-        out, c, h = native_kernels.forward(x, W, _bias(b, U.shape[0]), U, c0, h0, mask, save=False)
+def _lstm(act, rec_act, native, x, W, b, U, p, c0, h0, mask):
+    if native is not None:
+        out, c, h = native_kernels.forward(x, W, _bias(b, W), U, c0, h0, mask, save=False, variant=native, p_3H=p)
         return (c, h), out
     return _forward_chunked(act, rec_act, x, W, b, U, c0, h0, mask)
 
@@ -166,16 +170,16 @@ class _Static:
     value: object
 
 
-def _lstm_fwd(act, rec_act, native, x, W, b, U, c0, h0, mask):
+def _lstm_fwd(act, rec_act, native, x, W, b, U, p, c0, h0, mask):
     # symbolic_zeros: each argument comes as a CustomVJPPrimal, which says whether it is perturbed.
     need_dx = _Static(x.perturbed)
-    x, W, b, U, c0, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, b, U, c0, h0, mask))
-    if native:
-        bias = _bias(b, U.shape[0])
-        out, c, h, gates, c_prev = native_kernels.forward(x, W, bias, U, c0, h0, mask, save=True)
-        return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev, need_dx)
+    x, W, b, U, p, c0, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, b, U, p, c0, h0, mask))
+    if native is not None:
+        out, c, h, gates, c_prev = native_kernels.forward(x, W, _bias(b, W), U, c0, h0, mask, save=True,
+                                                          variant=native, p_3H=p)
+        return ((c, h), out), (x, W, b, U, p, h0, mask, out, gates, c_prev, need_dx)
     (c, h), out, (gates, c_prev) = _forward(act, rec_act, True, x, W, b, U, c0, h0, mask)
-    return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev, need_dx)
+    return ((c, h), out), (x, W, b, U, p, h0, mask, out, gates, c_prev, need_dx)
 
 
 def _dense(ct, like):
@@ -197,19 +201,21 @@ def _dz(act, rec_act, gates, cp, dc, dh):
 
 
 def _lstm_bwd(act, rec_act, native, res, cotangents):
-    x, W, b, U, h0, mask, out, gates, c_prev, need_dx = res
+    x, W, b, U, p, h0, mask, out, gates, c_prev, need_dx = res
     (dc_T, dh_T), dout = cotangents
     dc_T, dh_T, dout = _dense(dc_T, h0), _dense(dh_T, h0), _dense(dout, out)
-    if native:
-        db, dWU, dx, dc0, dh0 = native_kernels.backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask, x, out, h0,
-                                                        with_dx=need_dx.value)
+    if native is not None:
+        db, dWU, dx, dc0, dh0, dp = native_kernels.backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask, x, out, h0,
+                                                            with_dx=need_dx.value, variant=native, p_3H=p)
         I = x.shape[-1]
         db = None if b is None else db.astype(b.dtype)
         dx = None if dx is None else dx.astype(x.dtype)
-        return dx, dWU[:I].astype(W.dtype), db, dWU[I:].astype(U.dtype), dc0, dh0, None
+        dp = None if p is None else dp.astype(p.dtype)
+        return dx, dWU[:I].astype(W.dtype), db, dWU[I:].astype(U.dtype), dp, dc0, dh0, None
     dz, dc0, dh0 = _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask)
     db = None if b is None else jnp.sum(dz.reshape(-1, dz.shape[-1]).astype(c_prev.dtype), axis=0)
-    return _weight_grads(x, W, b, U, h0, out, dz, db, dc0, dh0)
+    dx, dW, db, dU, dc0, dh0, dmask = _weight_grads(x, W, b, U, h0, out, dz, db, dc0, dh0)
+    return dx, dW, db, dU, None, dc0, dh0, dmask
 
 
 def _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask):
@@ -274,6 +280,8 @@ def lstm(
     activation: Callable = jnp.tanh,
     recurrent_activation: Callable = jax.nn.sigmoid,
     native: bool = False,
+    variant: int = native_kernels.STANDARD,
+    peepholes_3H: Array | None = None,
 ):
     """The standard LSTM over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
@@ -283,6 +291,8 @@ def lstm(
     (a prefix of each row). The activations must be among sigmoid, tanh, relu and linear
     (``lstm_jax.cells.ACTIVATIONS``). ``native`` runs the recurrences in the C++ kernels of
     :mod:`lstm_jax.kernels.native` (CPU, float32, tanh and sigmoid; see its ``supports_lstm``).
+    With ``native``, ``variant`` may instead name one of its peephole variants (see ``native.VARIANTS``),
+    whose weights hold only the gate blocks it has, with ``peepholes_3H`` its (p_i, p_f, p_o).
     """
     if not supports(activation, recurrent_activation):
         raise ValueError("the fast LSTM supports the activations sigmoid, tanh, relu and linear only")
@@ -290,7 +300,10 @@ def lstm(
     h0 = h0.astype(c0.dtype)
     if native and not native_kernels.supports_lstm(activation, recurrent_activation, W_DxG.dtype, U_HxG.dtype, c0.dtype):
         raise ValueError("the native LSTM runs float32 with tanh and sigmoid on the CPU, with lstm_jax._native built")
-    return _lstm(activation, recurrent_activation, native, x_TxBxD, W_DxG, b_G, U_HxG, c0, h0, mask_TxB)
+    if (variant != native_kernels.STANDARD or peepholes_3H is not None) and not native:
+        raise ValueError("the peephole variants run on the native kernels only (native=True)")
+    return _lstm(activation, recurrent_activation, variant if native else None, x_TxBxD, W_DxG, b_G, U_HxG,
+                 peepholes_3H, c0, h0, mask_TxB)
 
 
 # -- the standard cell as a layer ------------------------------------------------------------------
@@ -310,15 +323,17 @@ def _weights(cell):
 
 
 def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False,
-               native: bool = False):
+               native: bool = False, variant: int = native_kernels.STANDARD, peepholes_3H: Array | None = None):
     """The standard ``LSTMCell`` over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
-    ``native`` runs the recurrences in the C++ kernels (``kernels.native.supports`` must hold).
+    ``native`` runs the recurrences in the C++ kernels (``kernels.native.supports`` must hold), where
+    ``variant`` and ``peepholes_3H`` may name a peephole cell's variant (as in :func:`lstm`).
     ``remat`` keeps only the carries between chunks of about sqrt(T) steps and recomputes each
     chunk's forward pass during the backward pass, so activation memory grows as sqrt(T), not T.
     """
     W, b, U = _weights(cell)
-    kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation, native=native)
+    kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation, native=native,
+              variant=variant, peepholes_3H=peepholes_3H)
     if not remat:
         return lstm(x_TxBxD, W, b, U, carry, mask_TxB, **kw)
     return _remat_scan(lambda x, c, m: lstm(x, W, b, U, c, m, **kw), x_TxBxD, carry, mask_TxB)
