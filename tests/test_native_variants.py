@@ -168,10 +168,13 @@ def test_a_users_subclass_takes_the_generic_path():
 def test_the_kernels_refuse_an_unknown_variant():
     """Only the variants the kernels were built for run; anything else is an error, not wrong numbers."""
     x = jnp.zeros((2, 3, D))
-    W, U, b = jnp.zeros((D, 2 * H)), jnp.zeros((H, 2 * H)), jnp.zeros((2 * H,))
-    c0 = jnp.zeros((3, H))
+    W, U, b = jnp.zeros((1, D, 2 * H)), jnp.zeros((1, H, 2 * H)), jnp.zeros((1, 2 * H))
+    c0 = jnp.zeros((1, 3, H))
     with pytest.raises(Exception, match="unknown LSTM variant"):
         jax.block_until_ready(native.forward(x, W, b, U, c0, c0, None, save=False, variant=native.FORGET))
+    W, U, b = jnp.zeros((1, D, 4 * H)), jnp.zeros((1, H, 4 * H)), jnp.zeros((1, 4 * H))
+    with pytest.raises(Exception, match="reversed bits"):  # a second layer that is not there
+        jax.block_until_ready(native.forward(x, W, b, U, c0, c0, None, save=False, reversed=0b10))
 
 
 _SUBPROCESS = """

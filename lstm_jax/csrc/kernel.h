@@ -19,6 +19,14 @@
 // (dz_i c, dz_f c, dz_o c_t).
 // Rows of the batch are independent, so each thread owns a block of rows for the whole sequence
 // and the threads never synchronise between steps.
+//
+// One call may run N layers of one shape side by side (both directions of a bidirectional layer):
+// each has its own weights, state and residuals, they read the same x, and they write their
+// outputs into one [T, B, N H] array (row stride ldo = N H), each its own H columns. A layer that
+// runs reversed reads each row's valid prefix backwards: its step s reads x_{len-1-s} and writes
+// out_{len-1-s} (len: the row's length, the prefix the mask marks); past the prefix it is frozen
+// and writes zeros at time s, as always. So its outputs come out aligned with the input and no
+// reversal of x or of the outputs is ever written. Its residuals stay in step order.
 #pragma once
 
 #include <cstddef>
@@ -135,6 +143,8 @@ struct FwdArgs {
   int64_t T, B, I, H;  // the gate blocks G = gate_count(variant) H
   int variant;
   const float* peep;   // [3H] (p_i, p_f, p_o), or null without kPeephole
+  int64_t ldo;         // the row stride of out: H, or N H for N layers side by side
+  const int64_t* len;  // [B] the rows' lengths for a reversed layer, or null (forward in time)
   const float* x;      // [T, B, I]
   const float* W;      // [I, G]
   const float* bias;   // [G]
@@ -155,6 +165,8 @@ struct BwdArgs {
   int64_t T, B, I, H;
   int variant;
   const float* peep;   // [3H], or null without kPeephole
+  int64_t ldo;         // the row stride of dout and out (as in FwdArgs)
+  const int64_t* len;  // as in FwdArgs
   const float* gates;  // [T, B, G] from the forward pass
   const float* cprev;  // [T, B, H]
   const float* dout;   // [T, B, H]
@@ -176,10 +188,16 @@ struct BwdArgs {
   const ParallelFor* parallel;
 };
 
-#define LSTM_JAX_DECLARE_ISA(ns)        \
-  namespace ns {                        \
-  void forward(const FwdArgs& a);       \
-  void backward(const BwdArgs& a);      \
+// The time step s of a row reads and writes (see above).
+inline int64_t time_of(const int64_t* len, int64_t s, int64_t row) {
+  return len != nullptr && s < len[row] ? len[row] - 1 - s : s;
+}
+
+// n layers of one shape and variant (threads and parallel are those of the first).
+#define LSTM_JAX_DECLARE_ISA(ns)                    \
+  namespace ns {                                    \
+  void forward(const FwdArgs* layers, int64_t n);   \
+  void backward(const BwdArgs* layers, int64_t n);  \
   }
 
 LSTM_JAX_DECLARE_ISA(generic)

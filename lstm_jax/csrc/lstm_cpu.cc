@@ -5,8 +5,10 @@
 //   lstm_bwd          (gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0) -> (db, dWU, dp, dx, dc0, dh0)
 //   lstm_bwd_no_dx    the same without dx, for an input that needs no gradient
 //
-// Each takes the attribute `variant` (int32, kernel.h's Variant: the standard cell or a peephole
-// variant); p and dp are the peepholes [3H] and their gradient, empty ([0]) without them.
+// Each runs N layers side by side (kernel.h): every array but x [T, B, I] and mask [T, B] has a
+// leading N, and out and dout are [T, B, N H]. The int32 attributes: `variant` (kernel.h's Variant:
+// the standard cell or a peephole variant) and `reversed` (bit l: layer l runs backwards over each
+// row's valid prefix). p and dp are the peepholes [N, 3H] and their gradient, [N, 0] without them.
 // Shapes and semantics: kernel.h. The kernel is chosen once, by what the CPU supports.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,8 +39,8 @@ namespace {
 
 struct Isa {
   const char* name;
-  void (*forward)(const lj::FwdArgs&);
-  void (*backward)(const lj::BwdArgs&);
+  void (*forward)(const lj::FwdArgs*, int64_t);
+  void (*backward)(const lj::BwdArgs*, int64_t);
 };
 
 Isa pick_isa() {
@@ -215,64 +217,99 @@ using Out = ffi::ResultBuffer<ffi::F32>;
 
 const float* peepholes(int32_t variant, const F32& p) { return variant & lj::kPeephole ? p.typed_data() : nullptr; }
 
-// The variant is one the kernels are built for, and p (or dp) has its shape: [3H], or [0] without peepholes.
+// The layers' shape (N layers of one variant, side by side: see kernel.h), read from U [N, H, G].
+struct Shape {
+  int64_t N, T, B, I, H, G;
+};
+
+// The variant is one the kernels are built for, the reversed bits name layers there are, and p
+// (or dp) has its shape: [N, 3H], or [N, 0] without peepholes.
 template <typename Buf>
-ffi::Error check_variant(int32_t variant, const Buf& p, int64_t H) {
+ffi::Error check_variant(int32_t variant, int32_t reversed, const Buf& p, const Shape& s) {
   if (!lj::known_variant(variant))
     return ffi::Error::InvalidArgument("lstm_jax native: unknown LSTM variant " + std::to_string(variant));
-  if (!has_dims(p, {variant & lj::kPeephole ? 3 * H : 0}))
-    return ffi::Error::InvalidArgument("lstm_jax native: peepholes p [3H] (or [0] without them) expected");
+  if (reversed < 0 || s.N > 31 || reversed >> s.N)
+    return ffi::Error::InvalidArgument("lstm_jax native: the reversed bits name layers that are not there");
+  if (!has_dims(p, {s.N, variant & lj::kPeephole ? 3 * s.H : 0}))
+    return ffi::Error::InvalidArgument("lstm_jax native: peepholes p [N, 3H] (or [N, 0] without them) expected");
   return ffi::Error::Success();
+}
+
+// N, H and G from U [N, H, G]; T, B, I from x [T, B, I].
+ffi::Error read_shape(const F32& x, const F32& U, int32_t variant, Shape& s) {
+  auto d = x.dimensions(), du = U.dimensions();
+  if (d.size() != 3 || du.size() != 3)
+    return ffi::Error::InvalidArgument("lstm_jax native: x must be [T, B, I] and U [N, H, G]");
+  s = {du[0], d[0], d[1], d[2], du[1], lj::gate_count(variant) * du[1]};
+  return ffi::Error::Success();
+}
+
+// Each reversed row's length: the prefix its mask column marks (empty where no layer is reversed).
+std::vector<int64_t> lengths(const Pred& mask, int32_t reversed, const Shape& s) {
+  std::vector<int64_t> len;
+  if (reversed == 0) return len;
+  len.assign(s.B, 0);
+  const bool* m = mask.typed_data();
+  for (int64_t t = 0; t < s.T; ++t)
+    for (int64_t b = 0; b < s.B; ++b) len[b] += m[t * s.B + b];
+  return len;
 }
 
 ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U, const F32& p, const F32& c0,
-                         const F32& h0, const Pred& mask, int32_t variant, int64_t& T, int64_t& B, int64_t& I,
-                         int64_t& H) {
-  auto d = x.dimensions(), du = U.dimensions();
-  if (d.size() != 3 || du.size() != 2)
-    return ffi::Error::InvalidArgument("lstm_jax native: x must be [T, B, I] and U [H, G]");
-  T = d[0], B = d[1], I = d[2], H = du[0];
-  if (auto err = check_variant(variant, p, H); err.failure()) return err;
-  const int64_t G = lj::gate_count(variant) * H;
-  if (!has_dims(W, {I, G}) || !has_dims(b, {G}) || !has_dims(U, {H, G}) || !has_dims(c0, {B, H}) ||
-      !has_dims(h0, {B, H}) || !has_dims(mask, {T, B}))
-    return ffi::Error::InvalidArgument("lstm_jax native: W [I, G], b [G], U [H, G] (G = the variant's gates "
-                                       "times H), c0 and h0 [B, H], mask [T, B] expected");
+                         const F32& h0, const Pred& mask, Out& out, Out& cT, Out& hT, int32_t variant,
+                         int32_t reversed, Shape& s) {
+  if (auto err = read_shape(x, U, variant, s); err.failure()) return err;
+  if (auto err = check_variant(variant, reversed, p, s); err.failure()) return err;
+  const auto [N, T, B, I, H, G] = s;
+  if (!has_dims(W, {N, I, G}) || !has_dims(b, {N, G}) || !has_dims(c0, {N, B, H}) || !has_dims(h0, {N, B, H}) ||
+      !has_dims(mask, {T, B}))
+    return ffi::Error::InvalidArgument("lstm_jax native: W [N, I, G], b [N, G], U [N, H, G] (G = the variant's "
+                                       "gates times H), c0 and h0 [N, B, H], mask [T, B] expected");
+  if (!has_dims(*out, {T, B, N * H}) || !has_dims(*cT, {N, B, H}) || !has_dims(*hT, {N, B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: results out [T, B, N H], cT and hT [N, B, H] expected");
   return ffi::Error::Success();
 }
 
-ffi::Error check_results(Out& out, Out& cT, Out& hT, int64_t T, int64_t B, int64_t H) {
-  if (!has_dims(*out, {T, B, H}) || !has_dims(*cT, {B, H}) || !has_dims(*hT, {B, H}))
-    return ffi::Error::InvalidArgument("lstm_jax native: results out [T, B, H], cT and hT [B, H] expected");
-  return ffi::Error::Success();
+// gates and cprev are null without residuals.
+void forward(ffi::ThreadPool& pool, const Shape& s, const F32& x, const F32& W, const F32& b, const F32& U,
+             const F32& p, const F32& c0, const F32& h0, const Pred& mask, Out& out, Out& cT, Out& hT, float* gates,
+             float* cprev, int32_t variant, int32_t reversed) {
+  const auto [N, T, B, I, H, G] = s;
+  const lj::ParallelFor parallel = on_pool(pool);
+  const std::vector<int64_t> len = lengths(mask, reversed, s);
+  std::vector<lj::FwdArgs> layers;
+  for (int64_t l = 0; l < N; ++l)
+    layers.push_back({T, B, I, H, variant, variant & lj::kPeephole ? p.typed_data() + l * 3 * H : nullptr, N * H,
+                      reversed >> l & 1 ? len.data() : nullptr, x.typed_data(), W.typed_data() + l * I * G,
+                      b.typed_data() + l * G, U.typed_data() + l * H * G, c0.typed_data() + l * B * H,
+                      h0.typed_data() + l * B * H, mask.typed_data(), out->typed_data() + l * H,
+                      cT->typed_data() + l * B * H, hT->typed_data() + l * B * H,
+                      gates ? gates + l * T * B * G : nullptr, cprev ? cprev + l * T * B * H : nullptr, threads(),
+                      &parallel});
+  isa().forward(layers.data(), N);
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 p, F32 c0, F32 h0, Pred mask, Out out,
-                   Out cT, Out hT, Out gates, Out cprev, int32_t variant) {
-  int64_t T, B, I, H;
-  if (auto err = check_forward(x, W, b, U, p, c0, h0, mask, variant, T, B, I, H); err.failure()) return err;
-  if (auto err = check_results(out, cT, hT, T, B, H); err.failure()) return err;
-  if (!has_dims(*gates, {T, B, lj::gate_count(variant) * H}) || !has_dims(*cprev, {T, B, H}))
-    return ffi::Error::InvalidArgument("lstm_jax native: results gates [T, B, G] and cprev [T, B, H] expected");
+                   Out cT, Out hT, Out gates, Out cprev, int32_t variant, int32_t reversed) {
+  Shape s;
+  if (auto err = check_forward(x, W, b, U, p, c0, h0, mask, out, cT, hT, variant, reversed, s); err.failure())
+    return err;
+  if (!has_dims(*gates, {s.N, s.T, s.B, s.G}) || !has_dims(*cprev, {s.N, s.T, s.B, s.H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: results gates [N, T, B, G] and cprev [N, T, B, H] expected");
   advise_outputs({{out->untyped_data(), out->size_bytes()}, {gates->untyped_data(), gates->size_bytes()},
                   {cprev->untyped_data(), cprev->size_bytes()}});
-  const lj::ParallelFor parallel = on_pool(pool);
-  isa().forward({T, B, I, H, variant, peepholes(variant, p), x.typed_data(), W.typed_data(), b.typed_data(),
-                 U.typed_data(), c0.typed_data(), h0.typed_data(), mask.typed_data(), out->typed_data(),
-                 cT->typed_data(), hT->typed_data(), gates->typed_data(), cprev->typed_data(), threads(), &parallel});
+  forward(pool, s, x, W, b, U, p, c0, h0, mask, out, cT, hT, gates->typed_data(), cprev->typed_data(), variant,
+          reversed);
   return ffi::Error::Success();
 }
 
 ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 p, F32 c0, F32 h0, Pred mask, Out out,
-                        Out cT, Out hT, int32_t variant) {
-  int64_t T, B, I, H;
-  if (auto err = check_forward(x, W, b, U, p, c0, h0, mask, variant, T, B, I, H); err.failure()) return err;
-  if (auto err = check_results(out, cT, hT, T, B, H); err.failure()) return err;
+                        Out cT, Out hT, int32_t variant, int32_t reversed) {
+  Shape s;
+  if (auto err = check_forward(x, W, b, U, p, c0, h0, mask, out, cT, hT, variant, reversed, s); err.failure())
+    return err;
   advise_buffer(out->untyped_data(), out->size_bytes());
-  const lj::ParallelFor parallel = on_pool(pool);
-  isa().forward({T, B, I, H, variant, peepholes(variant, p), x.typed_data(), W.typed_data(), b.typed_data(),
-                 U.typed_data(), c0.typed_data(), h0.typed_data(), mask.typed_data(), out->typed_data(),
-                 cT->typed_data(), hT->typed_data(), nullptr, nullptr, threads(), &parallel});
+  forward(pool, s, x, W, b, U, p, c0, h0, mask, out, cT, hT, nullptr, nullptr, variant, reversed);
   return ffi::Error::Success();
 }
 
@@ -280,44 +317,52 @@ ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 p,
 ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, const F32& dout, const F32& W,
                     const F32& U, const F32& p, const F32& dcT, const F32& dhT, const Pred& mask, const F32& x,
                     const F32& out, const F32& h0, Out& db, Out& dWU, Out& dp, Out* dx, Out& dc0, Out& dh0,
-                    int32_t variant) {
-  auto d = gates.dimensions(), du = U.dimensions(), dw = W.dimensions();
-  if (d.size() != 3 || du.size() != 2 || dw.size() != 2)
-    return ffi::Error::InvalidArgument("lstm_jax native: gates must be [T, B, G], U [H, G] and W [I, G]");
-  const int64_t T = d[0], B = d[1], H = du[0], I = dw[0];
-  if (auto err = check_variant(variant, p, H); err.failure()) return err;
-  if (auto err = check_variant(variant, *dp, H); err.failure()) return err;
-  const int64_t G = lj::gate_count(variant) * H;
-  if (!has_dims(gates, {T, B, G}) || !has_dims(cprev, {T, B, H}) || !has_dims(dout, {T, B, H}) ||
-      !has_dims(W, {I, G}) || !has_dims(U, {H, G}) || !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) ||
-      !has_dims(mask, {T, B}) || !has_dims(x, {T, B, I}) || !has_dims(out, {T, B, H}) || !has_dims(h0, {B, H}))
-    return ffi::Error::InvalidArgument("lstm_jax native: gates [T, B, G], cprev, dout and out [T, B, H], "
-                                       "x [T, B, I], W [I, G], U [H, G], dcT, dhT and h0 [B, H], mask [T, B] expected");
-  if (!has_dims(*db, {G}) || !has_dims(*dWU, {I + H, G}) || (dx && !has_dims(**dx, {T, B, I})) ||
-      !has_dims(*dc0, {B, H}) || !has_dims(*dh0, {B, H}))
-    return ffi::Error::InvalidArgument("lstm_jax native: results db [G], dWU [I + H, G], dx [T, B, I], "
-                                       "dc0 and dh0 [B, H] expected");
+                    int32_t variant, int32_t reversed) {
+  Shape s;
+  if (auto err = read_shape(x, U, variant, s); err.failure()) return err;
+  if (auto err = check_variant(variant, reversed, p, s); err.failure()) return err;
+  if (auto err = check_variant(variant, reversed, *dp, s); err.failure()) return err;
+  const auto [N, T, B, I, H, G] = s;
+  if (!has_dims(gates, {N, T, B, G}) || !has_dims(cprev, {N, T, B, H}) || !has_dims(dout, {T, B, N * H}) ||
+      !has_dims(W, {N, I, G}) || !has_dims(dcT, {N, B, H}) || !has_dims(dhT, {N, B, H}) || !has_dims(mask, {T, B}) ||
+      !has_dims(out, {T, B, N * H}) || !has_dims(h0, {N, B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: gates [N, T, B, G], cprev [N, T, B, H], dout and out "
+                                       "[T, B, N H], x [T, B, I], W [N, I, G], U [N, H, G], dcT, dhT and h0 "
+                                       "[N, B, H], mask [T, B] expected");
+  if (!has_dims(*db, {N, G}) || !has_dims(*dWU, {N, I + H, G}) || (dx && !has_dims(**dx, {N, T, B, I})) ||
+      !has_dims(*dc0, {N, B, H}) || !has_dims(*dh0, {N, B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: results db [N, G], dWU [N, I + H, G], dx [N, T, B, I], "
+                                       "dc0 and dh0 [N, B, H] expected");
   if (dx) advise_buffer((*dx)->untyped_data(), (*dx)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
-  isa().backward({T, B, I, H, variant, peepholes(variant, p), gates.typed_data(), cprev.typed_data(),
-                  dout.typed_data(), W.typed_data(), U.typed_data(), dcT.typed_data(), dhT.typed_data(),
-                  mask.typed_data(), x.typed_data(), out.typed_data(), h0.typed_data(), db->typed_data(),
-                  dWU->typed_data(), variant & lj::kPeephole ? dp->typed_data() : nullptr,
-                  dx ? (*dx)->typed_data() : nullptr, dc0->typed_data(), dh0->typed_data(), threads(), &parallel});
+  const std::vector<int64_t> len = lengths(mask, reversed, s);
+  const bool peep = variant & lj::kPeephole;
+  std::vector<lj::BwdArgs> layers;
+  for (int64_t l = 0; l < N; ++l)
+    layers.push_back({T, B, I, H, variant, peep ? p.typed_data() + l * 3 * H : nullptr, N * H,
+                      reversed >> l & 1 ? len.data() : nullptr, gates.typed_data() + l * T * B * G,
+                      cprev.typed_data() + l * T * B * H, dout.typed_data() + l * H, W.typed_data() + l * I * G,
+                      U.typed_data() + l * H * G, dcT.typed_data() + l * B * H, dhT.typed_data() + l * B * H,
+                      mask.typed_data(), x.typed_data(), out.typed_data() + l * H, h0.typed_data() + l * B * H,
+                      db->typed_data() + l * G, dWU->typed_data() + l * (I + H) * G,
+                      peep ? dp->typed_data() + l * 3 * H : nullptr, dx ? (*dx)->typed_data() + l * T * B * I : nullptr,
+                      dc0->typed_data() + l * B * H, dh0->typed_data() + l * B * H, threads(), &parallel});
+  isa().backward(layers.data(), N);
   return ffi::Error::Success();
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 p, F32 dcT, F32 dhT,
                     Pred mask, F32 x, F32 out, F32 h0, Out db, Out dWU, Out dp, Out dx, Out dc0, Out dh0,
-                    int32_t variant) {
-  return backward(pool, gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0, db, dWU, dp, &dx, dc0, dh0, variant);
+                    int32_t variant, int32_t reversed) {
+  return backward(pool, gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0, db, dWU, dp, &dx, dc0, dh0, variant,
+                  reversed);
 }
 
 ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 p, F32 dcT, F32 dhT,
                         Pred mask, F32 x, F32 out, F32 h0, Out db, Out dWU, Out dp, Out dc0, Out dh0,
-                        int32_t variant) {
+                        int32_t variant, int32_t reversed) {
   return backward(pool, gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0, db, dWU, dp, nullptr, dc0, dh0,
-                  variant);
+                  variant, reversed);
 }
 
 }  // namespace
@@ -340,9 +385,11 @@ auto f32_rets(Binding b) {
 // first results (out, cT, hT); the variant attribute comes last.
 static auto forward_binding() { return f32_rets<3>(f32_args<7>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()); }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward, f32_rets<2>(forward_binding()).Attr<int32_t>("variant"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward,
+                              f32_rets<2>(forward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer, forward_binding().Attr<int32_t>("variant"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer,
+                              forward_binding().Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
 // The backward handlers' arguments (a thread pool; gates, cprev, dout, W, U, p, dcT, dhT, mask, x,
 // out, h0) and first results (db, dWU, dp).
@@ -350,10 +397,11 @@ static auto backward_binding() {
   return f32_rets<3>(f32_args<3>(f32_args<8>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward, f32_rets<3>(backward_binding()).Attr<int32_t>("variant"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward,
+                              f32_rets<3>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx,
-                              f32_rets<2>(backward_binding()).Attr<int32_t>("variant"));
+                              f32_rets<2>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
 // -- the Python module -----------------------------------------------------------------------------
 

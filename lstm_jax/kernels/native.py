@@ -14,6 +14,13 @@ compiled instantiation, with only the gate blocks it has in the tile, and the pe
 comes from the backward kernel beside db. FGR (gate recurrence) and the layer-normalised LSTM are
 not among them: they take the generic XLA path.
 
+One call may also run several layers of one shape over the same input side by side
+(:func:`lstm_layers`): ``Bidirectional`` runs both its directions so, as one parallel loop over
+(direction, row block) on the same threads, the backward direction reading each row's valid
+prefix in reverse and both writing their halves of the [T, B, 2H] output in place; nothing is
+reversed or concatenated around the kernels (two separate calls, each on every thread, took about
+15% longer per FLOP than one layer; see ``csrc/kernel.h``).
+
 With several devices each call runs once per batch shard (``shard_map``, see
 :mod:`lstm_jax.kernels.sharding`), so a data-parallel step keeps its batch split.
 
@@ -28,12 +35,15 @@ are read once.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from lstm_jax.kernels import sharding
-from lstm_jax.kernels.sharding import BATCH, REPLICATED, TIME_BATCH
+from lstm_jax.kernels.sharding import REPLICATED, TIME_BATCH
 
 try:
     from lstm_jax import _native
@@ -83,77 +93,137 @@ def _mask(mask_TxB: Array | None, T: int, B: int) -> Array:
     return jnp.ones((T, B), bool) if mask_TxB is None else mask_TxB.astype(bool)
 
 
-def _peepholes(p_3H: Array | None) -> Array:
-    return jnp.zeros((0,), jnp.float32) if p_3H is None else p_3H.astype(jnp.float32)
+LAYER_TIME_BATCH = P(None, None, sharding.AXIS)  # [N, T, B, ...]
 
 
-def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Array, h0_BxH: Array,
-            mask_TxB: Array | None, *, save: bool, variant: int = STANDARD, p_3H: Array | None = None):
-    """The forward pass, input projection included (float32 throughout).
+def _peepholes(p_Nx3H: Array | None, N: int) -> Array:
+    return jnp.zeros((N, 0), jnp.float32) if p_Nx3H is None else p_Nx3H.astype(jnp.float32)
+
+
+def forward(x_TxBxI: Array, W_NxIxG: Array, b_NxG: Array, U_NxHxG: Array, c0_NxBxH: Array, h0_NxBxH: Array,
+            mask_TxB: Array | None, *, save: bool, variant: int = STANDARD, p_Nx3H: Array | None = None,
+            reversed: int = 0):
+    """The forward pass of N layers of one shape over the same x, input projection included (float32).
 
     ``variant`` picks the cell (the standard LSTM, or a peephole variant: see ``csrc/kernel.h``);
-    G is its number of gate blocks times H, and ``p_3H`` its peepholes (p_i, p_f, p_o; zeros for
-    an absent gate) when it has them. Returns (out [T, B, H], cT [B, H], hT [B, H]) and, with
-    ``save``, also the residuals of the backward pass: the activated gates [T, B, G] and the cell
-    state entering each step [T, B, H].
+    G is its number of gate blocks times H, and ``p_Nx3H`` the layers' peepholes (p_i, p_f, p_o;
+    zeros for an absent gate) when it has them. Bit l of ``reversed``: layer l runs backwards over
+    each row's valid prefix (``mask_TxB``), its outputs aligned with x. The layers run at the same
+    time, on the same threads. Returns (out [T, B, N H] (layer l's in columns l H..(l+1) H),
+    cT [N, B, H], hT [N, B, H]) and, with ``save``, also the residuals of the backward pass: the
+    activated gates [N, T, B, G] and the cell state entering each step [N, T, B, H] (in step order).
     """
     _register()
     T, B, _ = x_TxBxI.shape
-    G = W_IxG.shape[1]
-    H = U_HxG.shape[0]
+    N, H, G = U_NxHxG.shape
     f32 = jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size  # under shard_map the call sees one shard's rows
-    shapes = [jax.ShapeDtypeStruct((T, b, H), f32), jax.ShapeDtypeStruct((b, H), f32), jax.ShapeDtypeStruct((b, H), f32)]
+    shapes = [jax.ShapeDtypeStruct((T, b, N * H), f32), jax.ShapeDtypeStruct((N, b, H), f32),
+              jax.ShapeDtypeStruct((N, b, H), f32)]
     if save:
-        shapes += [jax.ShapeDtypeStruct((T, b, G), f32), jax.ShapeDtypeStruct((T, b, H), f32)]
+        shapes += [jax.ShapeDtypeStruct((N, T, b, G), f32), jax.ShapeDtypeStruct((N, T, b, H), f32)]
     call = jax.ffi.ffi_call("lstm_jax_fwd" if save else "lstm_jax_fwd_infer", shapes, vmap_method="sequential")
-    out_specs = (TIME_BATCH, BATCH, BATCH) + ((TIME_BATCH, TIME_BATCH) if save else ())
-    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH)
-    attrs = {"variant": np.int32(variant)}
+    out_specs = (TIME_BATCH, TIME_BATCH, TIME_BATCH) + ((LAYER_TIME_BATCH, LAYER_TIME_BATCH) if save else ())
+    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, REPLICATED, TIME_BATCH, TIME_BATCH, TIME_BATCH)
+    attrs = {"variant": np.int32(variant), "reversed": np.int32(reversed)}
     call = sharding.per_shard(lambda *args, ffi=call: tuple(ffi(*args, **attrs)), mesh, in_specs, out_specs)
-    return call(x_TxBxI.astype(f32), W_IxG.astype(f32), b_G.astype(f32), U_HxG.astype(f32), _peepholes(p_3H),
-                c0_BxH.astype(f32), h0_BxH.astype(f32), _mask(mask_TxB, T, B))
+    return call(x_TxBxI.astype(f32), W_NxIxG.astype(f32), b_NxG.astype(f32), U_NxHxG.astype(f32),
+                _peepholes(p_Nx3H, N), c0_NxBxH.astype(f32), h0_NxBxH.astype(f32), _mask(mask_TxB, T, B))
 
 
-def backward(gates_TxBxG: Array, cprev_TxBxH: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
-             dcT_BxH: Array, dhT_BxH: Array, mask_TxB: Array | None, x_TxBxI: Array, out_TxBxH: Array,
-             h0_BxH: Array, *, with_dx: bool = True, variant: int = STANDARD, p_3H: Array | None = None):
-    """The backward pass, from the forward pass's residuals, inputs (x, h0) and output.
+def backward(gates_NxTxBxG: Array, cprev_NxTxBxH: Array, dout_TxBxNH: Array, W_NxIxG: Array, U_NxHxG: Array,
+             dcT_NxBxH: Array, dhT_NxBxH: Array, mask_TxB: Array | None, x_TxBxI: Array, out_TxBxNH: Array,
+             h0_NxBxH: Array, *, with_dx: bool = True, variant: int = STANDARD, p_Nx3H: Array | None = None,
+             reversed: int = 0):
+    """The backward pass of :func:`forward`, from its residuals, inputs (x, h0) and output.
 
-    ``mask_TxB`` must mark a prefix of each row; ``variant`` and ``p_3H`` as in :func:`forward`.
-    Returns (db [G], dWU [I + H, G] (dW over dU), dx [T, B, I] (None without ``with_dx``), dc0 [B, H],
-    dh0 [B, H], dp [3H] (None without peepholes)).
+    ``mask_TxB`` must mark a prefix of each row. Returns (db [N, G], dWU [N, I + H, G] (dW over dU),
+    dx [N, T, B, I] (each layer's part; None without ``with_dx``), dc0 [N, B, H], dh0 [N, B, H],
+    dp [N, 3H] (None without peepholes)).
     """
     _register()
-    T, B, G = gates_TxBxG.shape
-    H, I = U_HxG.shape[0], W_IxG.shape[0]
+    N, T, B, G = gates_NxTxBxG.shape
+    H, I = U_NxHxG.shape[1], W_NxIxG.shape[1]
     f32 = jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size
     peep = variant & PEEPHOLE
-    shapes = [jax.ShapeDtypeStruct((G,), f32), jax.ShapeDtypeStruct((I + H, G), f32),
-              jax.ShapeDtypeStruct((3 * H if peep else 0,), f32)]
-    shapes += [jax.ShapeDtypeStruct((T, b, I), f32)] if with_dx else []
-    shapes += [jax.ShapeDtypeStruct((b, H), f32), jax.ShapeDtypeStruct((b, H), f32)]
+    shapes = [jax.ShapeDtypeStruct((N, G), f32), jax.ShapeDtypeStruct((N, I + H, G), f32),
+              jax.ShapeDtypeStruct((N, 3 * H if peep else 0), f32)]
+    shapes += [jax.ShapeDtypeStruct((N, T, b, I), f32)] if with_dx else []
+    shapes += [jax.ShapeDtypeStruct((N, b, H), f32), jax.ShapeDtypeStruct((N, b, H), f32)]
     call = jax.ffi.ffi_call("lstm_jax_bwd" if with_dx else "lstm_jax_bwd_no_dx", shapes, vmap_method="sequential")
 
     def run(*args):
-        db, dWU, dp, *rest = call(*args, variant=np.int32(variant))
+        db, dWU, dp, *rest = call(*args, variant=np.int32(variant), reversed=np.int32(reversed))
         if mesh is not None:  # each shard's weight gradients cover its rows only
             db, dWU, dp = sharding.psum(db), sharding.psum(dWU), sharding.psum(dp)
         return (db, dWU, dp, *rest)
 
-    out_specs = (REPLICATED, REPLICATED, REPLICATED) + ((TIME_BATCH,) if with_dx else ()) + (BATCH, BATCH)
-    in_specs = (TIME_BATCH, TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH,
-                TIME_BATCH, TIME_BATCH, BATCH)
+    out_specs = (REPLICATED,) * 3 + ((LAYER_TIME_BATCH,) if with_dx else ()) + (TIME_BATCH, TIME_BATCH)
+    in_specs = (LAYER_TIME_BATCH, LAYER_TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, TIME_BATCH,
+                TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH)
     run = sharding.per_shard(run, mesh, in_specs, out_specs)
-    args = (gates_TxBxG, cprev_TxBxH, dout_TxBxH, W_IxG, U_HxG)
-    results = run(*(a.astype(f32) for a in args), _peepholes(p_3H), dcT_BxH.astype(f32), dhT_BxH.astype(f32),
-                  _mask(mask_TxB, T, B), x_TxBxI.astype(f32), out_TxBxH.astype(f32), h0_BxH.astype(f32))
+    args = (gates_NxTxBxG, cprev_NxTxBxH, dout_TxBxNH, W_NxIxG, U_NxHxG)
+    results = run(*(a.astype(f32) for a in args), _peepholes(p_Nx3H, N), dcT_NxBxH.astype(f32),
+                  dhT_NxBxH.astype(f32), _mask(mask_TxB, T, B), x_TxBxI.astype(f32), out_TxBxNH.astype(f32),
+                  h0_NxBxH.astype(f32))
     db, dWU, dp, *rest = results
     dx, dc0, dh0 = rest if with_dx else (None, *rest)
     return db, dWU, dx, dc0, dh0, (dp if peep else None)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _layers(variant, reversed, x, W, b, U, p, c0, h0, mask):
+    out, c, h = forward(x, W, _bias(b, W), U, c0, h0, mask, save=False, variant=variant, p_Nx3H=p, reversed=reversed)
+    return (c, h), out
+
+
+def _bias(b, W):
+    return jnp.zeros(W.shape[::2], jnp.float32) if b is None else b
+
+
+def _layers_fwd(variant, reversed, x, W, b, U, p, c0, h0, mask):
+    from lstm_jax.kernels.xla import _Static
+
+    # symbolic_zeros: each argument comes as a CustomVJPPrimal, which says whether it is perturbed.
+    need_dx = _Static(x.perturbed)
+    x, W, b, U, p, c0, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, b, U, p, c0, h0, mask))
+    out, c, h, gates, c_prev = forward(x, W, _bias(b, W), U, c0, h0, mask, save=True, variant=variant, p_Nx3H=p,
+                                       reversed=reversed)
+    return ((c, h), out), (x, W, b, U, p, h0, mask, out, gates, c_prev, need_dx)
+
+
+def _layers_bwd(variant, reversed, res, cotangents):
+    from lstm_jax.kernels.xla import _dense
+
+    x, W, b, U, p, h0, mask, out, gates, c_prev, need_dx = res
+    (dc_T, dh_T), dout = cotangents
+    dc_T, dh_T, dout = _dense(dc_T, h0), _dense(dh_T, h0), _dense(dout, out)
+    db, dWU, dx, dc0, dh0, dp = backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask, x, out, h0,
+                                         with_dx=need_dx.value, variant=variant, p_Nx3H=p, reversed=reversed)
+    I = x.shape[-1]
+    db = None if b is None else db.astype(b.dtype)
+    dx = None if dx is None else jnp.sum(dx, axis=0).astype(x.dtype)  # every layer read the same x
+    dp = None if p is None else dp.astype(p.dtype)
+    return dx, dWU[:, :I].astype(W.dtype), db, dWU[:, I:].astype(U.dtype), dp, dc0, dh0, None
+
+
+_layers.defvjp(_layers_fwd, _layers_bwd, symbolic_zeros=True)
+
+
+def lstm_layers(x_TxBxI: Array, W_NxIxG: Array, b_NxG: Array | None, U_NxHxG: Array, p_Nx3H: Array | None,
+                carries, mask_TxB: Array | None = None, *, variant: int = STANDARD, reversed: int = 0):
+    """N layers of one shape and variant over the same time-major x, in one native call each way.
+
+    Differentiable (a custom VJP over :func:`forward` and :func:`backward`). ``carries`` is
+    (c0 [N, B, H], h0 [N, B, H]); ``reversed`` and the rest as in :func:`forward`. Returns
+    ((cT [N, B, H], hT [N, B, H]), out [T, B, N H]): ``Bidirectional`` concatenates its two
+    directions so, with no reversal or concatenation of its own.
+    """
+    c0, h0 = carries
+    return _layers(variant, reversed, x_TxBxI, W_NxIxG, b_NxG, U_NxHxG, p_Nx3H, c0, h0.astype(c0.dtype), mask_TxB)
 
 
 # -- which cells run here: one entry per cell class --------------------------------------------------
@@ -213,6 +283,37 @@ def _variant_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
 
     return xla.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat, native=True, variant=_variants()[type(cell)],
                           peepholes_3H=_cell_peepholes(cell))
+
+
+def stackable(*cells) -> bool:
+    """Whether these cells can run side by side in one call of the LSTM kernels (:func:`cell_layers`):
+    each one the kernels run here, all of one class and shape, with or without biases alike."""
+    from lstm_jax.cells import LSTMCell
+
+    first = cells[0]
+    key = lambda c: (type(c), c.kernel[...].shape, c.bias is None, c.dtype)  # noqa: E731
+    kernel_cells = (LSTMCell, *_variants())
+    return all(type(c) in kernel_cells and supports(c) and key(c) == key(first) for c in cells)
+
+
+def cell_layers(cells, x_TxBxD: Array, carries, mask_TxB: Array | None = None, *, reversed: int = 0):
+    """:func:`stackable` cells over the same time-major x in one native call each way.
+
+    ``carries`` holds each cell's (c, h); bit l of ``reversed`` runs cell l backwards over each row's
+    valid prefix (its outputs aligned with x). Returns (a list of final (c, h), outputs [T, B, N H]).
+    """
+    from lstm_jax.kernels import xla
+
+    weights = [xla._weights(c) for c in cells]
+    W, U = (jnp.stack([w[k] for w in weights]) for k in (0, 2))
+    b = None if weights[0][1] is None else jnp.stack([w[1] for w in weights])
+    peeps = [_cell_peepholes(c) for c in cells]
+    p = None if peeps[0] is None else jnp.stack(peeps)
+    c0 = jnp.stack([c for c, _ in carries])
+    h0 = jnp.stack([h for _, h in carries])
+    (c, h), out = lstm_layers(x_TxBxD, W, b, U, p, (c0, h0), mask_TxB, variant=_variants().get(type(cells[0]), STANDARD),
+                              reversed=reversed)
+    return [(c[k], h[k]) for k in range(len(cells))], out
 
 
 def _gru_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
