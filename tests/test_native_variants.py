@@ -1,4 +1,5 @@
-"""Greff's LSTM variants (peephole, NIG, NFG, NOG, NIAF, NOAF, CIFG, NP) in the native LSTM kernels.
+"""Greff's LSTM variants (peephole, NIG, NFG, NOG, NIAF, NOAF, CIFG, NP) and the layer-normalised LSTM
+in the native LSTM kernels.
 
 The reference is each cell's own ``impl='scan'`` layer (``cell.step`` in ``lax.scan``), with every
 parameter, peepholes included, drawn at random so that no term of the maths hides behind a zero.
@@ -19,14 +20,14 @@ from conftest import REPO_ROOT
 from flax import nnx
 
 from lstm_jax import kernels
-from lstm_jax.cells import PeepholeCell
+from lstm_jax.cells import LayerNormLSTMCell, PeepholeCell
 from lstm_jax.errors import ConfigError
 from lstm_jax.kernels import native
 from lstm_jax.layers import LSTM
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
 
-VARIANTS = ("np", "peephole", "nig", "nfg", "nog", "niaf", "noaf", "cifg")
+VARIANTS = ("np", "peephole", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "layernorm")
 # B = 29 splits into uneven row blocks on any thread count, with a tile remainder; H = 40 is no
 # multiple of any vector width, so every kernel runs partial vectors.
 T, B, D, H = 11, 29, 3, 40
@@ -106,7 +107,7 @@ def test_no_input_gradient_skips_dx_and_keeps_the_rest(name):
                        value_and_grads(ref, x, lengths, carry, wrt_x=False)) <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["peephole", "nog"])
+@pytest.mark.parametrize("name", ["peephole", "nog", "layernorm"])
 def test_a_loss_on_the_final_carry_alone_and_remat(name):
     """The outputs' cotangent is then a symbolic zero; remat recomputes chunks in the kernels."""
     x, lengths, carry = problem(5)
@@ -118,7 +119,7 @@ def test_a_loss_on_the_final_carry_alone_and_remat(name):
         assert max_rel_err(value_and_grads(got, x, lengths, carry, carry_only=True), want) <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["peephole", "nfg"])
+@pytest.mark.parametrize("name", ["peephole", "nfg", "layernorm"])
 def test_without_biases_and_with_odd_shapes(name):
     """No bias; one step and one row; a hidden size below one vector."""
     for shape, hidden in (((1, 1, 1), 1), ((4, 70, 9), 5)):
@@ -132,9 +133,10 @@ def test_without_biases_and_with_odd_shapes(name):
         assert max_rel_err(value_and_grads(got, x, lengths, carry), value_and_grads(ref, x, lengths, carry)) <= 1e-5
 
 
-def test_gradients_are_the_same_bits_from_run_to_run():
-    """The peepholes' gradient is summed over row blocks in a fixed order, as db and dW are."""
-    got, _ = pair("peephole", seed=9)
+@pytest.mark.parametrize("name", ["peephole", "layernorm"])
+def test_gradients_are_the_same_bits_from_run_to_run(name):
+    """The peepholes' (or gains') gradient is summed over row blocks in a fixed order, as db and dW are."""
+    got, _ = pair(name, seed=9)
     x, lengths, carry = problem(10)
     first = value_and_grads(got, x, lengths, carry)
     for _ in range(3):
@@ -159,8 +161,14 @@ def test_a_users_subclass_takes_the_generic_path():
         assert not native.supports(layer.cell) and layer.impl == impl
     with pytest.raises(ConfigError, match="impl='native'"):
         LSTM(D, H, cell=Clipped, impl="native", rngs=nnx.Rngs(0))
+    class OwnNorm(LayerNormLSTMCell):
+        def normalize(self, v, blocks):
+            return super().normalize(v, blocks) * 2.0
+
+    assert LSTM(D, H, cell=OwnNorm, rngs=nnx.Rngs(0)).impl == "fast"
     # Nor other activations or dtypes.
     assert LSTM(D, H, cell="peephole", activation="relu", rngs=nnx.Rngs(0)).impl == "fast"
+    assert LSTM(D, H, cell="layernorm", dtype=jnp.bfloat16, rngs=nnx.Rngs(0)).impl == "fast"
     assert LSTM(D, H, cell="cifg", dtype=jnp.bfloat16, rngs=nnx.Rngs(0)).impl == "fast"
     assert kernels.choose(LSTM(D, H, cell="nig", rngs=nnx.Rngs(0)).cell) == "native"
 
@@ -183,7 +191,7 @@ sys.path.insert(0, {tests!r})
 from test_native_variants import pair, problem, value_and_grads, max_rel_err
 from lstm_jax.kernels import native
 err = 0.0
-for name in ("peephole", "cifg", "noaf"):
+for name in ("peephole", "cifg", "noaf", "layernorm"):
     got, ref = pair(name, seed=11, reverse=name == "cifg")
     x, lengths, carry = problem(12)
     err = max(err, max_rel_err(value_and_grads(got, x, lengths, carry), value_and_grads(ref, x, lengths, carry)))

@@ -63,6 +63,8 @@ if native.available():
     out["native"] = compare(lambda impl: LSTM(D, H, impl=impl if impl == "scan" else "auto", rngs=nnx.Rngs(0)), "auto")
     out["peephole_native"] = compare(lambda impl: LSTM(D, H, cell="peephole", impl=impl if impl == "scan" else "auto",
                                                        rngs=nnx.Rngs(0)), "auto")
+    out["layernorm_native"] = compare(lambda impl: LSTM(D, H, cell="layernorm", impl=impl if impl == "scan" else "auto",
+                                                        rngs=nnx.Rngs(0)), "auto")
     out["bidirectional_native"] = compare(lambda impl: Bidirectional.create(D, H, impl=impl if impl == "scan" else "auto",
                                                                             rngs=nnx.Rngs(0)), "auto")
 out["gru_fast"] = compare(lambda impl: LSTM(D, H, cell="gru", impl=impl, rngs=nnx.Rngs(0)), "fast")
@@ -107,6 +109,13 @@ def test_a_peephole_layer_runs_the_native_kernels_per_shard(four_devices):
 def test_a_bidirectional_layer_runs_both_directions_per_shard(four_devices):
     """The one call for both directions (arrays with a leading direction axis) splits its batch too."""
     r = four_devices["bidirectional_native"]
+    assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
+    assert r["err"] <= 1e-5
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
+def test_a_layernorm_layer_runs_the_native_kernels_per_shard(four_devices):
+    r = four_devices["layernorm_native"]
     assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
     assert r["err"] <= 1e-5
 

@@ -119,6 +119,7 @@ enum Variant : int {
   kLinearInput = 16, // g = z_g (NIAF)
   kLinearOutput = 32,// h = o c (NOAF)
   kPeephole = 64,    // peepholes p_i, p_f, p_o
+  kLayerNorm = 128,  // the layer-normalised LSTM (with kStandard; see below)
 };
 constexpr int kStandard = kInput | kForget | kOutput;
 // The variants the kernels are built for (each its own instantiation): the standard LSTM and
@@ -127,7 +128,7 @@ constexpr int kStandard = kInput | kForget | kOutput;
   X(kStandard) X(kStandard | kPeephole) X(kForget | kOutput | kPeephole)                          \
   X(kInput | kOutput | kPeephole) X(kInput | kForget | kPeephole)                                 \
   X(kStandard | kLinearInput | kPeephole) X(kStandard | kLinearOutput | kPeephole)                \
-  X(kInput | kOutput | kCoupled | kPeephole)
+  X(kInput | kOutput | kCoupled | kPeephole) X(kStandard | kLayerNorm)
 
 // Gate blocks of a variant: its sigmoid gates and g.
 constexpr int gate_count(int v) { return !!(v & kInput) + !!(v & kForget) + !!(v & kOutput) + 1; }
@@ -138,6 +139,14 @@ inline bool known_variant(int v) {
 #undef LSTM_JAX_IS
   return false;
 }
+
+// kLayerNorm (lstm_jax.cells.LayerNormLSTMCell): z = xp + α_h LN(h U) per gate block and
+// h = o tanh(α_c LN(c_t) + β_c), LN(v) = (v - mean v) / sqrt(var v + 1e-5) over H. The input side
+// xp = α_x LN(x W) + b is no recurrence: the caller computes it for all steps (one matmul) and
+// passes it in place of x (I = 0, no W or bias); the backward pass returns its gradient dxp = dz,
+// and the recurrence's own: dU, and d(α_h, α_c, β_c) in place of dp. The forward pass also keeps
+// LN(h U) [T, B, 4H] and the five 1/sqrt(var + eps) of each step and row [T, B, 5].
+constexpr float kLayerNormEps = 1e-5f;
 
 struct FwdArgs {
   int64_t T, B, I, H;  // the gate blocks G = gate_count(variant) H
@@ -157,6 +166,10 @@ struct FwdArgs {
   float* hT;           // [B, H]
   float* gates;        // [T, B, G] activated gates, or null (no residuals)
   float* cprev;        // [T, B, H] cell state entering each step, or null
+  const float* xp;     // kLayerNorm: [T, B, 4H]; else null
+  const float* ln;     // kLayerNorm: [6H] (α_h [4H], α_c [H], β_c [H]); else null
+  float* nhu;          // kLayerNorm with residuals: [T, B, 4H] LN(h U); else null
+  float* rstd;         // kLayerNorm with residuals: [T, B, 5]; else null
   int threads;
   const ParallelFor* parallel;
 };
@@ -180,7 +193,11 @@ struct BwdArgs {
   const float* h0;     // [B, H]
   float* db;           // [G]: the sum of dz over steps and rows
   float* dWU;          // [I + H, G]: dW (the first I rows), then dU
-  float* dpeep;        // [3H]: dp, or null without kPeephole
+  float* dpeep;        // [3H]: dp, or [6H] d(α_h, α_c, β_c) with kLayerNorm; else null
+  const float* ln;     // kLayerNorm: as in FwdArgs, and its residuals nhu and rstd
+  const float* nhu;
+  const float* rstd;
+  float* dxp;          // kLayerNorm: [T, B, 4H] the gradient of xp
   float* dx;           // [T, B, I]: dz W^T, or null (x needs no gradient)
   float* dc0;          // [B, H]
   float* dh0;          // [B, H]

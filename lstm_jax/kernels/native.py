@@ -1,4 +1,4 @@
-"""The native CPU recurrence of the standard LSTM cell and Greff's peephole variants, as XLA FFI custom calls.
+"""The native CPU recurrence of the LSTM cells (standard, Greff's variants, layer-normalised), as XLA FFI custom calls.
 
 The C++ kernels in ``lstm_jax/csrc`` are built into ``lstm_jax._native`` by ``pip install``
 (setup.py). Each runs a whole layer in one call: per step a register-tiled matmul of [x_t, h] by
@@ -11,8 +11,10 @@ they never reach memory), and dx is skipped when the input needs no gradient.
 The same kernels run Greff et al.'s variants (``np``, ``peephole``, ``nig``, ``nfg``, ``nog``,
 ``niaf``, ``noaf``, ``cifg``), picked by a ``variant`` attribute: each variant's gate math is its own
 compiled instantiation, with only the gate blocks it has in the tile, and the peepholes' gradient
-comes from the backward kernel beside db. FGR (gate recurrence) and the layer-normalised LSTM are
-not among them: they take the generic XLA path.
+comes from the backward kernel beside db. The layer-normalised LSTM is a variant too: its input side
+(alpha_x LN(x W) + b, no recurrence) is one XLA matmul and normalisation over all steps, and the
+kernels run the rest, normalising h U and c row by row (see ``csrc/kernel.h``). FGR (a recurrence
+through the previous step's gates) takes the generic XLA path.
 
 One call may also run several layers of one shape over the same input side by side
 (:func:`lstm_layers`): ``Bidirectional`` runs both its directions so, as one parallel loop over
@@ -43,7 +45,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from lstm_jax.kernels import sharding
-from lstm_jax.kernels.sharding import REPLICATED, TIME_BATCH
+from lstm_jax.kernels.sharding import BATCH, REPLICATED, TIME_BATCH
 
 try:
     from lstm_jax import _native
@@ -52,7 +54,7 @@ except ImportError:  # built without a compiler, or an unsupported platform
 
 Array = jax.Array
 _TARGETS = {"lstm_jax_fwd": "lstm_fwd", "lstm_jax_fwd_infer": "lstm_fwd_infer", "lstm_jax_bwd": "lstm_bwd",
-            "lstm_jax_bwd_no_dx": "lstm_bwd_no_dx"}
+            "lstm_jax_bwd_no_dx": "lstm_bwd_no_dx", "lstm_jax_ln_fwd": "lstm_ln_fwd", "lstm_jax_ln_bwd": "lstm_ln_bwd"}
 _registered = False
 
 # The LSTM variants of the kernels, as bits (csrc/kernel.h's Variant): gates present, coupling,
@@ -226,6 +228,92 @@ def lstm_layers(x_TxBxI: Array, W_NxIxG: Array, b_NxG: Array | None, U_NxHxG: Ar
     return _layers(variant, reversed, x_TxBxI, W_NxIxG, b_NxG, U_NxHxG, p_Nx3H, c0, h0.astype(c0.dtype), mask_TxB)
 
 
+# -- the layer-normalised LSTM -------------------------------------------------------------------------
+
+def _ln_call(name, shapes, mesh, in_specs, out_specs, reduced=()):
+    """An FFI call per batch shard; the results at the indices ``reduced`` are summed over the shards."""
+    call = jax.ffi.ffi_call(name, shapes, vmap_method="sequential")
+
+    def run(*args):
+        results = call(*args)
+        if mesh is None:
+            return tuple(results)
+        return tuple(sharding.psum(r) if k in reduced else r for k, r in enumerate(results))
+
+    return sharding.per_shard(run, mesh, in_specs, out_specs)
+
+
+@jax.custom_vjp
+def _ln(xp, U, ln, c0, h0, mask):
+    (c, h), out, _ = _ln_fwd_call(xp, U, ln, c0, h0, mask)
+    return (c, h), out
+
+
+def _ln_fwd_call(xp, U, ln, c0, h0, mask):
+    _register()
+    T, B, G = xp.shape
+    H, f32 = G // 4, jnp.float32
+    mesh = sharding.batch_mesh(B)
+    b = B if mesh is None else B // mesh.size
+    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((T, b, H), (b, H), (b, H), (T, b, G), (T, b, H), (T, b, G),
+                                                     (T, b, 5))]
+    run = _ln_call("lstm_jax_ln_fwd", shapes, mesh, (TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH),
+                   (TIME_BATCH, BATCH, BATCH) + (TIME_BATCH,) * 4)
+    out, c, h, *res = run(xp.astype(f32), U.astype(f32), ln.astype(f32), c0.astype(f32), h0.astype(f32),
+                          _mask(mask, T, B))
+    return (c, h), out, res
+
+
+def _ln_fwd(xp, U, ln, c0, h0, mask):
+    (c, h), out, res = _ln_fwd_call(xp, U, ln, c0, h0, mask)
+    return ((c, h), out), (U, ln, h0, mask, out, *res)
+
+
+def _ln_bwd(res, cotangents):
+    U, ln, h0, mask, out, gates, cprev, nhu, rstd = res
+    (dcT, dhT), dout = cotangents
+    T, B, G = gates.shape
+    H, f32 = G // 4, jnp.float32
+    mesh = sharding.batch_mesh(B)
+    b = B if mesh is None else B // mesh.size
+    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((T, b, G), (H, G), (6 * H,), (b, H), (b, H))]
+    in_specs = (TIME_BATCH,) * 5 + (REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH, TIME_BATCH, BATCH)
+    run = _ln_call("lstm_jax_ln_bwd", shapes, mesh, in_specs, (TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH),
+                   reduced=(1, 2))
+    dxp, dU, dln, dc0, dh0 = run(gates, cprev, nhu, rstd, dout.astype(f32), U.astype(f32), ln, dcT.astype(f32),
+                                 dhT.astype(f32), _mask(mask, T, B), out, h0.astype(f32))
+    return dxp, dU.astype(U.dtype), dln.astype(ln.dtype), dc0, dh0, None
+
+
+_ln.defvjp(_ln_fwd, _ln_bwd)
+
+
+def _ln_supports(cell) -> bool:
+    from lstm_jax.cells import LayerNormLSTMCell
+    from lstm_jax.kernels import xla
+
+    W, _, U = xla._weights(cell)
+    return (type(cell) is LayerNormLSTMCell and xla.generic_supports(cell)
+            and supports_lstm(cell.activation, cell.recurrent_activation, W.dtype, U.dtype, cell.carry_dtype))
+
+
+def _ln_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
+    """``LayerNormLSTMCell`` in the kernels: its input side (alpha_x LN(x W) + b) one XLA matmul and
+    normalisation over all steps, the recurrence in one call each way."""
+    from lstm_jax.kernels import xla
+
+    U = xla._weights(cell)[2]
+    ln = jnp.concatenate([cell.gain_h[...], cell.gain_c[...], cell.shift_c[...]]).astype(jnp.float32)
+
+    def run(x, carry, mask):
+        c0, h0 = carry
+        return _ln(cell.project(x).astype(jnp.float32), U, ln, c0, h0.astype(c0.dtype), mask)
+
+    if not remat:
+        return run(x_TxBxD, carry, mask_TxB)
+    return xla._remat_scan(run, x_TxBxD, carry, mask_TxB)
+
+
 # -- which cells run here: one entry per cell class --------------------------------------------------
 
 def supports_lstm(activation, recurrent_activation, *dtypes) -> bool:
@@ -338,7 +426,10 @@ def _entries() -> dict:
     from lstm_jax.cells import GRUCell, LSTMCell
 
     variants = {cls: (_variant_supports, _variant_layer) for cls in _variants()}
-    return {LSTMCell: (_lstm_supports, _lstm_layer), GRUCell: (_gru_supports, _gru_layer), **variants, **_EXTRA}
+    from lstm_jax.cells import LayerNormLSTMCell
+
+    return {LSTMCell: (_lstm_supports, _lstm_layer), GRUCell: (_gru_supports, _gru_layer), **variants,
+            LayerNormLSTMCell: (_ln_supports, _ln_layer), **_EXTRA}
 
 
 _EXTRA: dict = {}
@@ -350,8 +441,9 @@ def register(cell_class, supports_fn, layer_fn) -> None:
     ``supports_fn(cell) -> bool`` says whether it runs this cell here (dtype, activations, backend);
     ``layer_fn(cell, x_TxBxD, carry, mask_TxB, *, remat) -> (final carry, outputs [T, B, H])`` runs
     it with the semantics of ``layers.scan_cell``. The standard LSTM, Greff's variants (``np``,
-    ``peephole``, ``nig``, ``nfg``, ``nog``, ``niaf``, ``noaf``, ``cifg``: the LSTM kernels with
-    their variant flags) and the GRU (:mod:`~lstm_jax.kernels.native_gru`) are registered from the start.
+    ``peephole``, ``nig``, ``nfg``, ``nog``, ``niaf``, ``noaf``, ``cifg``) and ``layernorm`` (the
+    LSTM kernels with their variant flags) and the GRU (:mod:`~lstm_jax.kernels.native_gru`) are
+    registered from the start.
     """
     _EXTRA[cell_class] = (supports_fn, layer_fn)
 
