@@ -345,7 +345,7 @@ ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, c
                       U.typed_data() + l * H * G, dcT.typed_data() + l * B * H, dhT.typed_data() + l * B * H,
                       mask.typed_data(), x.typed_data(), out.typed_data() + l * H, h0.typed_data() + l * B * H,
                       db->typed_data() + l * G, dWU->typed_data() + l * (I + H) * G,
-                      peep ? dp->typed_data() + l * 3 * H : nullptr, nullptr, nullptr, nullptr, nullptr,
+                      peep ? dp->typed_data() + l * 3 * H : nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
                       dx ? (*dx)->typed_data() + l * T * B * I : nullptr,
                       dc0->typed_data() + l * B * H, dh0->typed_data() + l * B * H, threads(), &parallel});
   isa().backward(layers.data(), N);
@@ -368,11 +368,11 @@ ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F3
 
 // -- the layer-normalised LSTM (kernel.h's kLayerNorm) -----------------------------------------------
 //
-//   lstm_ln_fwd  (xp, U, ln, c0, h0, mask) -> (out, cT, hT, gates, cprev, nhu, rstd)
-//   lstm_ln_bwd  (gates, cprev, nhu, rstd, dout, U, ln, dcT, dhT, mask, out, h0) -> (dxp, dU, dln, dc0, dh0)
+//   lstm_ln_fwd  (xw, U, ln, c0, h0, mask) -> (out, cT, hT, gates, cprev, nhu, rstd)
+//   lstm_ln_bwd  (gates, cprev, nhu, rstd, dout, xw, U, ln, dcT, dhT, mask, out, h0) -> (dxw, dU, dln, dc0, dh0)
 //
-// xp [T, B, 4H] (alpha_x LN(x W) + b, from the caller), U [H, 4H], ln [6H] (alpha_h, alpha_c, beta_c), c0, h0
-// [B, H]; nhu [T, B, 4H] and rstd [T, B, 5] are residuals (kernel.h). One layer, forward in time.
+// xw [T, B, 4H] (x W, from the caller), U [H, 4H], ln [14H] (alpha_x, b, alpha_h, alpha_c, beta_c), c0,
+// h0 [B, H]; nhu [T, B, 4H] and rstd [T, B, 5] are residuals (kernel.h). One layer, forward in time.
 
 constexpr int kLn = lj::kStandard | lj::kLayerNorm;
 
@@ -382,8 +382,8 @@ ffi::Error check_ln(const F32& U, const F32& ln, const F32& h0, const Pred& mask
   if (du.size() != 2 || dm.size() != 2)
     return ffi::Error::InvalidArgument("lstm_jax native: U must be [H, 4H] and mask [T, B]");
   T = dm[0], B = dm[1], H = du[0];
-  if (!has_dims(U, {H, 4 * H}) || !has_dims(ln, {6 * H}) || !has_dims(h0, {B, H}))
-    return ffi::Error::InvalidArgument("lstm_jax native: U [H, 4H], ln [6H], h0 [B, H] expected");
+  if (!has_dims(U, {H, 4 * H}) || !has_dims(ln, {14 * H}) || !has_dims(h0, {B, H}))
+    return ffi::Error::InvalidArgument("lstm_jax native: U [H, 4H], ln [14H], h0 [B, H] expected");
   return ffi::Error::Success();
 }
 
@@ -407,14 +407,15 @@ ffi::Error LnForward(ffi::ThreadPool pool, F32 xp, F32 U, F32 ln, F32 c0, F32 h0
   return ffi::Error::Success();
 }
 
-ffi::Error LnBackward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 nhu, F32 rstd, F32 dout, F32 U, F32 ln, F32 dcT,
-                      F32 dhT, Pred mask, F32 out, F32 h0, Out dxp, Out dU, Out dln, Out dc0, Out dh0) {
+ffi::Error LnBackward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 nhu, F32 rstd, F32 dout, F32 xw, F32 U, F32 ln,
+                      F32 dcT, F32 dhT, Pred mask, F32 out, F32 h0, Out dxp, Out dU, Out dln, Out dc0, Out dh0) {
   int64_t T, B, H;
   if (auto err = check_ln(U, ln, h0, mask, T, B, H); err.failure()) return err;
   if (!has_dims(gates, {T, B, 4 * H}) || !has_dims(nhu, {T, B, 4 * H}) || !has_dims(cprev, {T, B, H}) ||
       !has_dims(rstd, {T, B, 5}) || !has_dims(dout, {T, B, H}) || !has_dims(out, {T, B, H}) ||
+      !has_dims(xw, {T, B, 4 * H}) ||
       !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) || !has_dims(*dxp, {T, B, 4 * H}) ||
-      !has_dims(*dU, {H, 4 * H}) || !has_dims(*dln, {6 * H}) || !has_dims(*dc0, {B, H}) || !has_dims(*dh0, {B, H}))
+      !has_dims(*dU, {H, 4 * H}) || !has_dims(*dln, {14 * H}) || !has_dims(*dc0, {B, H}) || !has_dims(*dh0, {B, H}))
     return ffi::Error::InvalidArgument("lstm_jax native: the layer-normalised LSTM's backward arguments do not "
                                        "match its forward pass's shapes");
   advise_buffer(dxp->untyped_data(), dxp->size_bytes());
@@ -422,7 +423,8 @@ ffi::Error LnBackward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 nhu, F32 r
   const lj::BwdArgs a{T, B, 0, H, kLn, nullptr, H, nullptr, gates.typed_data(), cprev.typed_data(),
                       dout.typed_data(), nullptr, U.typed_data(), dcT.typed_data(), dhT.typed_data(),
                       mask.typed_data(), out.typed_data(), out.typed_data(), h0.typed_data(), nullptr,
-                      dU->typed_data(), dln->typed_data(), ln.typed_data(), nhu.typed_data(), rstd.typed_data(),
+                      dU->typed_data(), dln->typed_data(), ln.typed_data(), xw.typed_data(), nhu.typed_data(),
+                      rstd.typed_data(),
                       dxp->typed_data(), nullptr, dc0->typed_data(), dh0->typed_data(), threads(), &parallel};
   isa().backward(&a, 1);
   return ffi::Error::Success();
@@ -467,7 +469,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxLnForward, LnForward,
                               f32_rets<7>(f32_args<5>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxLnBackward, LnBackward,
-                              f32_rets<5>(f32_args<2>(f32_args<9>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>())));
+                              f32_rets<5>(f32_args<2>(f32_args<10>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>())));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx,
                               f32_rets<2>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));

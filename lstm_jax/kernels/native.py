@@ -244,14 +244,14 @@ def _ln_call(name, shapes, mesh, in_specs, out_specs, reduced=()):
 
 
 @jax.custom_vjp
-def _ln(xp, U, ln, c0, h0, mask):
-    (c, h), out, _ = _ln_fwd_call(xp, U, ln, c0, h0, mask)
+def _ln(xw, U, ln, c0, h0, mask):
+    (c, h), out, _ = _ln_fwd_call(xw, U, ln, c0, h0, mask)
     return (c, h), out
 
 
-def _ln_fwd_call(xp, U, ln, c0, h0, mask):
+def _ln_fwd_call(xw, U, ln, c0, h0, mask):
     _register()
-    T, B, G = xp.shape
+    T, B, G = xw.shape
     H, f32 = G // 4, jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size
@@ -259,30 +259,30 @@ def _ln_fwd_call(xp, U, ln, c0, h0, mask):
                                                      (T, b, 5))]
     run = _ln_call("lstm_jax_ln_fwd", shapes, mesh, (TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH),
                    (TIME_BATCH, BATCH, BATCH) + (TIME_BATCH,) * 4)
-    out, c, h, *res = run(xp.astype(f32), U.astype(f32), ln.astype(f32), c0.astype(f32), h0.astype(f32),
+    out, c, h, *res = run(xw.astype(f32), U.astype(f32), ln.astype(f32), c0.astype(f32), h0.astype(f32),
                           _mask(mask, T, B))
     return (c, h), out, res
 
 
-def _ln_fwd(xp, U, ln, c0, h0, mask):
-    (c, h), out, res = _ln_fwd_call(xp, U, ln, c0, h0, mask)
-    return ((c, h), out), (U, ln, h0, mask, out, *res)
+def _ln_fwd(xw, U, ln, c0, h0, mask):
+    (c, h), out, res = _ln_fwd_call(xw, U, ln, c0, h0, mask)
+    return ((c, h), out), (xw, U, ln, h0, mask, out, *res)
 
 
 def _ln_bwd(res, cotangents):
-    U, ln, h0, mask, out, gates, cprev, nhu, rstd = res
+    xw, U, ln, h0, mask, out, gates, cprev, nhu, rstd = res
     (dcT, dhT), dout = cotangents
     T, B, G = gates.shape
     H, f32 = G // 4, jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size
-    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((T, b, G), (H, G), (6 * H,), (b, H), (b, H))]
-    in_specs = (TIME_BATCH,) * 5 + (REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH, TIME_BATCH, BATCH)
+    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((T, b, G), (H, G), (14 * H,), (b, H), (b, H))]
+    in_specs = (TIME_BATCH,) * 6 + (REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH, TIME_BATCH, BATCH)
     run = _ln_call("lstm_jax_ln_bwd", shapes, mesh, in_specs, (TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH),
                    reduced=(1, 2))
-    dxp, dU, dln, dc0, dh0 = run(gates, cprev, nhu, rstd, dout.astype(f32), U.astype(f32), ln, dcT.astype(f32),
+    dxw, dU, dln, dc0, dh0 = run(gates, cprev, nhu, rstd, dout.astype(f32), xw, U.astype(f32), ln, dcT.astype(f32),
                                  dhT.astype(f32), _mask(mask, T, B), out, h0.astype(f32))
-    return dxp, dU.astype(U.dtype), dln.astype(ln.dtype), dc0, dh0, None
+    return dxw, dU.astype(U.dtype), dln.astype(ln.dtype), dc0, dh0, None
 
 
 _ln.defvjp(_ln_fwd, _ln_bwd)
@@ -298,16 +298,19 @@ def _ln_supports(cell) -> bool:
 
 
 def _ln_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
-    """``LayerNormLSTMCell`` in the kernels: its input side (alpha_x LN(x W) + b) one XLA matmul and
-    normalisation over all steps, the recurrence in one call each way."""
+    """``LayerNormLSTMCell`` in the kernels: x W one XLA matmul over all steps, everything else (its
+    normalisation too: in XLA that and its gradient took longer than the whole recurrence) in one
+    kernel call each way."""
     from lstm_jax.kernels import xla
 
-    U = xla._weights(cell)[2]
-    ln = jnp.concatenate([cell.gain_h[...], cell.gain_c[...], cell.shift_c[...]]).astype(jnp.float32)
+    W, b, U = xla._weights(cell)
+    b = jnp.zeros((W.shape[1],), jnp.float32) if b is None else b
+    ln = jnp.concatenate([cell.gain_x[...], b, cell.gain_h[...], cell.gain_c[...], cell.shift_c[...]])
 
     def run(x, carry, mask):
         c0, h0 = carry
-        return _ln(cell.project(x).astype(jnp.float32), U, ln, c0, h0.astype(c0.dtype), mask)
+        return _ln(jnp.dot(x, W, preferred_element_type=jnp.float32), U, ln.astype(jnp.float32), c0,
+                   h0.astype(c0.dtype), mask)
 
     if not remat:
         return run(x_TxBxD, carry, mask_TxB)
