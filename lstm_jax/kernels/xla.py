@@ -257,7 +257,6 @@ def lstm(
     native: bool = False,
     variant: int = native_kernels.STANDARD,
     peepholes_3H: Array | None = None,
-    reverse: bool = False,
 ):
     """The standard LSTM over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
@@ -267,9 +266,9 @@ def lstm(
     (a prefix of each row). The activations must be among sigmoid, tanh, relu and linear
     (``lstm_jax.cells.ACTIVATIONS``). ``native`` runs the recurrences in the C++ kernels of
     :mod:`lstm_jax.kernels.native` (CPU, float32, tanh and sigmoid; see its ``supports_lstm``).
-    With ``native`` only: ``variant`` may name one of its peephole variants (``native.VARIANTS``),
-    whose weights hold only the gate blocks it has, with ``peepholes_3H`` its (p_i, p_f, p_o); and
-    ``reverse`` runs each row's valid prefix backwards, its outputs aligned with x (``LSTM(reverse=True)``).
+    With ``native`` only, ``variant`` may name one of its peephole variants (bit flags such as
+    ``native.PEEPHOLE``; see ``csrc/kernel.h``), whose weights hold only the gate blocks it has,
+    with ``peepholes_3H`` its (p_i, p_f, p_o).
     """
     if not supports(activation, recurrent_activation):
         raise ValueError("the fast LSTM supports the activations sigmoid, tanh, relu and linear only")
@@ -280,11 +279,10 @@ def lstm(
     if native:
         add = lambda a: None if a is None else a[None]  # noqa: E731  (one layer of native.lstm_layers)
         (c, h), out = native_kernels.lstm_layers(x_TxBxD, add(W_DxG), add(b_G), add(U_HxG), add(peepholes_3H),
-                                                 (c0[None], h0[None]), mask_TxB, variant=variant,
-                                                 reversed=int(reverse))
+                                                 (c0[None], h0[None]), mask_TxB, variant=variant)
         return (c[0], h[0]), out
-    if variant != native_kernels.STANDARD or peepholes_3H is not None or reverse:
-        raise ValueError("the peephole variants and reverse run on the native kernels only (native=True)")
+    if variant != native_kernels.STANDARD or peepholes_3H is not None:
+        raise ValueError("the peephole variants run on the native kernels only (native=True)")
     return _lstm(activation, recurrent_activation, x_TxBxD, W_DxG, b_G, U_HxG, c0, h0, mask_TxB)
 
 
