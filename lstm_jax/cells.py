@@ -302,7 +302,7 @@ class PeepholeCell(LSTMCell):
 @register("np")
 class NPCell(LSTMCell):
     """Greff's NP, no peepholes: the standard ``lstm`` under Greff's name, so his eight variants
-    can be listed together. It runs the generic scan path (``lstm`` takes the fast paths)."""
+    can be listed together (it takes the same native kernels as ``lstm``, not cuDNN)."""
 
 
 @register("nig")

@@ -17,7 +17,7 @@ from flax import nnx
 from lstm_jax import kernels
 from lstm_jax.cells import RecurrentCell, get_cell
 from lstm_jax.errors import ConfigError
-from lstm_jax.kernels import xla
+from lstm_jax.kernels import native, xla
 
 Array = jax.Array
 
@@ -92,7 +92,8 @@ class LSTM(nnx.Module):
 
     ``impl`` picks how the recurrence runs (see ``lstm_jax.kernels``): ``'scan'`` is the generic
     ``lax.scan`` of ``cell.step`` (every cell); ``'fast'`` is a custom VJP in XLA (every registered
-    cell); ``'native'`` runs C++ kernels (standard cell, float32, tanh/sigmoid, on the CPU);
+    cell); ``'native'`` runs C++ kernels (every registered cell but ``fgr``, float32, tanh/sigmoid, on
+    the CPU);
     ``'cudnn'`` is cuDNN through ``jax.experimental.rnn`` (standard cell with tanh/sigmoid, on a
     GPU); ``'auto'`` takes the fastest one that applies, judged by the default backend when the
     layer is built. With several devices the native and cuDNN kernels run once per batch shard.
@@ -224,21 +225,34 @@ class Bidirectional(nnx.Module):
         return (h, (cf, cb)) if return_carry else h
 
     def _fusable(self, key) -> bool:
-        """Both directions on the XLA fast path with one configuration, and no dropout to draw. (The
-        native kernels already keep every core busy with one direction; they run one after the other.)"""
+        """Both directions on the XLA fast path, or both in the native LSTM kernels, with one
+        configuration, and no dropout to draw."""
         f, b = self.forward, self.backward
         no_dropout = key is None or (f.input_dropout == 0.0 and b.input_dropout == 0.0)
-        return (f.impl == b.impl == "fast" and not (f.remat or b.remat) and no_dropout
-                and xla.stackable(f.cell, b.cell))
+        if f.remat or b.remat or not no_dropout:
+            return False
+        if f.impl == b.impl == "native":
+            return native.stackable(f.cell, b.cell)
+        return f.impl == b.impl == "fast" and xla.stackable(f.cell, b.cell)
 
     def _call_fused(self, x_BxTxD: Array, lengths: Array | None, initial_carry):
-        """Both directions in one scan (``kernels.xla.lstm_layers``); the same results as running them apart."""
+        """Both directions at once; the same results as running them apart.
+
+        Native: one kernel call each way runs both directions on the same threads, the backward one
+        reading each row's valid prefix in reverse, and writes the outputs side by side, so nothing
+        is reversed or concatenated here (``kernels.native.cell_layers``). Fast: one batched scan
+        (``kernels.xla.lstm_layers``).
+        """
         B, T, _ = x_BxTxD.shape
         cf, cb = (None, None) if initial_carry is None else initial_carry
         carries = [self.forward.initial_carry(B) if cf is None else cf,
                    self.backward.initial_carry(B) if cb is None else cb]
-        xs = jnp.stack([x_BxTxD, reverse_valid(x_BxTxD, lengths)])
         mask_TxB = None if lengths is None else valid_mask(lengths, T).T
+        if self.forward.impl == "native":
+            (cf, cb), h_TxBx2H = native.cell_layers([self.forward.cell, self.backward.cell],
+                                                    jnp.swapaxes(x_BxTxD, 0, 1), carries, mask_TxB, reversed=0b10)
+            return jnp.swapaxes(h_TxBx2H, 0, 1), (cf, cb)
+        xs = jnp.stack([x_BxTxD, reverse_valid(x_BxTxD, lengths)])
         (cf, cb), h_2xTxBxH = xla.lstm_layers(
             [self.forward.cell, self.backward.cell], jnp.swapaxes(xs, 1, 2), carries, mask_TxB)
         hf = jnp.swapaxes(h_2xTxBxH[0], 0, 1)

@@ -130,7 +130,8 @@ def shared_data_dir() -> pathlib.Path:
 # the longest in-process runs listed below. CI runs everything.
 SLOW_FIXTURES = {"run_experiment", "start_experiment"}
 SLOW_MODULES = {"test_experiments.py", "test_parallel.py", "test_kernels.py", "test_cell_variants.py",
-                "test_native.py", "test_native_gru.py", "test_sharded_kernels.py", "test_multiclass_models.py",
+                "test_native.py", "test_native_gru.py", "test_native_variants.py",
+                "test_native_bidirectional.py", "test_sharded_kernels.py", "test_multiclass_models.py",
                 "test_forecast_recipe.py", "test_cudnn.py", "test_fast.py", "test_dropout.py", "test_classify.py",
                 "test_interop.py"}
 SLOW_TESTS = {

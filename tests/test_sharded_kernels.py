@@ -61,6 +61,12 @@ def compare(make, impl):
 out = {}
 if native.available():
     out["native"] = compare(lambda impl: LSTM(D, H, impl=impl if impl == "scan" else "auto", rngs=nnx.Rngs(0)), "auto")
+    out["peephole_native"] = compare(lambda impl: LSTM(D, H, cell="peephole", impl=impl if impl == "scan" else "auto",
+                                                       rngs=nnx.Rngs(0)), "auto")
+    out["layernorm_native"] = compare(lambda impl: LSTM(D, H, cell="layernorm", impl=impl if impl == "scan" else "auto",
+                                                        rngs=nnx.Rngs(0)), "auto")
+    out["bidirectional_native"] = compare(lambda impl: Bidirectional.create(D, H, impl=impl if impl == "scan" else "auto",
+                                                                            rngs=nnx.Rngs(0)), "auto")
 out["gru_fast"] = compare(lambda impl: LSTM(D, H, cell="gru", impl=impl, rngs=nnx.Rngs(0)), "fast")
 import cudnn_fake
 cudnn_fake.install(setattr)
@@ -88,6 +94,29 @@ def test_auto_picks_native_on_four_devices_and_runs_it_per_shard(four_devices):
     assert r["custom_calls"] >= 2  # forward and backward kernels
     assert not r["all_gather"], "the batch was gathered around the native kernels"
     assert r["all_reduce"]  # the weight gradients are summed over the shards
+    assert r["err"] <= 1e-5
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
+def test_a_peephole_layer_runs_the_native_kernels_per_shard(four_devices):
+    """The peepholes are replicated like the weights, and their gradient summed over the shards."""
+    r = four_devices["peephole_native"]
+    assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
+    assert r["err"] <= 1e-5
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
+def test_a_bidirectional_layer_runs_both_directions_per_shard(four_devices):
+    """The one call for both directions (arrays with a leading direction axis) splits its batch too."""
+    r = four_devices["bidirectional_native"]
+    assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
+    assert r["err"] <= 1e-5
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
+def test_a_layernorm_layer_runs_the_native_kernels_per_shard(four_devices):
+    r = four_devices["layernorm_native"]
+    assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
     assert r["err"] <= 1e-5
 
 

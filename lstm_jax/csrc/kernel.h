@@ -9,8 +9,24 @@
 //             db = sum of dz_t, and [dW; dU] = sum of [x_t, h_{t-1}]^T dz_t. dz never goes to memory:
 //             a few steps of it are kept in cache and added into the weight gradient as one matmul.
 // The mask must mark a prefix of each row (so h_{t-1} is out_{t-1} wherever dz_t is not zero).
+//
+// The same kernels run Greff et al.'s peephole LSTM and its one-change variants (lstm_jax.cells),
+// chosen by a Variant (below): a gate left out is the constant 1 and has no weight block (the
+// blocks keep the order i, f, o, g of those present, G = NG H); with peepholes p [3H] (p_i, p_f,
+// p_o; zeros for an absent gate) i = sigmoid(z_i + p_i c), f = sigmoid(z_f + p_f c) and
+// o = sigmoid(z_o + p_o c_t) (the new cell state); CIFG couples f = 1 - i; NIAF has g = z_g and
+// NOAF h_t = o c_t. The backward pass then also gives dp = sum over steps and rows of
+// (dz_i c, dz_f c, dz_o c_t).
 // Rows of the batch are independent, so each thread owns a block of rows for the whole sequence
 // and the threads never synchronise between steps.
+//
+// One call may run N layers of one shape side by side (both directions of a bidirectional layer):
+// each has its own weights, state and residuals, they read the same x, and they write their
+// outputs into one [T, B, N H] array (row stride ldo = N H), each its own H columns. A layer that
+// runs reversed reads each row's valid prefix backwards: its step s reads x_{len-1-s} and writes
+// out_{len-1-s} (len: the row's length, the prefix the mask marks); past the prefix it is frozen
+// and writes zeros at time s, as always. So its outputs come out aligned with the input and no
+// reversal of x or of the outputs is ever written. Its residuals stay in step order.
 #pragma once
 
 #include <cstddef>
@@ -94,39 +110,96 @@ class Scratch {
   size_t bytes_;
 };
 
+// Which LSTM runs: a bit set. The standard cell is kInput | kForget | kOutput.
+enum Variant : int {
+  kInput = 1,        // an input gate i (else i = 1)
+  kForget = 2,       // a forget gate f (else f = 1, or 1 - i with kCoupled)
+  kOutput = 4,       // an output gate o (else o = 1)
+  kCoupled = 8,      // f = 1 - i (CIFG; without kForget)
+  kLinearInput = 16, // g = z_g (NIAF)
+  kLinearOutput = 32,// h = o c (NOAF)
+  kPeephole = 64,    // peepholes p_i, p_f, p_o
+  kLayerNorm = 128,  // the layer-normalised LSTM (with kStandard; see below)
+};
+constexpr int kStandard = kInput | kForget | kOutput;
+// The variants the kernels are built for (each its own instantiation): the standard LSTM and
+// Greff's peephole, NIG, NFG, NOG, NIAF, NOAF and CIFG.
+#define LSTM_JAX_VARIANTS(X)                                                                       \
+  X(kStandard) X(kStandard | kPeephole) X(kForget | kOutput | kPeephole)                          \
+  X(kInput | kOutput | kPeephole) X(kInput | kForget | kPeephole)                                 \
+  X(kStandard | kLinearInput | kPeephole) X(kStandard | kLinearOutput | kPeephole)                \
+  X(kInput | kOutput | kCoupled | kPeephole) X(kStandard | kLayerNorm)
+
+// Gate blocks of a variant: its sigmoid gates and g.
+constexpr int gate_count(int v) { return !!(v & kInput) + !!(v & kForget) + !!(v & kOutput) + 1; }
+
+inline bool known_variant(int v) {
+#define LSTM_JAX_IS(k) if (v == (k)) return true;
+  LSTM_JAX_VARIANTS(LSTM_JAX_IS)
+#undef LSTM_JAX_IS
+  return false;
+}
+
+// kLayerNorm (lstm_jax.cells.LayerNormLSTMCell): z = α_x LN(x W) + b + α_h LN(h U) per gate block
+// and h = o tanh(α_c LN(c_t) + β_c), LN(v) = (v - mean v) / sqrt(var v + 1e-5) over H. x W has no
+// recurrence: the caller computes it for all steps (one matmul) and passes it in place of x (I = 0,
+// no W or bias); the kernels normalise it row by row with the rest, and the backward pass returns
+// its gradient d(x W) (the caller's matmul gives dW and dx), dU, and those of the gains and b
+// (α_x, b, α_h, α_c, β_c) in place of dp. The forward pass also keeps LN(h U) [T, B, 4H] and the five
+// 1/sqrt(var + eps) of h U's blocks and c_t per step and row [T, B, 5] (x W's are recomputed).
+constexpr float kLayerNormEps = 1e-5f;
+
 struct FwdArgs {
-  int64_t T, B, I, H;
+  int64_t T, B, I, H;  // the gate blocks G = gate_count(variant) H
+  int variant;
+  const float* peep;   // [3H] (p_i, p_f, p_o), or null without kPeephole
+  int64_t ldo;         // the row stride of out: H, or N H for N layers side by side
+  const int64_t* len;  // [B] the rows' lengths for a reversed layer, or null (forward in time)
   const float* x;      // [T, B, I]
-  const float* W;      // [I, 4H]
-  const float* bias;   // [4H]
-  const float* U;      // [H, 4H]
+  const float* W;      // [I, G]
+  const float* bias;   // [G]
+  const float* U;      // [H, G]
   const float* c0;     // [B, H]
   const float* h0;     // [B, H]
   const bool* mask;    // [T, B]
   float* out;          // [T, B, H]
   float* cT;           // [B, H]
   float* hT;           // [B, H]
-  float* gates;        // [T, B, 4H] activated gates, or null (no residuals)
+  float* gates;        // [T, B, G] activated gates, or null (no residuals)
   float* cprev;        // [T, B, H] cell state entering each step, or null
+  const float* xp;     // kLayerNorm: [T, B, 4H] x W; else null
+  const float* ln;     // kLayerNorm: [14H] (α_x [4H], b [4H], α_h [4H], α_c [H], β_c [H]); else null
+  float* nhu;          // kLayerNorm with residuals: [T, B, 4H] LN(h U); else null
+  float* rstd;         // kLayerNorm with residuals: [T, B, 5]; else null
   int threads;
   const ParallelFor* parallel;
 };
 
 struct BwdArgs {
   int64_t T, B, I, H;
-  const float* gates;  // [T, B, 4H] from the forward pass
+  int variant;
+  const float* peep;   // [3H], or null without kPeephole
+  int64_t ldo;         // the row stride of dout and out (as in FwdArgs)
+  const int64_t* len;  // as in FwdArgs
+  const float* gates;  // [T, B, G] from the forward pass
   const float* cprev;  // [T, B, H]
   const float* dout;   // [T, B, H]
-  const float* W;      // [I, 4H]
-  const float* U;      // [H, 4H]
+  const float* W;      // [I, G]
+  const float* U;      // [H, G]
   const float* dcT;    // [B, H]
   const float* dhT;    // [B, H]
   const bool* mask;    // [T, B]
   const float* x;      // [T, B, I] the forward pass's input
   const float* out;    // [T, B, H] its output: h_{t-1} for the weight gradient
   const float* h0;     // [B, H]
-  float* db;           // [4H]: the sum of dz over steps and rows
-  float* dWU;          // [I + H, 4H]: dW (the first I rows), then dU
+  float* db;           // [G]: the sum of dz over steps and rows
+  float* dWU;          // [I + H, G]: dW (the first I rows), then dU
+  float* dpeep;        // [3H]: dp, or [14H] the gradient of ln with kLayerNorm; else null
+  const float* ln;     // kLayerNorm: as in FwdArgs, with x W (xp) and the residuals nhu and rstd
+  const float* xp;
+  const float* nhu;
+  const float* rstd;
+  float* dxp;          // kLayerNorm: [T, B, 4H] the gradient of x W
   float* dx;           // [T, B, I]: dz W^T, or null (x needs no gradient)
   float* dc0;          // [B, H]
   float* dh0;          // [B, H]
@@ -134,10 +207,16 @@ struct BwdArgs {
   const ParallelFor* parallel;
 };
 
-#define LSTM_JAX_DECLARE_ISA(ns)        \
-  namespace ns {                        \
-  void forward(const FwdArgs& a);       \
-  void backward(const BwdArgs& a);      \
+// The time step s of a row reads and writes (see above).
+inline int64_t time_of(const int64_t* len, int64_t s, int64_t row) {
+  return len != nullptr && s < len[row] ? len[row] - 1 - s : s;
+}
+
+// n layers of one shape and variant (threads and parallel are those of the first).
+#define LSTM_JAX_DECLARE_ISA(ns)                    \
+  namespace ns {                                    \
+  void forward(const FwdArgs* layers, int64_t n);   \
+  void backward(const BwdArgs* layers, int64_t n);  \
   }
 
 LSTM_JAX_DECLARE_ISA(generic)

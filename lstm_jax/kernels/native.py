@@ -1,4 +1,4 @@
-"""The native CPU recurrence of the standard LSTM cell, as XLA FFI custom calls.
+"""The native CPU recurrence of the LSTM cells (standard, Greff's variants, layer-normalised), as XLA FFI custom calls.
 
 The C++ kernels in ``lstm_jax/csrc`` are built into ``lstm_jax._native`` by ``pip install``
 (setup.py). Each runs a whole layer in one call: per step a register-tiled matmul of [x_t, h] by
@@ -7,6 +7,21 @@ independent, so the rows are split into blocks that each run the whole sequence,
 intra-op threads, with no synchronisation between steps. The backward kernel gives every gradient:
 the gate gradients of a few steps at a time stay in cache and go straight into dW, dU and db (so
 they never reach memory), and dx is skipped when the input needs no gradient.
+
+The same kernels run Greff et al.'s variants (``np``, ``peephole``, ``nig``, ``nfg``, ``nog``,
+``niaf``, ``noaf``, ``cifg``), picked by a ``variant`` attribute: each variant's gate math is its own
+compiled instantiation, with only the gate blocks it has in the tile, and the peepholes' gradient
+comes from the backward kernel beside db. The layer-normalised LSTM is a variant too: its input side
+(alpha_x LN(x W) + b, no recurrence) is one XLA matmul and normalisation over all steps, and the
+kernels run the rest, normalising h U and c row by row (see ``csrc/kernel.h``). FGR (a recurrence
+through the previous step's gates) takes the generic XLA path.
+
+One call may also run several layers of one shape over the same input side by side
+(:func:`lstm_layers`): ``Bidirectional`` runs both its directions so, as one parallel loop over
+(direction, row block) on the same threads, the backward direction reading each row's valid
+prefix in reverse and both writing their halves of the [T, B, 2H] output in place; nothing is
+reversed or concatenated around the kernels (two separate calls, each on every thread, took about
+15% longer per FLOP than one layer; see ``csrc/kernel.h``).
 
 With several devices each call runs once per batch shard (``shard_map``, see
 :mod:`lstm_jax.kernels.sharding`), so a data-parallel step keeps its batch split.
@@ -22,8 +37,12 @@ are read once.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from lstm_jax.kernels import sharding
 from lstm_jax.kernels.sharding import BATCH, REPLICATED, TIME_BATCH
@@ -35,8 +54,13 @@ except ImportError:  # built without a compiler, or an unsupported platform
 
 Array = jax.Array
 _TARGETS = {"lstm_jax_fwd": "lstm_fwd", "lstm_jax_fwd_infer": "lstm_fwd_infer", "lstm_jax_bwd": "lstm_bwd",
-            "lstm_jax_bwd_no_dx": "lstm_bwd_no_dx"}
+            "lstm_jax_bwd_no_dx": "lstm_bwd_no_dx", "lstm_jax_ln_fwd": "lstm_ln_fwd", "lstm_jax_ln_bwd": "lstm_ln_bwd"}
 _registered = False
+
+# The LSTM variants of the kernels, as bits (csrc/kernel.h's Variant): gates present, coupling,
+# linear activations, peepholes.
+INPUT, FORGET, OUTPUT, COUPLED, LINEAR_INPUT, LINEAR_OUTPUT, PEEPHOLE = 1, 2, 4, 8, 16, 32, 64
+STANDARD = INPUT | FORGET | OUTPUT
 
 
 def built() -> bool:
@@ -71,67 +95,226 @@ def _mask(mask_TxB: Array | None, T: int, B: int) -> Array:
     return jnp.ones((T, B), bool) if mask_TxB is None else mask_TxB.astype(bool)
 
 
-def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, c0_BxH: Array, h0_BxH: Array,
-            mask_TxB: Array | None, *, save: bool):
-    """The forward pass, input projection included (float32 throughout).
+LAYER_TIME_BATCH = P(None, None, sharding.AXIS)  # [N, T, B, ...]
 
-    Returns (out [T, B, H], cT [B, H], hT [B, H]) and, with ``save``, also the residuals of the
-    backward pass: the activated gates [T, B, 4H] and the cell state entering each step [T, B, H].
+
+def _peepholes(p_Nx3H: Array | None, N: int) -> Array:
+    return jnp.zeros((N, 0), jnp.float32) if p_Nx3H is None else p_Nx3H.astype(jnp.float32)
+
+
+def forward(x_TxBxI: Array, W_NxIxG: Array, b_NxG: Array, U_NxHxG: Array, c0_NxBxH: Array, h0_NxBxH: Array,
+            mask_TxB: Array | None, *, save: bool, variant: int = STANDARD, p_Nx3H: Array | None = None,
+            reversed: int = 0):
+    """The forward pass of N layers of one shape over the same x, input projection included (float32).
+
+    ``variant`` picks the cell (the standard LSTM, or a peephole variant: see ``csrc/kernel.h``);
+    G is its number of gate blocks times H, and ``p_Nx3H`` the layers' peepholes (p_i, p_f, p_o;
+    zeros for an absent gate) when it has them. Bit l of ``reversed``: layer l runs backwards over
+    each row's valid prefix (``mask_TxB``), its outputs aligned with x. The layers run at the same
+    time, on the same threads. Returns (out [T, B, N H] (layer l's in columns l H..(l+1) H),
+    cT [N, B, H], hT [N, B, H]) and, with ``save``, also the residuals of the backward pass: the
+    activated gates [N, T, B, G] and the cell state entering each step [N, T, B, H] (in step order).
     """
     _register()
     T, B, _ = x_TxBxI.shape
-    G = W_IxG.shape[1]
-    H = G // 4
+    N, H, G = U_NxHxG.shape
     f32 = jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size  # under shard_map the call sees one shard's rows
-    shapes = [jax.ShapeDtypeStruct((T, b, H), f32), jax.ShapeDtypeStruct((b, H), f32), jax.ShapeDtypeStruct((b, H), f32)]
+    shapes = [jax.ShapeDtypeStruct((T, b, N * H), f32), jax.ShapeDtypeStruct((N, b, H), f32),
+              jax.ShapeDtypeStruct((N, b, H), f32)]
     if save:
-        shapes += [jax.ShapeDtypeStruct((T, b, G), f32), jax.ShapeDtypeStruct((T, b, H), f32)]
+        shapes += [jax.ShapeDtypeStruct((N, T, b, G), f32), jax.ShapeDtypeStruct((N, T, b, H), f32)]
     call = jax.ffi.ffi_call("lstm_jax_fwd" if save else "lstm_jax_fwd_infer", shapes, vmap_method="sequential")
-    out_specs = (TIME_BATCH, BATCH, BATCH) + ((TIME_BATCH, TIME_BATCH) if save else ())
-    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH)
-    call = sharding.per_shard(lambda *args, ffi=call: tuple(ffi(*args)), mesh, in_specs, out_specs)
-    return call(x_TxBxI.astype(f32), W_IxG.astype(f32), b_G.astype(f32), U_HxG.astype(f32), c0_BxH.astype(f32),
-                h0_BxH.astype(f32), _mask(mask_TxB, T, B))
+    out_specs = (TIME_BATCH, TIME_BATCH, TIME_BATCH) + ((LAYER_TIME_BATCH, LAYER_TIME_BATCH) if save else ())
+    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, REPLICATED, TIME_BATCH, TIME_BATCH, TIME_BATCH)
+    attrs = {"variant": np.int32(variant), "reversed": np.int32(reversed)}
+    call = sharding.per_shard(lambda *args, ffi=call: tuple(ffi(*args, **attrs)), mesh, in_specs, out_specs)
+    return call(x_TxBxI.astype(f32), W_NxIxG.astype(f32), b_NxG.astype(f32), U_NxHxG.astype(f32),
+                _peepholes(p_Nx3H, N), c0_NxBxH.astype(f32), h0_NxBxH.astype(f32), _mask(mask_TxB, T, B))
 
 
-def backward(gates_TxBxG: Array, cprev_TxBxH: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
-             dcT_BxH: Array, dhT_BxH: Array, mask_TxB: Array | None, x_TxBxI: Array, out_TxBxH: Array,
-             h0_BxH: Array, *, with_dx: bool = True):
-    """The backward pass, from the forward pass's residuals, inputs (x, h0) and output.
+def backward(gates_NxTxBxG: Array, cprev_NxTxBxH: Array, dout_TxBxNH: Array, W_NxIxG: Array, U_NxHxG: Array,
+             dcT_NxBxH: Array, dhT_NxBxH: Array, mask_TxB: Array | None, x_TxBxI: Array, out_TxBxNH: Array,
+             h0_NxBxH: Array, *, with_dx: bool = True, variant: int = STANDARD, p_Nx3H: Array | None = None,
+             reversed: int = 0):
+    """The backward pass of :func:`forward`, from its residuals, inputs (x, h0) and output.
 
-    ``mask_TxB`` must mark a prefix of each row. Returns (db [4H], dWU [I + H, 4H] (dW over dU),
-    dx [T, B, I] (None without ``with_dx``), dc0 [B, H], dh0 [B, H]).
+    ``mask_TxB`` must mark a prefix of each row. Returns (db [N, G], dWU [N, I + H, G] (dW over dU),
+    dx [N, T, B, I] (each layer's part; None without ``with_dx``), dc0 [N, B, H], dh0 [N, B, H],
+    dp [N, 3H] (None without peepholes)).
     """
     _register()
-    T, B, G = gates_TxBxG.shape
-    H, I = G // 4, W_IxG.shape[0]
+    N, T, B, G = gates_NxTxBxG.shape
+    H, I = U_NxHxG.shape[1], W_NxIxG.shape[1]
     f32 = jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size
-    shapes = [jax.ShapeDtypeStruct((G,), f32), jax.ShapeDtypeStruct((I + H, G), f32)]
-    shapes += [jax.ShapeDtypeStruct((T, b, I), f32)] if with_dx else []
-    shapes += [jax.ShapeDtypeStruct((b, H), f32), jax.ShapeDtypeStruct((b, H), f32)]
+    peep = variant & PEEPHOLE
+    shapes = [jax.ShapeDtypeStruct((N, G), f32), jax.ShapeDtypeStruct((N, I + H, G), f32),
+              jax.ShapeDtypeStruct((N, 3 * H if peep else 0), f32)]
+    shapes += [jax.ShapeDtypeStruct((N, T, b, I), f32)] if with_dx else []
+    shapes += [jax.ShapeDtypeStruct((N, b, H), f32), jax.ShapeDtypeStruct((N, b, H), f32)]
     call = jax.ffi.ffi_call("lstm_jax_bwd" if with_dx else "lstm_jax_bwd_no_dx", shapes, vmap_method="sequential")
 
     def run(*args):
-        db, dWU, *rest = call(*args)
+        db, dWU, dp, *rest = call(*args, variant=np.int32(variant), reversed=np.int32(reversed))
         if mesh is not None:  # each shard's weight gradients cover its rows only
-            db, dWU = sharding.psum(db), sharding.psum(dWU)
-        return (db, dWU, *rest)
+            db, dWU, dp = sharding.psum(db), sharding.psum(dWU), sharding.psum(dp)
+        return (db, dWU, dp, *rest)
 
-    out_specs = (REPLICATED, REPLICATED) + ((TIME_BATCH,) if with_dx else ()) + (BATCH, BATCH)
-    in_specs = (TIME_BATCH, TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH, TIME_BATCH,
-                TIME_BATCH, BATCH)
+    out_specs = (REPLICATED,) * 3 + ((LAYER_TIME_BATCH,) if with_dx else ()) + (TIME_BATCH, TIME_BATCH)
+    in_specs = (LAYER_TIME_BATCH, LAYER_TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, TIME_BATCH,
+                TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH)
     run = sharding.per_shard(run, mesh, in_specs, out_specs)
-    args = (gates_TxBxG, cprev_TxBxH, dout_TxBxH, W_IxG, U_HxG, dcT_BxH, dhT_BxH)
-    results = run(*(a.astype(f32) for a in args), _mask(mask_TxB, T, B), x_TxBxI.astype(f32),
-                  out_TxBxH.astype(f32), h0_BxH.astype(f32))
-    if with_dx:
-        return tuple(results)
-    db, dWU, dc0, dh0 = results
-    return db, dWU, None, dc0, dh0
+    args = (gates_NxTxBxG, cprev_NxTxBxH, dout_TxBxNH, W_NxIxG, U_NxHxG)
+    results = run(*(a.astype(f32) for a in args), _peepholes(p_Nx3H, N), dcT_NxBxH.astype(f32),
+                  dhT_NxBxH.astype(f32), _mask(mask_TxB, T, B), x_TxBxI.astype(f32), out_TxBxNH.astype(f32),
+                  h0_NxBxH.astype(f32))
+    db, dWU, dp, *rest = results
+    dx, dc0, dh0 = rest if with_dx else (None, *rest)
+    return db, dWU, dx, dc0, dh0, (dp if peep else None)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _layers(variant, reversed, x, W, b, U, p, c0, h0, mask):
+    out, c, h = forward(x, W, _bias(b, W), U, c0, h0, mask, save=False, variant=variant, p_Nx3H=p, reversed=reversed)
+    return (c, h), out
+
+
+def _bias(b, W):
+    return jnp.zeros(W.shape[::2], jnp.float32) if b is None else b
+
+
+def _layers_fwd(variant, reversed, x, W, b, U, p, c0, h0, mask):
+    from lstm_jax.kernels.xla import _Static
+
+    # symbolic_zeros: each argument comes as a CustomVJPPrimal, which says whether it is perturbed.
+    need_dx = _Static(x.perturbed)
+    x, W, b, U, p, c0, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, b, U, p, c0, h0, mask))
+    out, c, h, gates, c_prev = forward(x, W, _bias(b, W), U, c0, h0, mask, save=True, variant=variant, p_Nx3H=p,
+                                       reversed=reversed)
+    return ((c, h), out), (x, W, b, U, p, h0, mask, out, gates, c_prev, need_dx)
+
+
+def _layers_bwd(variant, reversed, res, cotangents):
+    from lstm_jax.kernels.xla import _dense
+
+    x, W, b, U, p, h0, mask, out, gates, c_prev, need_dx = res
+    (dc_T, dh_T), dout = cotangents
+    dc_T, dh_T, dout = _dense(dc_T, h0), _dense(dh_T, h0), _dense(dout, out)
+    db, dWU, dx, dc0, dh0, dp = backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask, x, out, h0,
+                                         with_dx=need_dx.value, variant=variant, p_Nx3H=p, reversed=reversed)
+    I = x.shape[-1]
+    db = None if b is None else db.astype(b.dtype)
+    dx = None if dx is None else jnp.sum(dx, axis=0).astype(x.dtype)  # every layer read the same x
+    dp = None if p is None else dp.astype(p.dtype)
+    return dx, dWU[:, :I].astype(W.dtype), db, dWU[:, I:].astype(U.dtype), dp, dc0, dh0, None
+
+
+_layers.defvjp(_layers_fwd, _layers_bwd, symbolic_zeros=True)
+
+
+def lstm_layers(x_TxBxI: Array, W_NxIxG: Array, b_NxG: Array | None, U_NxHxG: Array, p_Nx3H: Array | None,
+                carries, mask_TxB: Array | None = None, *, variant: int = STANDARD, reversed: int = 0):
+    """N layers of one shape and variant over the same time-major x, in one native call each way.
+
+    Differentiable (a custom VJP over :func:`forward` and :func:`backward`). ``carries`` is
+    (c0 [N, B, H], h0 [N, B, H]); ``reversed`` and the rest as in :func:`forward`. Returns
+    ((cT [N, B, H], hT [N, B, H]), out [T, B, N H]): ``Bidirectional`` concatenates its two
+    directions so, with no reversal or concatenation of its own.
+    """
+    c0, h0 = carries
+    return _layers(variant, reversed, x_TxBxI, W_NxIxG, b_NxG, U_NxHxG, p_Nx3H, c0, h0.astype(c0.dtype), mask_TxB)
+
+
+# -- the layer-normalised LSTM -------------------------------------------------------------------------
+
+def _ln_call(name, shapes, mesh, in_specs, out_specs, reduced=()):
+    """An FFI call per batch shard; the results at the indices ``reduced`` are summed over the shards."""
+    call = jax.ffi.ffi_call(name, shapes, vmap_method="sequential")
+
+    def run(*args):
+        results = call(*args)
+        if mesh is None:
+            return tuple(results)
+        return tuple(sharding.psum(r) if k in reduced else r for k, r in enumerate(results))
+
+    return sharding.per_shard(run, mesh, in_specs, out_specs)
+
+
+@jax.custom_vjp
+def _ln(xw, U, ln, c0, h0, mask):
+    (c, h), out, _ = _ln_fwd_call(xw, U, ln, c0, h0, mask)
+    return (c, h), out
+
+
+def _ln_fwd_call(xw, U, ln, c0, h0, mask):
+    _register()
+    T, B, G = xw.shape
+    H, f32 = G // 4, jnp.float32
+    mesh = sharding.batch_mesh(B)
+    b = B if mesh is None else B // mesh.size
+    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((T, b, H), (b, H), (b, H), (T, b, G), (T, b, H), (T, b, G),
+                                                     (T, b, 5))]
+    run = _ln_call("lstm_jax_ln_fwd", shapes, mesh, (TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH),
+                   (TIME_BATCH, BATCH, BATCH) + (TIME_BATCH,) * 4)
+    out, c, h, *res = run(xw.astype(f32), U.astype(f32), ln.astype(f32), c0.astype(f32), h0.astype(f32),
+                          _mask(mask, T, B))
+    return (c, h), out, res
+
+
+def _ln_fwd(xw, U, ln, c0, h0, mask):
+    (c, h), out, res = _ln_fwd_call(xw, U, ln, c0, h0, mask)
+    return ((c, h), out), (xw, U, ln, h0, mask, out, *res)
+
+
+def _ln_bwd(res, cotangents):
+    xw, U, ln, h0, mask, out, gates, cprev, nhu, rstd = res
+    (dcT, dhT), dout = cotangents
+    T, B, G = gates.shape
+    H, f32 = G // 4, jnp.float32
+    mesh = sharding.batch_mesh(B)
+    b = B if mesh is None else B // mesh.size
+    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((T, b, G), (H, G), (14 * H,), (b, H), (b, H))]
+    in_specs = (TIME_BATCH,) * 6 + (REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH, TIME_BATCH, BATCH)
+    run = _ln_call("lstm_jax_ln_bwd", shapes, mesh, in_specs, (TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH),
+                   reduced=(1, 2))
+    dxw, dU, dln, dc0, dh0 = run(gates, cprev, nhu, rstd, dout.astype(f32), xw, U.astype(f32), ln, dcT.astype(f32),
+                                 dhT.astype(f32), _mask(mask, T, B), out, h0.astype(f32))
+    return dxw, dU.astype(U.dtype), dln.astype(ln.dtype), dc0, dh0, None
+
+
+_ln.defvjp(_ln_fwd, _ln_bwd)
+
+
+def _ln_supports(cell) -> bool:
+    from lstm_jax.cells import LayerNormLSTMCell
+    from lstm_jax.kernels import xla
+
+    W, _, U = xla._weights(cell)
+    return (type(cell) is LayerNormLSTMCell and xla.generic_supports(cell)
+            and supports_lstm(cell.activation, cell.recurrent_activation, W.dtype, U.dtype, cell.carry_dtype))
+
+
+def _ln_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
+    """``LayerNormLSTMCell`` in the kernels: x W one XLA matmul over all steps, everything else (its
+    normalisation too: in XLA that and its gradient took longer than the whole recurrence) in one
+    kernel call each way."""
+    from lstm_jax.kernels import xla
+
+    W, b, U = xla._weights(cell)
+    b = jnp.zeros((W.shape[1],), jnp.float32) if b is None else b
+    ln = jnp.concatenate([cell.gain_x[...], b, cell.gain_h[...], cell.gain_c[...], cell.shift_c[...]])
+
+    def run(x, carry, mask):
+        c0, h0 = carry
+        return _ln(jnp.dot(x, W, preferred_element_type=jnp.float32), U, ln.astype(jnp.float32), c0,
+                   h0.astype(c0.dtype), mask)
+
+    if not remat:
+        return run(x_TxBxD, carry, mask_TxB)
+    return xla._remat_scan(run, x_TxBxD, carry, mask_TxB)
 
 
 # -- which cells run here: one entry per cell class --------------------------------------------------
@@ -158,6 +341,72 @@ def _lstm_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
     return xla.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat, native=True)
 
 
+def _variants() -> dict:
+    """The cell classes the LSTM kernels run, each exactly (a subclass may change the maths), by variant."""
+    from lstm_jax import cells
+
+    peep = PEEPHOLE
+    return {cells.NPCell: STANDARD, cells.PeepholeCell: STANDARD | peep, cells.NIGCell: FORGET | OUTPUT | peep,
+            cells.NFGCell: INPUT | OUTPUT | peep, cells.NOGCell: INPUT | FORGET | peep,
+            cells.NIAFCell: STANDARD | LINEAR_INPUT | peep, cells.NOAFCell: STANDARD | LINEAR_OUTPUT | peep,
+            cells.CIFGCell: INPUT | OUTPUT | COUPLED | peep}
+
+
+def _variant_supports(cell) -> bool:
+    from lstm_jax.kernels import xla
+
+    W, _, U = xla._weights(cell)
+    return (type(cell) in _variants() and xla.generic_supports(cell)
+            and supports_lstm(cell.activation, cell.recurrent_activation, W.dtype, U.dtype, cell.carry_dtype))
+
+
+def _cell_peepholes(cell) -> Array | None:
+    """(p_i, p_f, p_o) [3H] of a peephole cell, zeros for a gate it does not have; None for NP."""
+    ps = [getattr(cell, f"p_{g}", None) for g in "ifo"]
+    if all(p is None for p in ps):
+        return None
+    zeros = jnp.zeros((cell.hidden_size,), jnp.float32)
+    return jnp.concatenate([zeros if p is None else p[...].astype(jnp.float32) for p in ps])
+
+
+def _variant_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
+    from lstm_jax.kernels import xla
+
+    return xla.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat, native=True, variant=_variants()[type(cell)],
+                          peepholes_3H=_cell_peepholes(cell))
+
+
+def stackable(*cells) -> bool:
+    """Whether these cells can run side by side in one call of the LSTM kernels (:func:`cell_layers`):
+    each one the kernels run here, all of one class and shape, with or without biases alike."""
+    from lstm_jax.cells import LSTMCell
+
+    first = cells[0]
+    key = lambda c: (type(c), c.kernel[...].shape, c.bias is None, c.dtype)  # noqa: E731
+    kernel_cells = (LSTMCell, *_variants())
+    return all(type(c) in kernel_cells and supports(c) and key(c) == key(first) for c in cells)
+
+
+def cell_layers(cells, x_TxBxD: Array, carries, mask_TxB: Array | None = None, *, reversed: int = 0):
+    """:func:`stackable` cells over the same time-major x in one native call each way.
+
+    ``carries`` holds each cell's (c, h); bit l of ``reversed`` runs cell l backwards over each row's
+    valid prefix (its outputs aligned with x). Returns (a list of final (c, h), outputs [T, B, N H]).
+    """
+    from lstm_jax.kernels import xla
+
+    weights = [xla._weights(c) for c in cells]
+    W, U = (jnp.stack([w[k] for w in weights]) for k in (0, 2))
+    b = None if weights[0][1] is None else jnp.stack([w[1] for w in weights])
+    peeps = [_cell_peepholes(c) for c in cells]
+    p = None if peeps[0] is None else jnp.stack(peeps)
+    c0 = jnp.stack([c for c, _ in carries])
+    h0 = jnp.stack([h for _, h in carries])
+    (c, h), out = lstm_layers(x_TxBxD, W, b, U, p, (c0, h0), mask_TxB, variant=_variants().get(type(cells[0]), STANDARD),
+                              reversed=reversed)
+    return [(c[k], h[k]) for k in range(len(cells))], out
+
+
 def _gru_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
     if remat:  # the GRU kernels keep every step; remat runs the generic XLA path, which recomputes
         from lstm_jax.kernels import xla
@@ -179,7 +428,11 @@ def _gru_supports(cell) -> bool:
 def _entries() -> dict:
     from lstm_jax.cells import GRUCell, LSTMCell
 
-    return {LSTMCell: (_lstm_supports, _lstm_layer), GRUCell: (_gru_supports, _gru_layer), **_EXTRA}
+    variants = {cls: (_variant_supports, _variant_layer) for cls in _variants()}
+    from lstm_jax.cells import LayerNormLSTMCell
+
+    return {LSTMCell: (_lstm_supports, _lstm_layer), GRUCell: (_gru_supports, _gru_layer), **variants,
+            LayerNormLSTMCell: (_ln_supports, _ln_layer), **_EXTRA}
 
 
 _EXTRA: dict = {}
@@ -190,8 +443,10 @@ def register(cell_class, supports_fn, layer_fn) -> None:
 
     ``supports_fn(cell) -> bool`` says whether it runs this cell here (dtype, activations, backend);
     ``layer_fn(cell, x_TxBxD, carry, mask_TxB, *, remat) -> (final carry, outputs [T, B, H])`` runs
-    it with the semantics of ``layers.scan_cell``. The standard LSTM and the GRU
-    (:mod:`~lstm_jax.kernels.native_gru`) are registered from the start.
+    it with the semantics of ``layers.scan_cell``. The standard LSTM, Greff's variants (``np``,
+    ``peephole``, ``nig``, ``nfg``, ``nog``, ``niaf``, ``noaf``, ``cifg``) and ``layernorm`` (the
+    LSTM kernels with their variant flags) and the GRU (:mod:`~lstm_jax.kernels.native_gru`) are
+    registered from the start.
     """
     _EXTRA[cell_class] = (supports_fn, layer_fn)
 

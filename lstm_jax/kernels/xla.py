@@ -14,18 +14,19 @@ gradients overwrite the gates, one [T, B, 4H] buffer for all three; without a gr
 projection is made a chunk of steps at a time. The scans run unrolled once only (see
 ``default_unroll``). bf16 matmuls suit GPUs; on XLA:CPU they ran 1.5-2x slower than f32.
 
-With ``native=True`` the two recurrences run instead in the C++ kernels of :mod:`lstm_jax.native`
-(float32, tanh/sigmoid, CPU): the forward kernel also computes the input projection; the backward
-kernel computes every gradient while each step's dz is in cache, and skips dx when x is not being
-differentiated (the first layer of a model, usually).
+With ``native=True`` the layer runs instead in the C++ kernels, through their own custom VJP
+(:func:`lstm_jax.kernels.native.lstm_layers`; float32, tanh/sigmoid, CPU): the forward kernel also
+computes the input projection; the backward kernel computes every gradient while each step's dz is
+in cache, and skips dx when x is not being differentiated (the first layer of a model, usually).
 
 Semantics are those of ``layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
 is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mask_TxB``.
 Matmuls run in the dtype of W and U (bf16 works); the elementwise work and the cell state run in
 the carry's dtype (float32).
 
-Every other cell (peephole family, layernorm, GRU, a user's subclass) runs :func:`cell_layer`, the
-same scheme written once over the cell's own ``project`` / ``recurrent`` / ``combine``.
+Greff's peephole variants and the layer-normalised LSTM have native kernels too. Every other cell
+(FGR, a user's subclass; any cell without its native kernels) runs :func:`cell_layer`,
+the same scheme written once over the cell's own ``project`` / ``recurrent`` / ``combine``.
 """
 
 from __future__ import annotations
@@ -146,15 +147,8 @@ def _forward_chunked(act, rec_act, x, W, b, U, c0, h0, mask, most: int = 32):
     return (c, h), out.reshape(T, B, -1)
 
 
-def _bias(b, H):
-    return jnp.zeros((4 * H,), jnp.float32) if b is None else b
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _lstm(act, rec_act, native, x, W, b, U, c0, h0, mask):
-    if native:
-        out, c, h = native_kernels.forward(x, W, _bias(b, U.shape[0]), U, c0, h0, mask, save=False)
-        return (c, h), out
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _lstm(act, rec_act, x, W, b, U, c0, h0, mask):
     return _forward_chunked(act, rec_act, x, W, b, U, c0, h0, mask)
 
 
@@ -166,16 +160,10 @@ class _Static:
     value: object
 
 
-def _lstm_fwd(act, rec_act, native, x, W, b, U, c0, h0, mask):
-    # symbolic_zeros: each argument comes as a CustomVJPPrimal, which says whether it is perturbed.
-    need_dx = _Static(x.perturbed)
+def _lstm_fwd(act, rec_act, x, W, b, U, c0, h0, mask):
     x, W, b, U, c0, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, b, U, c0, h0, mask))
-    if native:
-        bias = _bias(b, U.shape[0])
-        out, c, h, gates, c_prev = native_kernels.forward(x, W, bias, U, c0, h0, mask, save=True)
-        return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev, need_dx)
     (c, h), out, (gates, c_prev) = _forward(act, rec_act, True, x, W, b, U, c0, h0, mask)
-    return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev, need_dx)
+    return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev)
 
 
 def _dense(ct, like):
@@ -196,17 +184,10 @@ def _dz(act, rec_act, gates, cp, dc, dh):
     return dz, dc * f
 
 
-def _lstm_bwd(act, rec_act, native, res, cotangents):
-    x, W, b, U, h0, mask, out, gates, c_prev, need_dx = res
+def _lstm_bwd(act, rec_act, res, cotangents):
+    x, W, b, U, h0, mask, out, gates, c_prev = res
     (dc_T, dh_T), dout = cotangents
     dc_T, dh_T, dout = _dense(dc_T, h0), _dense(dh_T, h0), _dense(dout, out)
-    if native:
-        db, dWU, dx, dc0, dh0 = native_kernels.backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask, x, out, h0,
-                                                        with_dx=need_dx.value)
-        I = x.shape[-1]
-        db = None if b is None else db.astype(b.dtype)
-        dx = None if dx is None else dx.astype(x.dtype)
-        return dx, dWU[:I].astype(W.dtype), db, dWU[I:].astype(U.dtype), dc0, dh0, None
     dz, dc0, dh0 = _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask)
     db = None if b is None else jnp.sum(dz.reshape(-1, dz.shape[-1]).astype(c_prev.dtype), axis=0)
     return _weight_grads(x, W, b, U, h0, out, dz, db, dc0, dh0)
@@ -274,6 +255,8 @@ def lstm(
     activation: Callable = jnp.tanh,
     recurrent_activation: Callable = jax.nn.sigmoid,
     native: bool = False,
+    variant: int = native_kernels.STANDARD,
+    peepholes_3H: Array | None = None,
 ):
     """The standard LSTM over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
@@ -283,6 +266,9 @@ def lstm(
     (a prefix of each row). The activations must be among sigmoid, tanh, relu and linear
     (``lstm_jax.cells.ACTIVATIONS``). ``native`` runs the recurrences in the C++ kernels of
     :mod:`lstm_jax.kernels.native` (CPU, float32, tanh and sigmoid; see its ``supports_lstm``).
+    With ``native`` only, ``variant`` may name one of its peephole variants (bit flags such as
+    ``native.PEEPHOLE``; see ``csrc/kernel.h``), whose weights hold only the gate blocks it has,
+    with ``peepholes_3H`` its (p_i, p_f, p_o).
     """
     if not supports(activation, recurrent_activation):
         raise ValueError("the fast LSTM supports the activations sigmoid, tanh, relu and linear only")
@@ -290,7 +276,14 @@ def lstm(
     h0 = h0.astype(c0.dtype)
     if native and not native_kernels.supports_lstm(activation, recurrent_activation, W_DxG.dtype, U_HxG.dtype, c0.dtype):
         raise ValueError("the native LSTM runs float32 with tanh and sigmoid on the CPU, with lstm_jax._native built")
-    return _lstm(activation, recurrent_activation, native, x_TxBxD, W_DxG, b_G, U_HxG, c0, h0, mask_TxB)
+    if native:
+        add = lambda a: None if a is None else a[None]  # noqa: E731  (one layer of native.lstm_layers)
+        (c, h), out = native_kernels.lstm_layers(x_TxBxD, add(W_DxG), add(b_G), add(U_HxG), add(peepholes_3H),
+                                                 (c0[None], h0[None]), mask_TxB, variant=variant)
+        return (c[0], h[0]), out
+    if variant != native_kernels.STANDARD or peepholes_3H is not None:
+        raise ValueError("the peephole variants run on the native kernels only (native=True)")
+    return _lstm(activation, recurrent_activation, x_TxBxD, W_DxG, b_G, U_HxG, c0, h0, mask_TxB)
 
 
 # -- the standard cell as a layer ------------------------------------------------------------------
@@ -310,15 +303,16 @@ def _weights(cell):
 
 
 def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False,
-               native: bool = False):
+               native: bool = False, **native_kw):
     """The standard ``LSTMCell`` over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
-    ``native`` runs the recurrences in the C++ kernels (``kernels.native.supports`` must hold).
+    ``native`` runs the recurrences in the C++ kernels (``kernels.native.supports`` must hold), with
+    ``native_kw`` (variant, peepholes_3H) as in :func:`lstm`.
     ``remat`` keeps only the carries between chunks of about sqrt(T) steps and recomputes each
     chunk's forward pass during the backward pass, so activation memory grows as sqrt(T), not T.
     """
     W, b, U = _weights(cell)
-    kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation, native=native)
+    kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation, native=native, **native_kw)
     if not remat:
         return lstm(x_TxBxD, W, b, U, carry, mask_TxB, **kw)
     return _remat_scan(lambda x, c, m: lstm(x, W, b, U, c, m, **kw), x_TxBxD, carry, mask_TxB)
