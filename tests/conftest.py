@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -99,6 +100,25 @@ def _start_experiment(name: str, *args: str) -> subprocess.Popen:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+ISA_SPLITS = [("avx512", 3), ("avx2", 2), ("generic", 1)]  # (kernel build, threads) for kernel_build_result
+
+
+def kernel_build_result(script: str, isa: str, threads: int) -> dict:
+    """Runs ``script`` (``{tests}`` filled with the tests folder; its last line of output a JSON object
+    with at least the kernels' "isa") in a process whose native kernels are fixed to ``isa`` and
+    ``threads`` (both are chosen once, at import); returns that object. Skips where this CPU lacks ``isa``."""
+    if isa != "generic" and os.uname().machine != "x86_64":
+        pytest.skip("an x86-64 kernel")
+    env = dict(os.environ, LSTM_JAX_NATIVE_ISA=isa, LSTM_JAX_NATIVE_THREADS=str(threads), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script.format(tests=str(REPO_ROOT / "tests"))],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["isa"] != isa:
+        pytest.skip(f"this CPU has no {isa} (got {result['isa']})")
+    return result
 
 
 @pytest.fixture(scope="session")

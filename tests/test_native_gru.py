@@ -6,16 +6,11 @@ The reference is what the layer's scan path runs: ``cell.project`` then ``layers
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import ISA_SPLITS, kernel_build_result
 from flax import nnx
 
 from lstm_jax.cells import GRUCell
@@ -204,18 +199,10 @@ print(json.dumps({{"isa": native_gru.isa(), "threads": native_gru.threads(), "er
 
 
 @needs_kernels
-@pytest.mark.parametrize("isa,threads", [("avx512", 3), ("avx2", 2), ("generic", 1)])
+@pytest.mark.parametrize("isa,threads", ISA_SPLITS)
 def test_every_kernel_build_and_thread_split(isa, threads):
     """The ISA and the thread count are fixed at load, so each combination runs in its own process."""
-    if isa != "generic" and os.uname().machine != "x86_64":
-        pytest.skip("an x86-64 kernel")
-    env = dict(os.environ, LSTM_JAX_NATIVE_ISA=isa, LSTM_JAX_NATIVE_THREADS=str(threads), JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _SUBPROCESS.format(tests=str(REPO_ROOT / "tests"))],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if result["isa"] != isa:
-        pytest.skip(f"this CPU has no {isa} (got {result['isa']})")
+    result = kernel_build_result(_SUBPROCESS, isa, threads)
     assert result["threads"] == threads
     assert result["err"] <= 1e-5
 
