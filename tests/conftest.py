@@ -102,6 +102,17 @@ def _start_experiment(name: str, *args: str) -> subprocess.Popen:
     )
 
 
+def max_rel_err(a, b) -> float:
+    """Largest |a - b| over all leaves of two pytrees of the same shapes, relative to each leaf's
+    scale (at least 1)."""
+    worst = 0.0
+    for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+        assert p.shape == q.shape
+        worst = max(worst, float(np.max(np.abs(p - q), initial=0.0)) / max(1.0, float(np.max(np.abs(q), initial=0.0))))
+    return worst
+
+
 ISA_SPLITS = [("avx512", 3), ("avx2", 2), ("generic", 1)]  # (kernel build, threads) for kernel_build_result
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ISA_SPLITS, kernel_build_result
+from conftest import ISA_SPLITS, kernel_build_result, max_rel_err
 
 from lstm_jax.kernels import native
 from lstm_jax.kernels import xla as fast
@@ -39,14 +39,6 @@ def value_and_grads(use_native, x, W, b, U, carry, mask):
 
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))(x, W, b, U, carry)
 
-
-def max_rel_err(a, b):
-    """Largest |a - b| over all leaves, relative to each leaf's scale (at least 1)."""
-    worst = 0.0
-    for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
-        worst = max(worst, float(np.max(np.abs(p - q))) / max(1.0, float(np.max(np.abs(q)))))
-    return worst
 
 
 @pytest.mark.parametrize("with_mask", [False, True])

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ISA_SPLITS, kernel_build_result
+from conftest import ISA_SPLITS, kernel_build_result, max_rel_err
 from flax import nnx
 
 from lstm_jax.cells import GRUCell
@@ -63,15 +63,6 @@ def value_and_grads(layer, x, W, U, b, bhn, h0, mask):
 
     return jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))(*args)
 
-
-def max_rel_err(a, b):
-    """Largest |a - b| over all leaves, relative to each leaf's scale (at least 1)."""
-    worst = 0.0
-    for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
-        assert p.shape == q.shape
-        worst = max(worst, float(np.max(np.abs(p - q), initial=0.0)) / max(1.0, float(np.max(np.abs(q), initial=0.0))))
-    return worst
 
 
 @needs_kernels

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ISA_SPLITS, kernel_build_result
+from conftest import ISA_SPLITS, kernel_build_result, max_rel_err
 from flax import nnx
 
 from lstm_jax import kernels
@@ -60,15 +60,6 @@ def value_and_grads(layer, x, lengths, carry, *, wrt_x=True, carry_only=False):
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, x, carry)
     return jax.jit(jax.value_and_grad(lambda p, c: loss(p, x, c), argnums=(0, 1), has_aux=True))(params, carry)
 
-
-def max_rel_err(a, b):
-    """Largest |a - b| over all leaves, relative to each leaf's scale (at least 1)."""
-    worst = 0.0
-    for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
-        assert p.shape == q.shape
-        worst = max(worst, float(np.max(np.abs(p - q), initial=0.0)) / max(1.0, float(np.max(np.abs(q), initial=0.0))))
-    return worst
 
 
 def pair(name, seed=1, **kw):
