@@ -161,7 +161,7 @@ def shared_data_dir() -> pathlib.Path:
 # the longest in-process runs listed below. CI runs everything.
 SLOW_FIXTURES = {"run_experiment", "start_experiment"}
 SLOW_MODULES = {"test_experiments.py", "test_parallel.py", "test_kernels.py", "test_cell_variants.py",
-                "test_native.py", "test_native_gru.py", "test_native_variants.py",
+                "test_native.py", "test_native_gru.py", "test_native_variants.py", "test_native_builds.py",
                 "test_native_bidirectional.py", "test_sharded_kernels.py", "test_multiclass_models.py",
                 "test_forecast_recipe.py", "test_cudnn.py", "test_fast.py", "test_dropout.py", "test_classify.py",
                 "test_interop.py"}
@@ -172,8 +172,7 @@ SLOW_TESTS = {
     "test_loop.py": ("test_trainer_resume_continues", "test_fit_leaves", "test_profile_steps",
                      "test_every_parameter_changes", "test_nan_after_resume"),
     "test_cells.py": ("test_bptt_gradients_match_finite_differences",),
-    "test_native.py": ("test_every_kernel_build_and_thread_split", "test_weight_gradient_partials",
-                       "test_huge_pages"),
+    "test_native.py": ("test_weight_gradient_partials", "test_huge_pages"),
     "test_cell_variants.py": ("test_every_cell_trains", "test_backward_matches_finite_differences",
                               "test_user_cell_registers_and_trains"),
     "test_dropout.py": ("test_classifier_trains_with_every_dropout",),

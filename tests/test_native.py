@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ISA_SPLITS, kernel_build_result, max_rel_err
+from conftest import max_rel_err
 
 from lstm_jax.kernels import native
 from lstm_jax.kernels import xla as fast
@@ -40,7 +40,6 @@ def value_and_grads(use_native, x, W, b, U, carry, mask):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))(x, W, b, U, carry)
 
 
-
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_native_matches_the_xla_fast_path(with_mask):
     x, W, b, U, carry, mask = problem()
@@ -69,26 +68,6 @@ def test_native_under_vmap_runs_each_member():
     for k in range(2):
         (ck, hk), outk = run(xs[k])
         assert max_rel_err((out[k], c[k], h[k]), (outk, ck, hk)) <= 1e-6
-
-
-_SUBPROCESS = """
-import json, sys
-sys.path.insert(0, {tests!r})
-import jax
-from test_native import problem, value_and_grads, max_rel_err
-from lstm_jax import native
-args = problem(3)
-err = max_rel_err(value_and_grads(True, *args), value_and_grads(False, *args))
-print(json.dumps({{"isa": native.isa(), "threads": native.threads(), "err": err}}))
-"""
-
-
-@pytest.mark.parametrize("isa,threads", ISA_SPLITS)
-def test_every_kernel_build_and_thread_split(isa, threads):
-    """The ISA and the thread count are fixed at import, so each combination runs in its own process."""
-    result = kernel_build_result(_SUBPROCESS, isa, threads)
-    assert result["threads"] == threads
-    assert result["err"] <= 1e-5
 
 
 def test_large_inputs_saturate_instead_of_overflowing():

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ISA_SPLITS, kernel_build_result, max_rel_err
+from conftest import max_rel_err
 from flax import nnx
 
 from lstm_jax.cells import GRUCell
@@ -62,7 +62,6 @@ def value_and_grads(layer, x, W, U, b, bhn, h0, mask):
         return jnp.sum(jnp.sin(out)) + jnp.sum(h * h) - jnp.sum(h), (out, h)
 
     return jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))(*args)
-
 
 
 @needs_kernels
@@ -176,26 +175,6 @@ def test_large_inputs_saturate_instead_of_overflowing():
     got = native_gru.gru_layer(x * 1e4, W, U, b, bhn, h0)
     assert all(np.all(np.isfinite(np.asarray(a))) for a in got)
     assert max_rel_err(got, scan_gru(x * 1e4, W, U, b, bhn, h0, None)) <= 1e-5
-
-
-_SUBPROCESS = """
-import json, sys
-sys.path.insert(0, {tests!r})
-from test_native_gru import problem, value_and_grads, max_rel_err, scan_gru
-from lstm_jax.kernels import native_gru
-args = problem(9)
-err = max_rel_err(value_and_grads(native_gru.gru_layer, *args), value_and_grads(scan_gru, *args))
-print(json.dumps({{"isa": native_gru.isa(), "threads": native_gru.threads(), "err": err}}))
-"""
-
-
-@needs_kernels
-@pytest.mark.parametrize("isa,threads", ISA_SPLITS)
-def test_every_kernel_build_and_thread_split(isa, threads):
-    """The ISA and the thread count are fixed at load, so each combination runs in its own process."""
-    result = kernel_build_result(_SUBPROCESS, isa, threads)
-    assert result["threads"] == threads
-    assert result["err"] <= 1e-5
 
 
 def test_other_activations_are_refused():

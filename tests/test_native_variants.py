@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ISA_SPLITS, kernel_build_result, max_rel_err
+from conftest import max_rel_err
 from flax import nnx
 
 from lstm_jax import kernels
@@ -59,7 +59,6 @@ def value_and_grads(layer, x, lengths, carry, *, wrt_x=True, carry_only=False):
     if wrt_x:
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, x, carry)
     return jax.jit(jax.value_and_grad(lambda p, c: loss(p, x, c), argnums=(0, 1), has_aux=True))(params, carry)
-
 
 
 def pair(name, seed=1, **kw):
@@ -169,25 +168,3 @@ def test_the_kernels_refuse_an_unknown_variant():
     W, U, b = jnp.zeros((1, D, 4 * H)), jnp.zeros((1, H, 4 * H)), jnp.zeros((1, 4 * H))
     with pytest.raises(Exception, match="reversed bits"):  # a second layer that is not there
         jax.block_until_ready(native.forward(x, W, b, U, c0, c0, None, save=False, reversed=0b10))
-
-
-_SUBPROCESS = """
-import json, sys
-sys.path.insert(0, {tests!r})
-from test_native_variants import pair, problem, value_and_grads, max_rel_err
-from lstm_jax.kernels import native
-err = 0.0
-for name in ("peephole", "cifg", "noaf", "layernorm"):
-    got, ref = pair(name, seed=11, reverse=name == "cifg")
-    x, lengths, carry = problem(12)
-    err = max(err, max_rel_err(value_and_grads(got, x, lengths, carry), value_and_grads(ref, x, lengths, carry)))
-print(json.dumps({{"isa": native.isa(), "threads": native.threads(), "err": err}}))
-"""
-
-
-@pytest.mark.parametrize("isa,threads", ISA_SPLITS)
-def test_every_kernel_build_and_thread_split(isa, threads):
-    """The ISA and the thread count are fixed at import, so each combination runs in its own process."""
-    result = kernel_build_result(_SUBPROCESS, isa, threads)
-    assert result["threads"] == threads
-    assert result["err"] <= 1e-5
