@@ -49,7 +49,9 @@ class TrainConfig:
 
     ``select`` names the validation metric that picks the best checkpoint (the one scored at the
     end, and early stopping's measure); higher is better for accuracy-like metrics, lower for the
-    rest (``lstm_jax.tasks.selection_mode``). ``profile_steps`` > 0 writes a ``jax.profiler`` trace
+    rest (``lstm_jax.tasks.selection_mode``). ``select='last'`` scores the last epoch's weights
+    (validation is still measured and logged, but chooses nothing): the choice for a schedule that
+    decays to zero on a validation set too small to rank checkpoints. ``profile_steps`` > 0 writes a ``jax.profiler`` trace
     of that many training steps (after the first, which compiles) into the workdir.
     """
 
@@ -80,14 +82,22 @@ class TrainConfig:
             raise ConfigError(f"warmup_epochs must be in [0, epochs) and needs schedule=warmup_cosine, got {self.warmup_epochs}")
         if self.clip_norm < 0:
             raise ConfigError(f"clip_norm must be >= 0, got {self.clip_norm}")
-        if not self.select.startswith("val_"):
-            raise ConfigError(f"select must name a validation metric (val_loss, val_accuracy, ...), got {self.select!r}")
+        if not (self.select.startswith("val_") or self.select == "last"):
+            raise ConfigError(f"select must name a validation metric (val_loss, val_accuracy, ...) or be 'last', "
+                              f"got {self.select!r}")
+        if self.select == "last" and self.patience:
+            raise ConfigError("patience needs a validation metric to watch; select='last' has none")
         if self.profile_steps < 0:
             raise ConfigError(f"profile_steps must be >= 0, got {self.profile_steps}")
 
     @property
     def select_mode(self) -> str:
-        return selection_mode(self.select)
+        return "max" if self.select == "last" else selection_mode(self.select)
+
+    @property
+    def select_metric(self) -> str:
+        """The checkpoint metadata entry that ranks checkpoints ('last' ranks by epoch)."""
+        return "epoch" if self.select == "last" else self.select
 
 
 def _finalise(sums: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -153,7 +163,7 @@ class Trainer:
         self.steps_per_epoch = num_batches(len(data.train), config.batch_size)
         self.schedule = make_schedule(config, self.steps_per_epoch)
         self.state = distributed.replicate(TrainState.create(model, make_optimizer(config, self.steps_per_epoch)), self.mesh)
-        self.ckpt = Checkpointer(self.files.checkpoints, metric=config.select, mode=config.select_mode)
+        self.ckpt = Checkpointer(self.files.checkpoints, metric=config.select_metric, mode=config.select_mode)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         if resume:
@@ -252,7 +262,7 @@ class Trainer:
         """Epochs since the best validation metric so far (0 when the last epoch was the best)."""
         if not self.history:
             return 0
-        values = [r[self.config.select] for r in self.history]
+        values = [r[self.config.select_metric] for r in self.history]
         best = int(np.argmin(values) if self.config.select_mode == "min" else np.argmax(values))
         return len(values) - 1 - best
 
@@ -289,7 +299,7 @@ class Trainer:
             record = self.train_epoch()
             train_seconds = time.perf_counter() - te
             record.update(self.evaluate(self.data.val, "val"))
-            if cfg.select not in record:
+            if cfg.select != "last" and cfg.select not in record:
                 raise ConfigError(f"select={cfg.select!r} is not a validation metric of this task; choose one of "
                                   f"{', '.join(k for k in record if k.startswith('val_'))}")
             self.epoch += 1

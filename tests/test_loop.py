@@ -362,6 +362,25 @@ def test_fit_leaves_the_best_weights_in_the_callers_model(tmp_path):
         np.testing.assert_array_equal(a, b, err_msg=p)
 
 
+def test_select_last_scores_the_last_epoch_whatever_validation_says(tmp_path):
+    """select='last' keeps and scores the final weights: the summary's validation figures and the
+    caller's model are the last epoch's, whatever validation said of earlier ones."""
+    config = dataclasses.replace(train_config(4), select="last")
+    model = Classifier(D, MODEL_CONFIG, rngs=nnx.Rngs(0))
+    summary = fit(model, BinaryTask(), tiny_binary(), config, str(tmp_path / "wd"), log=lambda _: None)
+    records = read_metrics(tmp_path / "wd")
+    assert summary["best_epoch"] == 4 and summary["selected_by"] == "last"
+    assert summary["val_loss"] == pytest.approx(records[-1]["val_loss"], rel=1e-6)
+    last = leaves_with_paths(read_checkpoint(tmp_path / "wd" / "checkpoints", 4)["state"]["params"])
+    after = leaves_with_paths(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    for (p, a), (_, b) in zip(last, after):
+        np.testing.assert_array_equal(a, b, err_msg=p)
+    with pytest.raises(ConfigError, match="patience"):
+        dataclasses.replace(config, patience=2)
+    with pytest.raises(ConfigError, match="'last'"):
+        dataclasses.replace(config, select="accuracy")
+
+
 def test_tensorboard_events_hold_one_point_per_epoch(two_epoch_run):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     workdir, summary, _ = two_epoch_run
