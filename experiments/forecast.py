@@ -141,7 +141,8 @@ def recipe_config(config: ml_collections.ConfigDict):
         hidden_size=sizes[0], input_multiples=tuple(float(v) for v in e.input_multiples), seeds=e.seeds, seed=config.seed,
         budget=e.budget, epochs=config.epochs, patience=config.patience, learning_rate=config.learning_rate,
         batch_size=config.batch_size, refit=e.refit, quantiles=_floats(config.data.quantiles, "quantiles") or (0.5,),
-        level=e.level, log=e.log, deseason=e.deseason, window=config.data.window,
+        level=e.level, log=e.log, deseason=e.deseason, season_profile=e.season_profile,
+        recent_seasons=e.recent_seasons, window=config.data.window,
         model_kwargs={k: v for k, v in dataclasses.asdict(model_config(m)).items()
                       if k in ("cell", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "dropout_mode",
                                "activation", "unroll") and not (k == "num_layers" and len(sizes) > 1)})

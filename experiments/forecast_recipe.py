@@ -5,10 +5,14 @@ what made recurrent forecasters competitive on short series in the M4 competitio
 2020) and what N-BEATS (Oreshkin et al. 2020) did for its ensembles:
 
 1. **Per-series transform** fitted on each series' training part (``panel.series_transform``): log
-   for a positive series that at least doubles over it (growth becomes additive), removal of the
-   mean seasonal profile when there is a season (ES-RNN's seasonal normalisation with fixed
-   indices), then division by the in-sample naive error (``panel.MaseScale``): an error of 1 is a
-   MASE of 1, so the loss weighs every series as the metric does.
+   for a positive series that at least doubles over it (growth becomes additive), removal of a
+   seasonal profile when there is a season (ES-RNN's seasonal normalisation with fixed indices),
+   then division by the in-sample naive error (``panel.MaseScale``): an error of 1 is a MASE of 1,
+   so the loss weighs every series as the metric does. The profile is either each phase's mean
+   over the whole training part, or a classical decomposition's over its last seasons (which
+   follows a trend, a changing profile and a period that is not a whole number of steps, such as
+   52 weeks for a year); the first member of the ensemble is fitted with each, and the one whose
+   validation MASE is lower is kept (``season_profile='auto'``).
 2. **Per-window level**: the input and targets of each window are taken relative to the window's
    last input value (ES-RNN divides by its level; after the log that is a ratio), so that one model
    learns shapes shared by series of any size. Whether a panel is level-normalised or left
@@ -41,7 +45,7 @@ from flax import nnx
 from lstm_jax import panel as panel_lib
 from lstm_jax import series as series_lib
 from lstm_jax.data import Dataset, Split
-from lstm_jax.errors import DataError
+from lstm_jax.errors import ConfigError, DataError
 from lstm_jax.models import Forecaster, ModelConfig
 from lstm_jax.tasks import QuantileTask
 from lstm_jax.training import TrainConfig, Trainer, rng_streams
@@ -67,6 +71,8 @@ class RecipeConfig:
     level: str = "auto"  # last | none | auto (chosen by stand-ins on the validation span)
     log: str = "auto"  # auto | yes | no
     deseason: bool = True
+    season_profile: str = "auto"  # all | recent | auto (the first member fitted with each; lower validation MASE)
+    recent_seasons: int = 6  # the seasons a 'recent' profile is fitted on (a Holt-Winters-like memory)
     window: int = 0  # the base input window; 0: automatic (base_window)
     model_kwargs: dict = dataclasses.field(default_factory=dict)
 
@@ -120,14 +126,17 @@ class GlobalRecipe:
 
     def __init__(self, train_parts: Sequence[np.ndarray], *, horizon: int, season: int, val_size: int,
                  config: RecipeConfig, workdir: str, covariates: Sequence[np.ndarray] | None = None,
-                 log: Callable[[str], None] = print, train_log: Callable[[str], None] = lambda _: None):
+                 log: Callable[[str], None] = print, train_log: Callable[[str], None] = lambda _: None,
+                 profile: str = "all"):
         self.train_parts = [np.asarray(t, np.float64) for t in train_parts]
+        self.profile = profile
         self.horizon, self.season, self.val_size, self.config = horizon, season, val_size, config
         self.workdir, self.log, self.train_log = workdir, log, train_log
         self.task = QuantileTask(config.quantiles)
         self.quantiles = self.task.quantiles
         self.uses_log = [wants_log(t, config.log) for t in self.train_parts]
-        self.chains = [panel_lib.series_transform(t, log=lg, season=season, deseason=config.deseason, scaling="mase")
+        self.chains = [panel_lib.series_transform(t, log=lg, season=season, deseason=config.deseason, scaling="mase",
+                                                  profile=profile, recent_seasons=config.recent_seasons)
                        for t, lg in zip(self.train_parts, self.uses_log)]
         self.z = [c.forward(t) for c, t in zip(self.chains, self.train_parts)]
         n_train = [len(t) for t in self.train_parts]
@@ -217,11 +226,14 @@ class GlobalRecipe:
                 spent += cost
         return out
 
-    def fit(self, info: dict | None = None) -> None:
+    def fit(self, info: dict | None = None, max_members: int | None = None) -> None:
+        """Fits the planned members not fitted yet (at most ``max_members`` of them; a later call
+        goes on from there)."""
         cfg, V = self.config, self.val_size
         fit_z = [z[:-V] for z in self.z]
         fit_cov = None if self.cov is None else [c[:-V] for c in self.cov]
-        for L, seed in self.plan():
+        todo = self.plan()[len(self.members):]
+        for L, seed in todo[:max_members]:
             name = f"L{L}-seed{seed}"
             wd = os.path.join(self.workdir, "members", name)
             train = self._windows(self.z, L, targets_before=[len(z) - V for z in self.z])
@@ -248,6 +260,12 @@ class GlobalRecipe:
     def _median(preds: list[list[np.ndarray]]) -> list[np.ndarray]:
         """The median over members, per series, step and quantile; quantiles kept in order."""
         return [np.sort(np.median(np.stack([m[i] for m in preds]), axis=0), axis=-1) for i in range(len(preds[0]))]
+
+    def val_mase(self) -> float:
+        """The mean over series of the members' median validation forecast's MASE."""
+        V, mid = self.val_size, self.task.median_index
+        return float(np.mean([series_lib.forecast_metrics(t[-V:], f[:, mid], t[:-V], self.season)["mase"]
+                              for t, f in zip(self.train_parts, self.val_forecasts())]))
 
     def val_forecasts(self) -> list[np.ndarray]:
         """[S] arrays [val_size, Q]: the validation span forecast from the values before it."""
@@ -341,8 +359,16 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
     train = [v[:-H] for v in problem.values]
     test = [v[-H:] for v in problem.values]
     cov = problem.covariates
-    recipe = GlobalRecipe(train, horizon=H, season=season, val_size=V, config=config, workdir=workdir,
-                          covariates=cov, log=log, train_log=train_log)
+    make = lambda profile, wd: GlobalRecipe(train, horizon=H, season=season, val_size=V, config=config, workdir=wd,
+                                            covariates=cov, log=log, train_log=train_log, profile=profile)
+    if config.season_profile not in ("auto", *panel_lib.PROFILES):
+        raise ConfigError(f"season_profile must be auto or one of {', '.join(panel_lib.PROFILES)}, "
+                          f"got {config.season_profile!r}")
+    profiles = list(panel_lib.PROFILES) if config.season_profile == "auto" else [config.season_profile]
+    if not (config.deseason and season > 1 and any(len(t) >= 2 * season for t in train)):
+        profiles = ["all"]  # nothing is deseasoned: the profiles are the same
+    recipe = make(profiles[0], workdir)
+    recipes = {profiles[0]: recipe}
     # statsforecast's fits (a minute or more for long seasonal series) run in a worker process while
     # the network trains: on 2 cores the run takes about the longer of the two, not their sum.
     pool = fitted = None
@@ -358,8 +384,20 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
         f"{recipe.level}; log on {sum(recipe.uses_log)} of {n}; input windows {recipe.input_sizes} x "
         f"{config.seeds} seeds; model horizon {recipe.model_horizon}"
         + (f"; covariates {', '.join(problem.covariate_names)}" if cov is not None else ""))
+    info = {"name": problem.source.get("name", "forecast"), "series": n}
+    profile_scores = {}
     try:
-        recipe.fit(info={"name": problem.source.get("name", "forecast"), "series": n})
+        if len(profiles) > 1:  # the first member with each seasonal profile; the lower validation MASE stays
+            for p in profiles[1:]:
+                recipes[p] = make(p, os.path.join(workdir, f"profile-{p}"))
+            for p, r in recipes.items():
+                r.log(f"seasonal profile '{p}':")
+                r.fit(info, max_members=1)
+                profile_scores[p] = r.val_mase()
+            recipe = recipes[min(profiles, key=lambda p: (profile_scores[p], profiles.index(p)))]
+            log("seasonal profile chosen on validation: " + recipe.profile + "  ("
+                + "  ".join(f"{p} MASE {v:.4f}" for p, v in profile_scores.items()) + ")")
+        recipe.fit(info)
     except BaseException:
         if pool is not None:
             pool.terminate()  # the worker's fits are of no use now
@@ -399,6 +437,7 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
                         "test_nominal_coverage": hi - lo})
     summary.update({
         "num_series": n, "test_size": H, "val_size": V, "season": season, "level": recipe.level,
+        "season_profile": recipe.profile, "season_profile_scores": profile_scores,
         "level_scores": recipe.level_scores, "log_series": int(sum(recipe.uses_log)),
         "input_sizes": recipe.input_sizes, "model_horizon": recipe.model_horizon,
         "members": [dataclasses.asdict(m) for m in recipe.members],

@@ -227,13 +227,18 @@ class MaseScale(series_lib._Affine):
         return 0.0, series_lib.mase_scale(x_T, self.season)
 
 
+PROFILES = ("all", "recent")
+
+
 def series_transform(train_T: np.ndarray, *, log: bool, season: int = 1, deseason: bool = False,
-                     scaling: str = "mase") -> series_lib.Chain:
+                     scaling: str = "mase", profile: str = "all", recent_seasons: int = 6) -> series_lib.Chain:
     """The per-series chain, fitted on ``train_T``: [log] -> [deseason] -> scaling.
 
-    ``log`` is refused (a DataError) for a series with a value <= 0. ``deseason`` removes the
-    mean profile of each phase of the season (additively; after ``log`` that is multiplicative),
-    ES-RNN's seasonal normalisation with fixed indices. ``scaling``: ``mase`` (see ``MaseScale``),
+    ``log`` is refused (a DataError) for a series with a value <= 0. ``deseason`` removes a
+    seasonal profile (additively; after ``log`` that is multiplicative), ES-RNN's seasonal
+    normalisation with fixed indices: ``profile='all'``, the mean of each phase over the whole
+    training part; ``'recent'``, a classical decomposition (the series minus its centred moving
+    average) over its last ``recent_seasons`` seasons (see ``series.Deseason``). ``scaling``: ``mase`` (see ``MaseScale``),
     ``standard`` or ``none``. A level-normalised window does not depend on an affine scaling's
     offset, only on its scale.
     """
@@ -242,8 +247,11 @@ def series_transform(train_T: np.ndarray, *, log: bool, season: int = 1, deseaso
     steps: list[series_lib.Transform] = []
     if log:
         steps.append(series_lib.Log())
+    if profile not in PROFILES:
+        raise ConfigError(f"the seasonal profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     if deseason and season > 1 and len(train_T) >= 2 * season:
-        steps.append(series_lib.Deseason(season))
+        steps.append(series_lib.Deseason(season) if profile == "all" else
+                     series_lib.Deseason(season, detrend=True, recent=recent_seasons))
     if scaling == "mase":
         steps.append(MaseScale())
     elif scaling == "standard":

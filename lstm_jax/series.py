@@ -228,26 +228,53 @@ class Difference(Transform):
 
 
 class Deseason(Transform):
-    """Subtracts the training mean of each phase of the season (``x[t] - mean_k x[k]`` over ``k = t mod season``).
+    """Subtracts a seasonal profile: ``x[t] - means[t mod season]``, the means fitted on the training part.
+
+    Plain (``detrend=False``): ``means[k]`` is the training mean of phase k. With ``detrend`` (classical
+    decomposition): each phase's mean of the series minus its centred moving average over one season,
+    so that a trend is not read as seasonality (a plain phase mean of a rising series climbs by the
+    slope from phase to phase, and subtracting it leaves a saw-tooth), then shifted so that the means
+    average to the training mean (the deseasoned series is centred as the plain one is). ``recent`` > 0
+    fits the profile on the last ``recent`` seasons only: a profile that changes slowly, or a period
+    that is not a whole number of steps (52 weeks are not a year), is then the recent one.
 
     Phases count from the first value, so every series passed in must start where the training
     part started (a history, or the training part itself). What remains is the anomaly, which a
     model can forecast towards zero at long horizons, as a climatology does.
     """
 
-    def __init__(self, season: int):
+    def __init__(self, season: int, *, detrend: bool = False, recent: int = 0):
         if season < 2:
             raise ConfigError(f"deseason needs a season >= 2, got {season}")
-        self.season = int(season)
+        if recent < 0:
+            raise ConfigError(f"deseason: recent must be >= 0 seasons, got {recent}")
+        self.season, self.detrend, self.recent = int(season), bool(detrend), int(recent)
         self.name = f"deseason{season}"
         self.means = None
 
     def fit(self, x_T):
         x_T = np.asarray(x_T, np.float64)
-        if len(x_T) < self.season:
-            raise DataError(f"deseasoning needs one season ({self.season}) of training values, got {len(x_T)}")
-        phase = np.arange(len(x_T)) % self.season
-        self.means = np.array([x_T[phase == k].mean() for k in range(self.season)])
+        m, T = self.season, len(x_T)
+        if T < m:
+            raise DataError(f"deseasoning needs one season ({m}) of training values, got {T}")
+        phase = np.arange(T) % m
+        keep = np.ones(T, bool) if not self.recent else np.arange(T) >= T - self.recent * m
+        values = x_T
+        if self.detrend and T >= 2 * m + 1:
+            # Centred moving average over one season (2 x m for an even m), defined away from the ends.
+            w = np.ones(m + 1 - m % 2)
+            if m % 2 == 0:
+                w[0] = w[-1] = 0.5
+            w /= m
+            half = len(w) // 2
+            trend = np.full(T, np.nan)
+            trend[half:T - half] = np.convolve(x_T, w, mode="valid")
+            values = x_T - trend
+            keep &= np.isfinite(trend)
+            if any(not np.any(keep & (phase == k)) for k in range(m)):  # too few recent seasons
+                keep = np.isfinite(trend)
+        means = np.array([values[keep & (phase == k)].mean() for k in range(m)])
+        self.means = means - means.mean() + x_T.mean() if values is not x_T else means
         return self
 
     def forward(self, x_T):

@@ -51,6 +51,29 @@ def test_a_panel_run_writes_means_per_series_and_the_interval(tmp_path):
     assert summary["members"][0]["input_size"] == 6
 
 
+def test_the_seasonal_profile_is_chosen_on_validation_by_the_first_member(tmp_path):
+    """season_profile='auto' fits the first member with each profile and keeps the one with the lower
+    validation MASE; the other's member stays in its own folder. A fixed profile trains once."""
+    t = np.arange(96.0)
+    y = 10 + 0.2 * t + np.sin(2 * np.pi * t / 12) * (1 + t / 48) + 0.1 * np.random.default_rng(0).normal(size=96)
+    problem = fr.Problem(["y"], [y], test_size=12, season=12, val_size=12)
+    lines = []
+    summary = fr.run(problem, fr.RecipeConfig(**TINY), str(tmp_path / "auto"), statistical=False, log=lines.append)
+    scores = summary["season_profile_scores"]
+    assert set(scores) == {"all", "recent"} and summary["season_profile"] == min(scores, key=scores.get)
+    assert summary["val_multistep_mase"] == pytest.approx(scores[summary["season_profile"]], rel=1e-6)
+    assert (tmp_path / "auto" / "profile-recent" / "members" / "L24-seed0").is_dir()
+    assert any(line.startswith("seasonal profile chosen on validation") for line in lines)
+    fixed = fr.run(problem, fr.RecipeConfig(**TINY, season_profile="recent"), str(tmp_path / "fixed"),
+                   statistical=False, log=lambda _: None)
+    assert fixed["season_profile"] == "recent" and fixed["season_profile_scores"] == {}
+    assert fixed["val_multistep_mase"] == pytest.approx(scores["recent"], rel=1e-6)  # the same member
+    from lstm_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="season_profile"):
+        fr.run(problem, fr.RecipeConfig(**TINY, season_profile="latest"), str(tmp_path / "bad"), statistical=False)
+
+
 def test_a_single_series_with_covariates(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(120, 2))

@@ -126,6 +126,28 @@ def test_deseason_removes_the_training_profile_and_continues_its_phase():
     assert chain.inverse(np.zeros(3), np.zeros(5)).tolist() == [11, 2, 11]
 
 
+def test_deseason_detrend_reads_the_season_of_a_trend_and_recent_follows_a_changing_profile():
+    season, t = 4, np.arange(40.0)
+    profile = np.array([1.0, -2.0, 0.5, 0.5])
+    x_T = 0.3 * t + profile[t.astype(int) % season]
+    plain = series.Deseason(season).fit(x_T)
+    # The plain phase means climb by the slope from phase to phase: a saw-tooth stays behind.
+    assert np.ptp(np.diff(plain.forward(x_T))) > 1.0
+    classical = series.Deseason(season, detrend=True).fit(x_T)
+    np.testing.assert_allclose(classical.means - classical.means.mean(), profile - profile.mean(), atol=1e-9)
+    np.testing.assert_allclose(np.diff(classical.forward(x_T)), 0.3, atol=1e-9)  # the trend alone
+    assert classical.means.mean() == pytest.approx(x_T.mean())  # centred as the plain one
+    # A profile that changes: 'recent' fits the last seasons only.
+    new = np.array([3.0, -1.0, -1.0, -1.0])
+    y_T = np.concatenate([np.tile(profile, 10), np.tile(new, 6)])
+    recent = series.Deseason(season, detrend=True, recent=4).fit(y_T)
+    np.testing.assert_allclose(recent.means - recent.means.mean(), new - new.mean(), atol=1e-9)
+    whole = series.Deseason(season, detrend=True).fit(y_T)
+    assert np.abs((whole.means - whole.means.mean()) - (new - new.mean())).max() > 1.0
+    with pytest.raises(ConfigError, match="recent"):
+        series.Deseason(season, recent=-1)
+
+
 def test_transform_errors():
     with pytest.raises(ConfigError, match="unknown transform"):
         series.parse_transform("boxcox")

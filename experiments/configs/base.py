@@ -106,7 +106,11 @@ def forecast(**overrides) -> ml_collections.ConfigDict:
         "refit": True,  # retrain each member on all training windows for its chosen epochs
         "level": "auto",  # last | none | auto (naive vs mean stand-ins on the validation span)
         "log": "auto",  # auto (positive series that double) | yes | no
-        "deseason": True,  # remove each series' mean seasonal profile (season > 1)
+        "deseason": True,  # remove each series' seasonal profile (season > 1)
+        # all (each phase's training mean) | recent (classical decomposition over the last
+        # recent_seasons seasons) | auto (the first member fitted with each; lower validation MASE)
+        "season_profile": "auto",
+        "recent_seasons": 6,
     })
     c.model = model()
     training(c, epochs=20, select="val_loss")
