@@ -7,10 +7,11 @@
         --test_size=16 --season=4 --covariates=Income,Production,Savings,Unemployment
 
 (a csv dataset without ``--config`` uses this file). Expected (seed 0, measured on 2 shared CPU cores): test MAPE
-3.661% on El Niño against AutoARIMA's 3.772, the best statistical model (81 s wall at load ~7);
-0.165% on CO2 against AutoARIMA's 0.167 (71 s wall at load ~1; AutoARIMA's model search is
-approximated at seasons above 12, see lstm_jax.baselines); 13.29% on Nile against AutoTheta's 12.77 (a loss; the best MASE, 0.839, though);
-uschange test MAE 0.353 alone, 0.222 with the covariates (univariate AutoARIMA 0.190). Each run also fits AutoETS, AutoTheta and
+3.670% on El Niño against AutoARIMA's 3.772, the best statistical model (56 s wall);
+0.086% on CO2 against AutoARIMA's 0.167 (131 s wall; the recent seasonal profile chosen on validation;
+AutoARIMA's model search is approximated at seasons above 12, see lstm_jax.baselines); 13.29% on Nile
+against AutoTheta's 12.77 (a loss; the best MASE, 0.839, though); uschange test MAE 0.306 alone, 0.228
+with the covariates (univariate AutoARIMA 0.190). Each run also fits AutoETS, AutoTheta and
 AutoARIMA (``pip install -e '.[baselines]'``) on the same training part and reports them beside
 the LSTM and the naive forecasts. Measured results (seed 0, 2 shared CPU cores): docs/forecasting.md.
 
