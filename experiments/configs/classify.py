@@ -5,7 +5,7 @@
 (every file dataset without ``--config`` uses this file). Expected on 2 CPU cores (seed 0), test
 accuracy: ArrowHead 0.680, OSULeaf 0.636, BasicMotions 1.000, JapaneseVowels 0.992, mean 0.827
 (1-NN DTW 0.805; FCN 0.938 on the three sets it has); docs/results.md has the table and the five-model
-comparison. Wall time on 2 cores beside other jobs (load 3-4), start-up included: 102 s, OSULEAF_S s,
+comparison. Wall time on 2 cores beside other jobs (load 3-4), start-up included: 102 s, 259 s,
 71 s and 213 s.
 
     model     LSTM-FCN whose LSTM runs over time: LSTM(32) over the [T, D] series with lengths, its last
