@@ -259,8 +259,9 @@ class Deseason(Transform):
             raise DataError(f"deseasoning needs one season ({m}) of training values, got {T}")
         phase = np.arange(T) % m
         keep = np.ones(T, bool) if not self.recent else np.arange(T) >= T - self.recent * m
+        detrended = self.detrend and T >= 2 * m + 1
         values = x_T
-        if self.detrend and T >= 2 * m + 1:
+        if detrended:
             # Centred moving average over one season (2 x m for an even m), defined away from the ends.
             w = np.ones(m + 1 - m % 2)
             if m % 2 == 0:
@@ -274,7 +275,7 @@ class Deseason(Transform):
             if any(not np.any(keep & (phase == k)) for k in range(m)):  # too few recent seasons
                 keep = np.isfinite(trend)
         means = np.array([values[keep & (phase == k)].mean() for k in range(m)])
-        self.means = means - means.mean() + x_T.mean() if values is not x_T else means
+        self.means = means - means.mean() + x_T.mean() if detrended else means
         return self
 
     def forward(self, x_T):
