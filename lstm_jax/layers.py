@@ -92,7 +92,7 @@ class LSTM(nnx.Module):
 
     ``impl`` picks how the recurrence runs (see ``lstm_jax.kernels``): ``'scan'`` is the generic
     ``lax.scan`` of ``cell.step`` (every cell); ``'fast'`` is a custom VJP in XLA (every registered
-    cell); ``'native'`` runs C++ kernels (every registered cell but ``fgr``, float32, tanh/sigmoid, on
+    cell); ``'native'`` runs C++ kernels (every registered cell, float32, tanh/sigmoid, on
     the CPU);
     ``'cudnn'`` is cuDNN through ``jax.experimental.rnn`` (standard cell with tanh/sigmoid, on a
     GPU); ``'auto'`` takes the fastest one that applies, judged by the default backend when the

@@ -12,7 +12,7 @@ from conftest import ISA_SPLITS, kernel_build_result
 _SUBPROCESS = """
 import json, sys
 sys.path.insert(0, {tests!r})
-import test_native, test_native_gru, test_native_variants
+import test_native, test_native_fgr, test_native_gru, test_native_variants
 from conftest import max_rel_err
 from lstm_jax.kernels import native, native_gru
 err = {{}}
@@ -23,6 +23,11 @@ for name in ("peephole", "cifg", "noaf", "layernorm"):
     x, lengths, carry = test_native_variants.problem(12)
     v = test_native_variants.value_and_grads
     err[name] = max_rel_err(v(got, x, lengths, carry), v(ref, x, lengths, carry))
+got, ref = test_native_fgr.pair(lambda impl: test_native_fgr.LSTM(test_native_fgr.D, test_native_fgr.H, cell="fgr",
+                                impl=impl, reverse=True, rngs=test_native_fgr.nnx.Rngs(0)), seed=13)
+x, lengths, carry = test_native_fgr.problem(14)
+v = test_native_fgr.value_and_grads
+err["fgr"] = max_rel_err(v(got, x, lengths, carry), v(ref, x, lengths, carry))
 if native_gru.available():
     args = test_native_gru.problem(9)
     v = test_native_gru.value_and_grads
@@ -36,7 +41,7 @@ print(json.dumps({{"isa": native.isa(), "threads": native.threads(), "gru_isa": 
 def test_every_kernel_build_and_thread_split(isa, threads):
     result = kernel_build_result(_SUBPROCESS, isa, threads)
     assert result["threads"] == threads
-    assert set(result["err"]) >= {"lstm", "peephole", "cifg", "noaf", "layernorm"}
+    assert set(result["err"]) >= {"lstm", "peephole", "cifg", "noaf", "layernorm", "fgr"}
     if "gru" in result["err"]:
         assert (result["gru_isa"], result["gru_threads"]) == (isa, threads)
     assert max(result["err"].values()) <= 1e-5, result["err"]

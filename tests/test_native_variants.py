@@ -164,7 +164,12 @@ def test_the_kernels_refuse_an_unknown_variant():
     W, U, b = jnp.zeros((1, D, 2 * H)), jnp.zeros((1, H, 2 * H)), jnp.zeros((1, 2 * H))
     c0 = jnp.zeros((1, 3, H))
     with pytest.raises(Exception, match="unknown LSTM variant"):
-        jax.block_until_ready(native.forward(x, W, b, U, c0, c0, None, save=False, variant=native.FORGET))
+        jax.block_until_ready(native.forward(x, W, b, U, (c0, c0), None, save=False, variant=native.FORGET))
     W, U, b = jnp.zeros((1, D, 4 * H)), jnp.zeros((1, H, 4 * H)), jnp.zeros((1, 4 * H))
     with pytest.raises(Exception, match="reversed bits"):  # a second layer that is not there
-        jax.block_until_ready(native.forward(x, W, b, U, c0, c0, None, save=False, reversed=0b10))
+        jax.block_until_ready(native.forward(x, W, b, U, (c0, c0), None, save=False, reversed=0b10))
+    fgr = native.STANDARD | native.PEEPHOLE | native.GATE_RECURRENCE
+    with pytest.raises(Exception, match="gate recurrence"):  # R must be [N, 3H, 3H]
+        jax.block_until_ready(native.forward(x, W, b, U, (c0, c0, jnp.zeros((1, 3, 3 * H))), None, save=False,
+                                             variant=fgr, p_Nx3H=jnp.zeros((1, 3 * H)),
+                                             R_Nx3Hx3H=jnp.zeros((1, 3 * H, H))))

@@ -16,7 +16,11 @@
 // p_o; zeros for an absent gate) i = sigmoid(z_i + p_i c), f = sigmoid(z_f + p_f c) and
 // o = sigmoid(z_o + p_o c_t) (the new cell state); CIFG couples f = 1 - i; NIAF has g = z_g and
 // NOAF h_t = o c_t. The backward pass then also gives dp = sum over steps and rows of
-// (dz_i c, dz_f c, dz_o c_t).
+// (dz_i c, dz_f c, dz_o c_t). Greff's FGR (kGateRecurrence, with the peephole cell) adds the
+// previous step's activated gates a_{t-1} = [i f o]_{t-1} [B, 3H] through R [3H, 3H] to z_ifo:
+// z_t = x_t W + b + h_{t-1} U + [a_{t-1} R, 0]. a is a third part of the carry (a0, aT), frozen
+// past a row's length like c and h; the backward pass carries its gradient da (da_{t-1} = dz_ifo,t
+// R^T, added into step t-1's gate gradients) and sums dR = sum a_{t-1}^T dz_ifo,t with dW and dU.
 // Rows of the batch are independent, so each thread owns a block of rows for the whole sequence
 // and the threads never synchronise between steps.
 //
@@ -120,15 +124,17 @@ enum Variant : int {
   kLinearOutput = 32,// h = o c (NOAF)
   kPeephole = 64,    // peepholes p_i, p_f, p_o
   kLayerNorm = 128,  // the layer-normalised LSTM (with kStandard; see below)
+  kGateRecurrence = 256,  // FGR: the gates also read the previous step's gates (with kStandard | kPeephole)
 };
 constexpr int kStandard = kInput | kForget | kOutput;
 // The variants the kernels are built for (each its own instantiation): the standard LSTM and
-// Greff's peephole, NIG, NFG, NOG, NIAF, NOAF and CIFG.
+// Greff's peephole, NIG, NFG, NOG, NIAF, NOAF, CIFG and FGR.
 #define LSTM_JAX_VARIANTS(X)                                                                       \
   X(kStandard) X(kStandard | kPeephole) X(kForget | kOutput | kPeephole)                          \
   X(kInput | kOutput | kPeephole) X(kInput | kForget | kPeephole)                                 \
   X(kStandard | kLinearInput | kPeephole) X(kStandard | kLinearOutput | kPeephole)                \
-  X(kInput | kOutput | kCoupled | kPeephole) X(kStandard | kLayerNorm)
+  X(kInput | kOutput | kCoupled | kPeephole) X(kStandard | kLayerNorm)                            \
+  X(kStandard | kPeephole | kGateRecurrence)
 
 // Gate blocks of a variant: its sigmoid gates and g.
 constexpr int gate_count(int v) { return !!(v & kInput) + !!(v & kForget) + !!(v & kOutput) + 1; }
@@ -173,6 +179,9 @@ struct FwdArgs {
   float* rstd;         // kLayerNorm with residuals: [T, B, 5]; else null
   int threads;
   const ParallelFor* parallel;
+  const float* R;      // kGateRecurrence: [3H, 3H]; else null (left out of an initialiser: null)
+  const float* a0;     // kGateRecurrence: [B, 3H] the gates before the first step; else null
+  float* aT;           // kGateRecurrence: [B, 3H] the gates of each row's last valid step; else null
 };
 
 struct BwdArgs {
@@ -205,6 +214,11 @@ struct BwdArgs {
   float* dh0;          // [B, H]
   int threads;
   const ParallelFor* parallel;
+  const float* R;      // kGateRecurrence: [3H, 3H], a0 [B, 3H] and daT [B, 3H]; else null
+  const float* a0;
+  const float* daT;
+  float* dR;           // kGateRecurrence: [3H, 3H] and da0 [B, 3H]; else null
+  float* da0;
 };
 
 // The time step s of a row reads and writes (see above).

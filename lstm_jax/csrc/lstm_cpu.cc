@@ -1,14 +1,17 @@
 // lstm_jax._native: the LSTM recurrence as XLA FFI custom calls on CPU, exported as PyCapsules.
 //
-//   lstm_fwd          (x, W, b, U, p, c0, h0, mask) -> (out, cT, hT, gates, cprev)   for training
-//   lstm_fwd_infer    (x, W, b, U, p, c0, h0, mask) -> (out, cT, hT)          without residuals
-//   lstm_bwd          (gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0) -> (db, dWU, dp, dx, dc0, dh0)
+//   lstm_fwd          (x, W, b, U, p, R, c0, h0, a0, mask) -> (out, cT, hT, aT, gates, cprev)   for training
+//   lstm_fwd_infer    (x, W, b, U, p, R, c0, h0, a0, mask) -> (out, cT, hT, aT)      without residuals
+//   lstm_bwd          (gates, cprev, dout, W, U, p, R, dcT, dhT, daT, mask, x, out, h0, a0)
+//                         -> (db, dWU, dp, dR, dx, dc0, dh0, da0)
 //   lstm_bwd_no_dx    the same without dx, for an input that needs no gradient
 //
 // Each runs N layers side by side (kernel.h): every array but x [T, B, I] and mask [T, B] has a
 // leading N, and out and dout are [T, B, N H]. The int32 attributes: `variant` (kernel.h's Variant:
 // the standard cell or a peephole variant) and `reversed` (bit l: layer l runs backwards over each
-// row's valid prefix). p and dp are the peepholes [N, 3H] and their gradient, [N, 0] without them.
+// row's valid prefix). p and dp are the peepholes [N, 3H] and their gradient, [N, 0] without them;
+// R and dR FGR's gate recurrence [N, 3H, 3H] and its gradient, and a0, aT, daT, da0 the gates part
+// of its carry [N, B, 3H], all with 0 for 3H in the other variants.
 // Shapes and semantics: kernel.h. The kernel is chosen once, by what the CPU supports.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -235,6 +238,14 @@ ffi::Error check_variant(int32_t variant, int32_t reversed, const Buf& p, const 
   return ffi::Error::Success();
 }
 
+// FGR's R [N, A, A] and gates carry [N, B, A] (A = 3H with kGateRecurrence, else 0).
+int64_t gates_carry(int32_t variant, const Shape& s) { return variant & lj::kGateRecurrence ? 3 * s.H : 0; }
+
+template <typename Buf>
+bool has_gates_carry(int32_t variant, const Shape& s, const Buf& b) {
+  return has_dims(b, {s.N, s.B, gates_carry(variant, s)});
+}
+
 // N, H and G from U [N, H, G]; T, B, I from x [T, B, I].
 ffi::Error read_shape(const F32& x, const F32& U, int32_t variant, Shape& s) {
   auto d = x.dimensions(), du = U.dimensions();
@@ -255,9 +266,9 @@ std::vector<int64_t> lengths(const Pred& mask, int32_t reversed, const Shape& s)
   return len;
 }
 
-ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U, const F32& p, const F32& c0,
-                         const F32& h0, const Pred& mask, Out& out, Out& cT, Out& hT, int32_t variant,
-                         int32_t reversed, Shape& s) {
+ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U, const F32& p, const F32& R,
+                         const F32& c0, const F32& h0, const F32& a0, const Pred& mask, Out& out, Out& cT, Out& hT,
+                         Out& aT, int32_t variant, int32_t reversed, Shape& s) {
   if (auto err = read_shape(x, U, variant, s); err.failure()) return err;
   if (auto err = check_variant(variant, reversed, p, s); err.failure()) return err;
   const auto [N, T, B, I, H, G] = s;
@@ -267,14 +278,19 @@ ffi::Error check_forward(const F32& x, const F32& W, const F32& b, const F32& U,
                                        "gates times H), c0 and h0 [N, B, H], mask [T, B] expected");
   if (!has_dims(*out, {T, B, N * H}) || !has_dims(*cT, {N, B, H}) || !has_dims(*hT, {N, B, H}))
     return ffi::Error::InvalidArgument("lstm_jax native: results out [T, B, N H], cT and hT [N, B, H] expected");
+  const int64_t A = gates_carry(variant, s);
+  if (!has_dims(R, {N, A, A}) || !has_gates_carry(variant, s, a0) || !has_gates_carry(variant, s, *aT))
+    return ffi::Error::InvalidArgument("lstm_jax native: R [N, 3H, 3H], a0 and aT [N, B, 3H] expected with the gate "
+                                       "recurrence (with 0 for 3H without it)");
   return ffi::Error::Success();
 }
 
 // gates and cprev are null without residuals.
 void forward(ffi::ThreadPool& pool, const Shape& s, const F32& x, const F32& W, const F32& b, const F32& U,
-             const F32& p, const F32& c0, const F32& h0, const Pred& mask, Out& out, Out& cT, Out& hT, float* gates,
-             float* cprev, int32_t variant, int32_t reversed) {
+             const F32& p, const F32& R, const F32& c0, const F32& h0, const F32& a0, const Pred& mask, Out& out,
+             Out& cT, Out& hT, Out& aT, float* gates, float* cprev, int32_t variant, int32_t reversed) {
   const auto [N, T, B, I, H, G] = s;
+  const int64_t A = gates_carry(variant, s);
   const lj::ParallelFor parallel = on_pool(pool);
   const std::vector<int64_t> len = lengths(mask, reversed, s);
   std::vector<lj::FwdArgs> layers;
@@ -285,39 +301,43 @@ void forward(ffi::ThreadPool& pool, const Shape& s, const F32& x, const F32& W, 
                       h0.typed_data() + l * B * H, mask.typed_data(), out->typed_data() + l * H,
                       cT->typed_data() + l * B * H, hT->typed_data() + l * B * H,
                       gates ? gates + l * T * B * G : nullptr, cprev ? cprev + l * T * B * H : nullptr, nullptr,
-                      nullptr, nullptr, nullptr, threads(), &parallel});
+                      nullptr, nullptr, nullptr, threads(), &parallel, A ? R.typed_data() + l * A * A : nullptr,
+                      A ? a0.typed_data() + l * B * A : nullptr, A ? aT->typed_data() + l * B * A : nullptr});
   isa().forward(layers.data(), N);
 }
 
-ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 p, F32 c0, F32 h0, Pred mask, Out out,
-                   Out cT, Out hT, Out gates, Out cprev, int32_t variant, int32_t reversed) {
+ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 p, F32 R, F32 c0, F32 h0, F32 a0,
+                   Pred mask, Out out, Out cT, Out hT, Out aT, Out gates, Out cprev, int32_t variant,
+                   int32_t reversed) {
   Shape s;
-  if (auto err = check_forward(x, W, b, U, p, c0, h0, mask, out, cT, hT, variant, reversed, s); err.failure())
+  if (auto err = check_forward(x, W, b, U, p, R, c0, h0, a0, mask, out, cT, hT, aT, variant, reversed, s);
+      err.failure())
     return err;
   if (!has_dims(*gates, {s.N, s.T, s.B, s.G}) || !has_dims(*cprev, {s.N, s.T, s.B, s.H}))
     return ffi::Error::InvalidArgument("lstm_jax native: results gates [N, T, B, G] and cprev [N, T, B, H] expected");
   advise_outputs({{out->untyped_data(), out->size_bytes()}, {gates->untyped_data(), gates->size_bytes()},
                   {cprev->untyped_data(), cprev->size_bytes()}});
-  forward(pool, s, x, W, b, U, p, c0, h0, mask, out, cT, hT, gates->typed_data(), cprev->typed_data(), variant,
-          reversed);
+  forward(pool, s, x, W, b, U, p, R, c0, h0, a0, mask, out, cT, hT, aT, gates->typed_data(), cprev->typed_data(),
+          variant, reversed);
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 p, F32 c0, F32 h0, Pred mask, Out out,
-                        Out cT, Out hT, int32_t variant, int32_t reversed) {
+ffi::Error ForwardInfer(ffi::ThreadPool pool, F32 x, F32 W, F32 b, F32 U, F32 p, F32 R, F32 c0, F32 h0, F32 a0,
+                        Pred mask, Out out, Out cT, Out hT, Out aT, int32_t variant, int32_t reversed) {
   Shape s;
-  if (auto err = check_forward(x, W, b, U, p, c0, h0, mask, out, cT, hT, variant, reversed, s); err.failure())
+  if (auto err = check_forward(x, W, b, U, p, R, c0, h0, a0, mask, out, cT, hT, aT, variant, reversed, s);
+      err.failure())
     return err;
   advise_buffer(out->untyped_data(), out->size_bytes());
-  forward(pool, s, x, W, b, U, p, c0, h0, mask, out, cT, hT, nullptr, nullptr, variant, reversed);
+  forward(pool, s, x, W, b, U, p, R, c0, h0, a0, mask, out, cT, hT, aT, nullptr, nullptr, variant, reversed);
   return ffi::Error::Success();
 }
 
 // dx is null for lstm_bwd_no_dx.
 ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, const F32& dout, const F32& W,
-                    const F32& U, const F32& p, const F32& dcT, const F32& dhT, const Pred& mask, const F32& x,
-                    const F32& out, const F32& h0, Out& db, Out& dWU, Out& dp, Out* dx, Out& dc0, Out& dh0,
-                    int32_t variant, int32_t reversed) {
+                    const F32& U, const F32& p, const F32& R, const F32& dcT, const F32& dhT, const F32& daT,
+                    const Pred& mask, const F32& x, const F32& out, const F32& h0, const F32& a0, Out& db, Out& dWU,
+                    Out& dp, Out& dR, Out* dx, Out& dc0, Out& dh0, Out& da0, int32_t variant, int32_t reversed) {
   Shape s;
   if (auto err = read_shape(x, U, variant, s); err.failure()) return err;
   if (auto err = check_variant(variant, reversed, p, s); err.failure()) return err;
@@ -333,6 +353,11 @@ ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, c
       !has_dims(*dc0, {N, B, H}) || !has_dims(*dh0, {N, B, H}))
     return ffi::Error::InvalidArgument("lstm_jax native: results db [N, G], dWU [N, I + H, G], dx [N, T, B, I], "
                                        "dc0 and dh0 [N, B, H] expected");
+  const int64_t A = gates_carry(variant, s);
+  if (!has_dims(R, {N, A, A}) || !has_dims(*dR, {N, A, A}) || !has_gates_carry(variant, s, a0) ||
+      !has_gates_carry(variant, s, daT) || !has_gates_carry(variant, s, *da0))
+    return ffi::Error::InvalidArgument("lstm_jax native: R and dR [N, 3H, 3H], a0, daT and da0 [N, B, 3H] expected "
+                                       "with the gate recurrence (with 0 for 3H without it)");
   if (dx) advise_buffer((*dx)->untyped_data(), (*dx)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
   const std::vector<int64_t> len = lengths(mask, reversed, s);
@@ -347,23 +372,26 @@ ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, c
                       db->typed_data() + l * G, dWU->typed_data() + l * (I + H) * G,
                       peep ? dp->typed_data() + l * 3 * H : nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
                       dx ? (*dx)->typed_data() + l * T * B * I : nullptr,
-                      dc0->typed_data() + l * B * H, dh0->typed_data() + l * B * H, threads(), &parallel});
+                      dc0->typed_data() + l * B * H, dh0->typed_data() + l * B * H, threads(), &parallel,
+                      A ? R.typed_data() + l * A * A : nullptr, A ? a0.typed_data() + l * B * A : nullptr,
+                      A ? daT.typed_data() + l * B * A : nullptr, A ? dR->typed_data() + l * A * A : nullptr,
+                      A ? da0->typed_data() + l * B * A : nullptr});
   isa().backward(layers.data(), N);
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 p, F32 dcT, F32 dhT,
-                    Pred mask, F32 x, F32 out, F32 h0, Out db, Out dWU, Out dp, Out dx, Out dc0, Out dh0,
-                    int32_t variant, int32_t reversed) {
-  return backward(pool, gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0, db, dWU, dp, &dx, dc0, dh0, variant,
-                  reversed);
+ffi::Error Backward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 p, F32 R, F32 dcT,
+                    F32 dhT, F32 daT, Pred mask, F32 x, F32 out, F32 h0, F32 a0, Out db, Out dWU, Out dp, Out dR,
+                    Out dx, Out dc0, Out dh0, Out da0, int32_t variant, int32_t reversed) {
+  return backward(pool, gates, cprev, dout, W, U, p, R, dcT, dhT, daT, mask, x, out, h0, a0, db, dWU, dp, dR, &dx,
+                  dc0, dh0, da0, variant, reversed);
 }
 
-ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 p, F32 dcT, F32 dhT,
-                        Pred mask, F32 x, F32 out, F32 h0, Out db, Out dWU, Out dp, Out dc0, Out dh0,
-                        int32_t variant, int32_t reversed) {
-  return backward(pool, gates, cprev, dout, W, U, p, dcT, dhT, mask, x, out, h0, db, dWU, dp, nullptr, dc0, dh0,
-                  variant, reversed);
+ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F32 W, F32 U, F32 p, F32 R, F32 dcT,
+                        F32 dhT, F32 daT, Pred mask, F32 x, F32 out, F32 h0, F32 a0, Out db, Out dWU, Out dp,
+                        Out dR, Out dc0, Out dh0, Out da0, int32_t variant, int32_t reversed) {
+  return backward(pool, gates, cprev, dout, W, U, p, R, dcT, dhT, daT, mask, x, out, h0, a0, db, dWU, dp, dR,
+                  nullptr, dc0, dh0, da0, variant, reversed);
 }
 
 // -- the layer-normalised LSTM (kernel.h's kLayerNorm) -----------------------------------------------
@@ -446,9 +474,9 @@ auto f32_rets(Binding b) {
   else return f32_rets<N - 1>(std::move(b).template Ret<F32>());
 }
 
-// The two forward handlers share their arguments (a thread pool, x, W, b, U, p, c0, h0, mask) and
-// first results (out, cT, hT); the variant attribute comes last.
-static auto forward_binding() { return f32_rets<3>(f32_args<7>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()); }
+// The two forward handlers share their arguments (a thread pool, x, W, b, U, p, R, c0, h0, a0, mask)
+// and first results (out, cT, hT, aT); the variant attribute comes last.
+static auto forward_binding() { return f32_rets<4>(f32_args<9>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward,
                               f32_rets<2>(forward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
@@ -456,14 +484,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer,
                               forward_binding().Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
-// The backward handlers' arguments (a thread pool; gates, cprev, dout, W, U, p, dcT, dhT, mask, x,
-// out, h0) and first results (db, dWU, dp).
+// The backward handlers' arguments (a thread pool; gates, cprev, dout, W, U, p, R, dcT, dhT, daT,
+// mask, x, out, h0, a0) and first results (db, dWU, dp, dR).
 static auto backward_binding() {
-  return f32_rets<3>(f32_args<3>(f32_args<8>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
+  return f32_rets<4>(f32_args<4>(f32_args<10>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward,
-                              f32_rets<3>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
+                              f32_rets<4>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxLnForward, LnForward,
                               f32_rets<7>(f32_args<5>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
@@ -472,7 +500,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxLnBackward, LnBackward,
                               f32_rets<5>(f32_args<2>(f32_args<10>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>())));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx,
-                              f32_rets<2>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
+                              f32_rets<3>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
 // -- the Python module -----------------------------------------------------------------------------
 

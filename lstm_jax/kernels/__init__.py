@@ -4,8 +4,8 @@
 * ``fast``: :mod:`~lstm_jax.kernels.xla`, a custom VJP in XLA: the standard ``LSTMCell`` has a
   hand-written one; every other cell with the project / recurrent / combine structure (all the
   registered ones, and a user's subclass that keeps ``step`` and ``recurrent``) the generic one.
-* ``native``: :mod:`~lstm_jax.kernels.native`, C++ kernels on the CPU (every registered cell but
-  ``fgr``; other cells plug in with ``native.register``).
+* ``native``: :mod:`~lstm_jax.kernels.native`, C++ kernels on the CPU (every registered cell; other
+  cells plug in with ``native.register``).
 * ``cudnn``: :mod:`~lstm_jax.kernels.cudnn`, cuDNN on a CUDA GPU (the standard cell).
 
 :func:`choose` resolves ``'auto'`` and checks a forced choice; :func:`run` runs one. The native and
@@ -57,7 +57,7 @@ def choose(cell, impl: str = "auto", *, remat: bool = False, recurrent_dropout: 
         why = "they are not built here (see lstm_jax.kernels.native)" if not native.built() else (
             f"backend {jax.default_backend()}" if not native.available() else f"this {type(cell).__name__}")
         raise ConfigError(
-            "impl='native' runs the registered cells but fgr (exactly their classes), in float32 with "
+            "impl='native' runs the registered cells (exactly their classes), in float32 with "
             "tanh and sigmoid on the CPU, "
             f"with the C++ kernels built; not {why}; use impl='auto'")
     elif impl == "cudnn" and not cudnn.supports(cell):

@@ -13,8 +13,10 @@ The same kernels run Greff et al.'s variants (``np``, ``peephole``, ``nig``, ``n
 compiled instantiation, with only the gate blocks it has in the tile, and the peepholes' gradient
 comes from the backward kernel beside db. The layer-normalised LSTM is a variant too: its input side
 (alpha_x LN(x W) + b, no recurrence) is one XLA matmul and normalisation over all steps, and the
-kernels run the rest, normalising h U and c row by row (see ``csrc/kernel.h``). FGR (a recurrence
-through the previous step's gates) takes the generic XLA path.
+kernels run the rest, normalising h U and c row by row (see ``csrc/kernel.h``). FGR is the peephole
+variant with a second recurrent product in the same register tile, the previous step's gates
+times R, and a third part of the carry (those gates); its backward pass carries their gradient and
+sums dR beside dW and dU.
 
 One call may also run several layers of one shape over the same input side by side
 (:func:`lstm_layers`): ``Bidirectional`` runs both its directions so, as one parallel loop over
@@ -60,6 +62,7 @@ _registered = False
 # The LSTM variants of the kernels, as bits (csrc/kernel.h's Variant): gates present, coupling,
 # linear activations, peepholes.
 INPUT, FORGET, OUTPUT, COUPLED, LINEAR_INPUT, LINEAR_OUTPUT, PEEPHOLE = 1, 2, 4, 8, 16, 32, 64
+GATE_RECURRENCE = 256  # FGR: with STANDARD | PEEPHOLE
 STANDARD = INPUT | FORGET | OUTPUT
 
 
@@ -102,130 +105,159 @@ def _peepholes(p_Nx3H: Array | None, N: int) -> Array:
     return jnp.zeros((N, 0), jnp.float32) if p_Nx3H is None else p_Nx3H.astype(jnp.float32)
 
 
-def forward(x_TxBxI: Array, W_NxIxG: Array, b_NxG: Array, U_NxHxG: Array, c0_NxBxH: Array, h0_NxBxH: Array,
-            mask_TxB: Array | None, *, save: bool, variant: int = STANDARD, p_Nx3H: Array | None = None,
+def _empty_carry(N: int, B: int) -> Array:
+    return jnp.zeros((N, B, 0), jnp.float32)
+
+
+def forward(x_TxBxI: Array, W_NxIxG: Array, b_NxG: Array, U_NxHxG: Array, carry0, mask_TxB: Array | None, *,
+            save: bool, variant: int = STANDARD, p_Nx3H: Array | None = None, R_Nx3Hx3H: Array | None = None,
             reversed: int = 0):
     """The forward pass of N layers of one shape over the same x, input projection included (float32).
 
     ``variant`` picks the cell (the standard LSTM, or a peephole variant: see ``csrc/kernel.h``);
     G is its number of gate blocks times H, and ``p_Nx3H`` the layers' peepholes (p_i, p_f, p_o;
-    zeros for an absent gate) when it has them. Bit l of ``reversed``: layer l runs backwards over
+    zeros for an absent gate) when it has them. ``carry0`` is (c0 [N, B, H], h0 [N, B, H]), and with
+    ``GATE_RECURRENCE`` (FGR) also a0 [N, B, 3H], the gates before the first step, with
+    ``R_Nx3Hx3H`` the gate recurrence. Bit l of ``reversed``: layer l runs backwards over
     each row's valid prefix (``mask_TxB``), its outputs aligned with x. The layers run at the same
-    time, on the same threads. Returns (out [T, B, N H] (layer l's in columns l H..(l+1) H),
-    cT [N, B, H], hT [N, B, H]) and, with ``save``, also the residuals of the backward pass: the
-    activated gates [N, T, B, G] and the cell state entering each step [N, T, B, H] (in step order).
+    time, on the same threads. Returns (out [T, B, N H] (layer l's in columns l H..(l+1) H), the
+    final carry (cT, hT[, aT]) and, with ``save``, the residuals of the backward pass: the activated
+    gates [N, T, B, G] and the cell state entering each step [N, T, B, H] (in step order); else None).
     """
     _register()
     T, B, _ = x_TxBxI.shape
     N, H, G = U_NxHxG.shape
     f32 = jnp.float32
+    fgr = bool(variant & GATE_RECURRENCE)
+    A = 3 * H if fgr else 0
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size  # under shard_map the call sees one shard's rows
     shapes = [jax.ShapeDtypeStruct((T, b, N * H), f32), jax.ShapeDtypeStruct((N, b, H), f32),
-              jax.ShapeDtypeStruct((N, b, H), f32)]
+              jax.ShapeDtypeStruct((N, b, H), f32), jax.ShapeDtypeStruct((N, b, A), f32)]
     if save:
         shapes += [jax.ShapeDtypeStruct((N, T, b, G), f32), jax.ShapeDtypeStruct((N, T, b, H), f32)]
     call = jax.ffi.ffi_call("lstm_jax_fwd" if save else "lstm_jax_fwd_infer", shapes, vmap_method="sequential")
-    out_specs = (TIME_BATCH, TIME_BATCH, TIME_BATCH) + ((LAYER_TIME_BATCH, LAYER_TIME_BATCH) if save else ())
-    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, REPLICATED, TIME_BATCH, TIME_BATCH, TIME_BATCH)
+    out_specs = (TIME_BATCH,) * 4 + ((LAYER_TIME_BATCH, LAYER_TIME_BATCH) if save else ())
+    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, REPLICATED, REPLICATED, TIME_BATCH, TIME_BATCH,
+                TIME_BATCH, TIME_BATCH)
     attrs = {"variant": np.int32(variant), "reversed": np.int32(reversed)}
     call = sharding.per_shard(lambda *args, ffi=call: tuple(ffi(*args, **attrs)), mesh, in_specs, out_specs)
-    return call(x_TxBxI.astype(f32), W_NxIxG.astype(f32), b_NxG.astype(f32), U_NxHxG.astype(f32),
-                _peepholes(p_Nx3H, N), c0_NxBxH.astype(f32), h0_NxBxH.astype(f32), _mask(mask_TxB, T, B))
+    c0, h0, *a0 = carry0
+    R = jnp.zeros((N, 0, 0), f32) if R_Nx3Hx3H is None else R_Nx3Hx3H.astype(f32)
+    a0 = a0[0].astype(f32) if fgr else _empty_carry(N, B)
+    out, cT, hT, aT, *res = call(x_TxBxI.astype(f32), W_NxIxG.astype(f32), b_NxG.astype(f32), U_NxHxG.astype(f32),
+                                 _peepholes(p_Nx3H, N), R, c0.astype(f32), h0.astype(f32), a0,
+                                 _mask(mask_TxB, T, B))
+    return out, ((cT, hT, aT) if fgr else (cT, hT)), (tuple(res) if save else None)
 
 
 def backward(gates_NxTxBxG: Array, cprev_NxTxBxH: Array, dout_TxBxNH: Array, W_NxIxG: Array, U_NxHxG: Array,
-             dcT_NxBxH: Array, dhT_NxBxH: Array, mask_TxB: Array | None, x_TxBxI: Array, out_TxBxNH: Array,
-             h0_NxBxH: Array, *, with_dx: bool = True, variant: int = STANDARD, p_Nx3H: Array | None = None,
+             d_carry, mask_TxB: Array | None, x_TxBxI: Array, out_TxBxNH: Array, carry0, *, with_dx: bool = True,
+             variant: int = STANDARD, p_Nx3H: Array | None = None, R_Nx3Hx3H: Array | None = None,
              reversed: int = 0):
-    """The backward pass of :func:`forward`, from its residuals, inputs (x, h0) and output.
+    """The backward pass of :func:`forward`, from its residuals, inputs (x, the initial carry) and output.
 
+    ``d_carry`` is the final carry's cotangent (dcT, dhT[, daT]), ``carry0`` the initial carry.
     ``mask_TxB`` must mark a prefix of each row. Returns (db [N, G], dWU [N, I + H, G] (dW over dU),
-    dx [N, T, B, I] (each layer's part; None without ``with_dx``), dc0 [N, B, H], dh0 [N, B, H],
-    dp [N, 3H] (None without peepholes)).
+    dx [N, T, B, I] (each layer's part; None without ``with_dx``), the initial carry's cotangent
+    (dc0, dh0[, da0]), dp [N, 3H] (None without peepholes), dR [N, 3H, 3H] (None without FGR)).
     """
     _register()
     N, T, B, G = gates_NxTxBxG.shape
     H, I = U_NxHxG.shape[1], W_NxIxG.shape[1]
     f32 = jnp.float32
+    fgr = bool(variant & GATE_RECURRENCE)
+    A = 3 * H if fgr else 0
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size
     peep = variant & PEEPHOLE
     shapes = [jax.ShapeDtypeStruct((N, G), f32), jax.ShapeDtypeStruct((N, I + H, G), f32),
-              jax.ShapeDtypeStruct((N, 3 * H if peep else 0), f32)]
+              jax.ShapeDtypeStruct((N, 3 * H if peep else 0), f32), jax.ShapeDtypeStruct((N, A, A), f32)]
     shapes += [jax.ShapeDtypeStruct((N, T, b, I), f32)] if with_dx else []
-    shapes += [jax.ShapeDtypeStruct((N, b, H), f32), jax.ShapeDtypeStruct((N, b, H), f32)]
+    shapes += [jax.ShapeDtypeStruct((N, b, H), f32), jax.ShapeDtypeStruct((N, b, H), f32),
+               jax.ShapeDtypeStruct((N, b, A), f32)]
     call = jax.ffi.ffi_call("lstm_jax_bwd" if with_dx else "lstm_jax_bwd_no_dx", shapes, vmap_method="sequential")
 
     def run(*args):
-        db, dWU, dp, *rest = call(*args, variant=np.int32(variant), reversed=np.int32(reversed))
+        db, dWU, dp, dR, *rest = call(*args, variant=np.int32(variant), reversed=np.int32(reversed))
         if mesh is not None:  # each shard's weight gradients cover its rows only
-            db, dWU, dp = sharding.psum(db), sharding.psum(dWU), sharding.psum(dp)
-        return (db, dWU, dp, *rest)
+            db, dWU, dp, dR = (sharding.psum(v) for v in (db, dWU, dp, dR))
+        return (db, dWU, dp, dR, *rest)
 
-    out_specs = (REPLICATED,) * 3 + ((LAYER_TIME_BATCH,) if with_dx else ()) + (TIME_BATCH, TIME_BATCH)
-    in_specs = (LAYER_TIME_BATCH, LAYER_TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, TIME_BATCH,
-                TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH)
+    out_specs = (REPLICATED,) * 4 + ((LAYER_TIME_BATCH,) if with_dx else ()) + (TIME_BATCH,) * 3
+    in_specs = (LAYER_TIME_BATCH, LAYER_TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, REPLICATED,
+                TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH)
     run = sharding.per_shard(run, mesh, in_specs, out_specs)
+    dcT, dhT, *daT = d_carry
+    _, h0, *a0 = carry0
+    R = jnp.zeros((N, 0, 0), f32) if R_Nx3Hx3H is None else R_Nx3Hx3H.astype(f32)
+    daT, a0 = (daT[0].astype(f32), a0[0].astype(f32)) if fgr else (_empty_carry(N, B), _empty_carry(N, B))
     args = (gates_NxTxBxG, cprev_NxTxBxH, dout_TxBxNH, W_NxIxG, U_NxHxG)
-    results = run(*(a.astype(f32) for a in args), _peepholes(p_Nx3H, N), dcT_NxBxH.astype(f32),
-                  dhT_NxBxH.astype(f32), _mask(mask_TxB, T, B), x_TxBxI.astype(f32), out_TxBxNH.astype(f32),
-                  h0_NxBxH.astype(f32))
-    db, dWU, dp, *rest = results
-    dx, dc0, dh0 = rest if with_dx else (None, *rest)
-    return db, dWU, dx, dc0, dh0, (dp if peep else None)
+    db, dWU, dp, dR, *rest = run(*(a.astype(f32) for a in args), _peepholes(p_Nx3H, N), R, dcT.astype(f32),
+                                 dhT.astype(f32), daT, _mask(mask_TxB, T, B), x_TxBxI.astype(f32),
+                                 out_TxBxNH.astype(f32), h0.astype(f32), a0)
+    dx, dc0, dh0, da0 = rest if with_dx else (None, *rest)
+    return db, dWU, dx, ((dc0, dh0, da0) if fgr else (dc0, dh0)), (dp if peep else None), (dR if fgr else None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _layers(variant, reversed, x, W, b, U, p, c0, h0, mask):
-    out, c, h = forward(x, W, _bias(b, W), U, c0, h0, mask, save=False, variant=variant, p_Nx3H=p, reversed=reversed)
-    return (c, h), out
+def _layers(variant, reversed, x, W, b, U, p, R, carry0, mask):
+    out, carry, _ = forward(x, W, _bias(b, W), U, carry0, mask, save=False, variant=variant, p_Nx3H=p, R_Nx3Hx3H=R,
+                            reversed=reversed)
+    return carry, out
 
 
 def _bias(b, W):
     return jnp.zeros(W.shape[::2], jnp.float32) if b is None else b
 
 
-def _layers_fwd(variant, reversed, x, W, b, U, p, c0, h0, mask):
+def _layers_fwd(variant, reversed, x, W, b, U, p, R, carry0, mask):
     from lstm_jax.kernels.xla import _Static
 
     # symbolic_zeros: each argument comes as a CustomVJPPrimal, which says whether it is perturbed.
     need_dx = _Static(x.perturbed)
-    x, W, b, U, p, c0, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, b, U, p, c0, h0, mask))
-    out, c, h, gates, c_prev = forward(x, W, _bias(b, W), U, c0, h0, mask, save=True, variant=variant, p_Nx3H=p,
-                                       reversed=reversed)
-    return ((c, h), out), (x, W, b, U, p, h0, mask, out, gates, c_prev, need_dx)
+    x, W, b, U, p, R, carry0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values(
+        (x, W, b, U, p, R, carry0, mask))
+    out, carry, (gates, c_prev) = forward(x, W, _bias(b, W), U, carry0, mask, save=True, variant=variant, p_Nx3H=p,
+                                          R_Nx3Hx3H=R, reversed=reversed)
+    return (carry, out), (x, W, b, U, p, R, carry0, mask, out, gates, c_prev, need_dx)
 
 
 def _layers_bwd(variant, reversed, res, cotangents):
     from lstm_jax.kernels.xla import _dense
 
-    x, W, b, U, p, h0, mask, out, gates, c_prev, need_dx = res
-    (dc_T, dh_T), dout = cotangents
-    dc_T, dh_T, dout = _dense(dc_T, h0), _dense(dh_T, h0), _dense(dout, out)
-    db, dWU, dx, dc0, dh0, dp = backward(gates, c_prev, dout, W, U, dc_T, dh_T, mask, x, out, h0,
-                                         with_dx=need_dx.value, variant=variant, p_Nx3H=p, reversed=reversed)
+    x, W, b, U, p, R, carry0, mask, out, gates, c_prev, need_dx = res
+    d_carry, dout = cotangents
+    d_carry = tuple(_dense(d, c) for d, c in zip(d_carry, carry0, strict=True))
+    db, dWU, dx, d_carry0, dp, dR = backward(gates, c_prev, _dense(dout, out), W, U, d_carry, mask, x, out, carry0,
+                                             with_dx=need_dx.value, variant=variant, p_Nx3H=p, R_Nx3Hx3H=R,
+                                             reversed=reversed)
     I = x.shape[-1]
     db = None if b is None else db.astype(b.dtype)
     dx = None if dx is None else jnp.sum(dx, axis=0).astype(x.dtype)  # every layer read the same x
     dp = None if p is None else dp.astype(p.dtype)
-    return dx, dWU[:, :I].astype(W.dtype), db, dWU[:, I:].astype(U.dtype), dp, dc0, dh0, None
+    dR = None if R is None else dR.astype(R.dtype)
+    d_carry0 = tuple(d.astype(c.dtype) for d, c in zip(d_carry0, carry0, strict=True))
+    return dx, dWU[:, :I].astype(W.dtype), db, dWU[:, I:].astype(U.dtype), dp, dR, d_carry0, None
 
 
 _layers.defvjp(_layers_fwd, _layers_bwd, symbolic_zeros=True)
 
 
 def lstm_layers(x_TxBxI: Array, W_NxIxG: Array, b_NxG: Array | None, U_NxHxG: Array, p_Nx3H: Array | None,
-                carries, mask_TxB: Array | None = None, *, variant: int = STANDARD, reversed: int = 0):
+                carries, mask_TxB: Array | None = None, *, variant: int = STANDARD, reversed: int = 0,
+                R_Nx3Hx3H: Array | None = None):
     """N layers of one shape and variant over the same time-major x, in one native call each way.
 
     Differentiable (a custom VJP over :func:`forward` and :func:`backward`). ``carries`` is
-    (c0 [N, B, H], h0 [N, B, H]); ``reversed`` and the rest as in :func:`forward`. Returns
-    ((cT [N, B, H], hT [N, B, H]), out [T, B, N H]): ``Bidirectional`` concatenates its two
-    directions so, with no reversal or concatenation of its own.
+    (c0 [N, B, H], h0 [N, B, H]), and with FGR (``variant`` with ``GATE_RECURRENCE``, ``R_Nx3Hx3H``
+    its gate recurrence) also a0 [N, B, 3H]; ``reversed`` and the rest as in :func:`forward`.
+    Returns (the final carries, (cT, hT[, aT]) each [N, B, ...], out [T, B, N H]): ``Bidirectional``
+    concatenates its two directions so, with no reversal or concatenation of its own.
     """
-    c0, h0 = carries
-    return _layers(variant, reversed, x_TxBxI, W_NxIxG, b_NxG, U_NxHxG, p_Nx3H, c0, h0.astype(c0.dtype), mask_TxB)
+    c0, *rest = carries
+    carry0 = (c0, *(v.astype(c0.dtype) for v in rest))
+    return _layers(variant, reversed, x_TxBxI, W_NxIxG, b_NxG, U_NxHxG, p_Nx3H, R_Nx3Hx3H, carry0, mask_TxB)
 
 
 # -- the layer-normalised LSTM -------------------------------------------------------------------------
@@ -349,7 +381,7 @@ def _variants() -> dict:
     return {cells.NPCell: STANDARD, cells.PeepholeCell: STANDARD | peep, cells.NIGCell: FORGET | OUTPUT | peep,
             cells.NFGCell: INPUT | OUTPUT | peep, cells.NOGCell: INPUT | FORGET | peep,
             cells.NIAFCell: STANDARD | LINEAR_INPUT | peep, cells.NOAFCell: STANDARD | LINEAR_OUTPUT | peep,
-            cells.CIFGCell: INPUT | OUTPUT | COUPLED | peep}
+            cells.CIFGCell: INPUT | OUTPUT | COUPLED | peep, cells.FGRCell: STANDARD | peep | GATE_RECURRENCE}
 
 
 def _variant_supports(cell) -> bool:
@@ -372,6 +404,12 @@ def _cell_peepholes(cell) -> Array | None:
 def _variant_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
     from lstm_jax.kernels import xla
 
+    if _variants()[type(cell)] & GATE_RECURRENCE:  # FGR: a carry of three parts and R, as a stack of one
+        def run(x, carry, mask):
+            (final,), out = cell_layers([cell], x, [carry], mask)
+            return final, out
+
+        return xla._remat_scan(run, x_TxBxD, carry, mask_TxB) if remat else run(x_TxBxD, carry, mask_TxB)
     return xla.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat, native=True, variant=_variants()[type(cell)],
                           peepholes_3H=_cell_peepholes(cell))
 
@@ -390,8 +428,9 @@ def stackable(*cells) -> bool:
 def cell_layers(cells, x_TxBxD: Array, carries, mask_TxB: Array | None = None, *, reversed: int = 0):
     """:func:`stackable` cells over the same time-major x in one native call each way.
 
-    ``carries`` holds each cell's (c, h); bit l of ``reversed`` runs cell l backwards over each row's
-    valid prefix (its outputs aligned with x). Returns (a list of final (c, h), outputs [T, B, N H]).
+    ``carries`` holds each cell's carry ((c, h), or FGR's (c, h, a)); bit l of ``reversed`` runs
+    cell l backwards over each row's valid prefix (its outputs aligned with x). Returns (a list of
+    final carries, outputs [T, B, N H]).
     """
     from lstm_jax.kernels import xla
 
@@ -400,11 +439,11 @@ def cell_layers(cells, x_TxBxD: Array, carries, mask_TxB: Array | None = None, *
     b = None if weights[0][1] is None else jnp.stack([w[1] for w in weights])
     peeps = [_cell_peepholes(c) for c in cells]
     p = None if peeps[0] is None else jnp.stack(peeps)
-    c0 = jnp.stack([c for c, _ in carries])
-    h0 = jnp.stack([h for _, h in carries])
-    (c, h), out = lstm_layers(x_TxBxD, W, b, U, p, (c0, h0), mask_TxB, variant=_variants().get(type(cells[0]), STANDARD),
-                              reversed=reversed)
-    return [(c[k], h[k]) for k in range(len(cells))], out
+    variant = _variants().get(type(cells[0]), STANDARD)
+    R = jnp.stack([c.gate_recurrent_kernel[...] for c in cells]) if variant & GATE_RECURRENCE else None
+    stacked = tuple(jnp.stack(parts) for parts in zip(*carries, strict=True))
+    final, out = lstm_layers(x_TxBxD, W, b, U, p, stacked, mask_TxB, variant=variant, reversed=reversed, R_Nx3Hx3H=R)
+    return [tuple(v[k] for v in final) for k in range(len(cells))], out
 
 
 def _gru_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
@@ -444,7 +483,7 @@ def register(cell_class, supports_fn, layer_fn) -> None:
     ``supports_fn(cell) -> bool`` says whether it runs this cell here (dtype, activations, backend);
     ``layer_fn(cell, x_TxBxD, carry, mask_TxB, *, remat) -> (final carry, outputs [T, B, H])`` runs
     it with the semantics of ``layers.scan_cell``. The standard LSTM, Greff's variants (``np``,
-    ``peephole``, ``nig``, ``nfg``, ``nog``, ``niaf``, ``noaf``, ``cifg``) and ``layernorm`` (the
+    ``peephole``, ``nig``, ``nfg``, ``nog``, ``niaf``, ``noaf``, ``cifg``, ``fgr``) and ``layernorm`` (the
     LSTM kernels with their variant flags) and the GRU (:mod:`~lstm_jax.kernels.native_gru`) are
     registered from the start.
     """

@@ -24,8 +24,8 @@ is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mas
 Matmuls run in the dtype of W and U (bf16 works); the elementwise work and the cell state run in
 the carry's dtype (float32).
 
-Greff's peephole variants and the layer-normalised LSTM have native kernels too. Every other cell
-(FGR, a user's subclass; any cell without its native kernels) runs :func:`cell_layer`,
+Greff's variants (FGR among them) and the layer-normalised LSTM have native kernels too. Every
+other cell (a user's subclass; any cell where its native kernels do not run) runs :func:`cell_layer`,
 the same scheme written once over the cell's own ``project`` / ``recurrent`` / ``combine``.
 """
 
