@@ -63,6 +63,8 @@ if native.available():
     out["native"] = compare(lambda impl: LSTM(D, H, impl=impl if impl == "scan" else "auto", rngs=nnx.Rngs(0)), "auto")
     out["peephole_native"] = compare(lambda impl: LSTM(D, H, cell="peephole", impl=impl if impl == "scan" else "auto",
                                                        rngs=nnx.Rngs(0)), "auto")
+    out["gru_native"] = compare(lambda impl: LSTM(D, H, cell="gru", impl=impl if impl == "scan" else "auto",
+                                                  rngs=nnx.Rngs(0)), "auto")
     out["fgr_native"] = compare(lambda impl: LSTM(D, H, cell="fgr", impl=impl if impl == "scan" else "auto",
                                                   rngs=nnx.Rngs(0)), "auto")
     out["layernorm_native"] = compare(lambda impl: LSTM(D, H, cell="layernorm", impl=impl if impl == "scan" else "auto",
@@ -111,6 +113,13 @@ def test_a_peephole_layer_runs_the_native_kernels_per_shard(four_devices):
 def test_a_bidirectional_layer_runs_both_directions_per_shard(four_devices):
     """The one call for both directions (arrays with a leading direction axis) splits its batch too."""
     r = four_devices["bidirectional_native"]
+    assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
+    assert r["err"] <= 1e-5
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
+def test_a_gru_layer_runs_its_native_kernels_per_shard(four_devices):
+    r = four_devices["gru_native"]
     assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
     assert r["err"] <= 1e-5
 

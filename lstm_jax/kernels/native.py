@@ -459,9 +459,7 @@ def _gru_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
 def _gru_supports(cell) -> bool:
     from lstm_jax.kernels import native_gru
 
-    # One device only: the GRU's calls are not yet wrapped per batch shard (kernels.sharding), and
-    # XLA cannot split a custom call's batch by itself; with several devices the GRU takes the XLA path.
-    return native_gru.supports_cell(cell) and jax.device_count() == 1
+    return native_gru.supports_cell(cell)
 
 
 def _entries() -> dict:

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 
 from lstm_jax.cells import ACTIVATIONS, get_activation
 from lstm_jax.errors import ConfigError
+from lstm_jax.kernels import sharding
+from lstm_jax.kernels.sharding import BATCH, REPLICATED, TIME_BATCH
 
 try:
     from lstm_jax import _native
@@ -96,12 +98,17 @@ def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, b_hn_H: Arra
     T, B, _ = x_TxBxI.shape
     H = U_HxG.shape[0]
     f32 = jnp.float32
-    shapes = [jax.ShapeDtypeStruct((T, B, H), f32), jax.ShapeDtypeStruct((B, H), f32)]
+    mesh = sharding.batch_mesh(B)  # with several devices: once per batch shard (kernels.sharding)
+    b = B if mesh is None else B // mesh.size
+    shapes = [jax.ShapeDtypeStruct((T, b, H), f32), jax.ShapeDtypeStruct((b, H), f32)]
     if save:
-        shapes.append(jax.ShapeDtypeStruct((T, B, 4 * H), f32))
+        shapes.append(jax.ShapeDtypeStruct((T, b, 4 * H), f32))
     call = jax.ffi.ffi_call("lstm_jax_gru_fwd" if save else "lstm_jax_gru_fwd_infer", shapes,
                             vmap_method="sequential")
-    return call(x_TxBxI, W_IxG, b_G, U_HxG, b_hn_H, h0_BxH, _mask(mask_TxB, T, B))
+    in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, REPLICATED, BATCH, TIME_BATCH)
+    out_specs = (TIME_BATCH, BATCH) + ((TIME_BATCH,) if save else ())
+    run = sharding.per_shard(lambda *args: tuple(call(*args)), mesh, in_specs, out_specs)
+    return run(x_TxBxI, W_IxG, b_G, U_HxG, b_hn_H, h0_BxH, _mask(mask_TxB, T, B))
 
 
 def backward(gates_TxBx4H: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array, dhT_BxH: Array,
@@ -115,14 +122,26 @@ def backward(gates_TxBx4H: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
     T, B, G4 = gates_TxBx4H.shape
     H, I = G4 // 4, W_IxG.shape[0]
     f32 = jnp.float32
+    mesh = sharding.batch_mesh(B)
+    b = B if mesh is None else B // mesh.size
     shapes = [jax.ShapeDtypeStruct((3 * H,), f32), jax.ShapeDtypeStruct((H,), f32),
               jax.ShapeDtypeStruct((I + H, 3 * H), f32)]
-    shapes += [jax.ShapeDtypeStruct((T, B, I), f32)] if with_dx else []
-    shapes.append(jax.ShapeDtypeStruct((B, H), f32))
+    shapes += [jax.ShapeDtypeStruct((T, b, I), f32)] if with_dx else []
+    shapes.append(jax.ShapeDtypeStruct((b, H), f32))
     call = jax.ffi.ffi_call("lstm_jax_gru_bwd" if with_dx else "lstm_jax_gru_bwd_no_dx", shapes,
                             vmap_method="sequential")
-    results = call(gates_TxBx4H, dout_TxBxH, W_IxG, U_HxG, dhT_BxH, _mask(mask_TxB, T, B), x_TxBxI, out_TxBxH,
-                   h0_BxH)
+
+    def shard(*args):
+        db, dbhn, dWU, *rest = call(*args)
+        if mesh is not None:  # each shard's weight gradients cover its rows only
+            db, dbhn, dWU = sharding.psum(db), sharding.psum(dbhn), sharding.psum(dWU)
+        return (db, dbhn, dWU, *rest)
+
+    in_specs = (TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH, BATCH)
+    out_specs = (REPLICATED,) * 3 + ((TIME_BATCH,) if with_dx else ()) + (BATCH,)
+    run = sharding.per_shard(shard, mesh, in_specs, out_specs)
+    results = run(gates_TxBx4H, dout_TxBxH, W_IxG, U_HxG, dhT_BxH, _mask(mask_TxB, T, B), x_TxBxI, out_TxBxH,
+                  h0_BxH)
     if with_dx:
         return tuple(results)
     db, dbhn, dWU, dh0 = results
