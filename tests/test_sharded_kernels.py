@@ -101,40 +101,14 @@ def test_auto_picks_native_on_four_devices_and_runs_it_per_shard(four_devices):
     assert r["err"] <= 1e-5
 
 
+# Each other native layer, and what it adds to the sharding: the peepholes (and FGR's R) replicated
+# like the weights with their gradients summed; both directions of a bidirectional layer in one
+# call with a leading direction axis; FGR's gates carry split like c and h; the GRU's own kernels.
 @pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
-def test_a_peephole_layer_runs_the_native_kernels_per_shard(four_devices):
-    """The peepholes are replicated like the weights, and their gradient summed over the shards."""
-    r = four_devices["peephole_native"]
-    assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
-    assert r["err"] <= 1e-5
-
-
-@pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
-def test_a_bidirectional_layer_runs_both_directions_per_shard(four_devices):
-    """The one call for both directions (arrays with a leading direction axis) splits its batch too."""
-    r = four_devices["bidirectional_native"]
-    assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
-    assert r["err"] <= 1e-5
-
-
-@pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
-def test_a_gru_layer_runs_its_native_kernels_per_shard(four_devices):
-    r = four_devices["gru_native"]
-    assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
-    assert r["err"] <= 1e-5
-
-
-@pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
-def test_an_fgr_layer_runs_the_native_kernels_per_shard(four_devices):
-    """Its gate recurrence R is replicated and its gradient summed; the gates' carry is split like c and h."""
-    r = four_devices["fgr_native"]
-    assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
-    assert r["err"] <= 1e-5
-
-
-@pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
-def test_a_layernorm_layer_runs_the_native_kernels_per_shard(four_devices):
-    r = four_devices["layernorm_native"]
+@pytest.mark.parametrize("case", ["peephole_native", "bidirectional_native", "gru_native", "fgr_native",
+                                  "layernorm_native"])
+def test_every_native_layer_runs_its_kernels_per_shard(four_devices, case):
+    r = four_devices[case]
     assert r["impl"] == "native" and r["custom_calls"] >= 2 and not r["all_gather"] and r["all_reduce"]
     assert r["err"] <= 1e-5
 
