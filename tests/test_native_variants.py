@@ -92,6 +92,17 @@ def test_no_input_gradient_skips_dx_and_keeps_the_rest(name):
                        value_and_grads(ref, x, lengths, carry, wrt_x=False)) <= 1e-5
 
 
+def test_layernorm_skips_dx_where_x_needs_no_gradient():
+    """Its backward call computes dW itself, and dx only when asked (the first layer of a model)."""
+    got, ref = pair("layernorm", seed=3)
+    x, lengths, carry = problem(4)
+    graphdef, params = nnx.split(got)
+    grad_hlo = jax.jit(jax.grad(lambda p: nnx.merge(graphdef, p)(x, lengths).sum())).lower(params).as_text()
+    assert "lstm_jax_ln_bwd" in grad_hlo and "with_dx = 0 : i32" in grad_hlo
+    assert max_rel_err(value_and_grads(got, x, lengths, carry, wrt_x=False),
+                       value_and_grads(ref, x, lengths, carry, wrt_x=False)) <= 1e-5
+
+
 @pytest.mark.parametrize("name", ["peephole", "nog", "layernorm"])
 def test_a_loss_on_the_final_carry_alone_and_remat(name):
     """The outputs' cotangent is then a symbolic zero; remat recomputes chunks in the kernels."""

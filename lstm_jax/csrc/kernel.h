@@ -147,12 +147,13 @@ inline bool known_variant(int v) {
 }
 
 // kLayerNorm (lstm_jax.cells.LayerNormLSTMCell): z = α_x LN(x W) + b + α_h LN(h U) per gate block
-// and h = o tanh(α_c LN(c_t) + β_c), LN(v) = (v - mean v) / sqrt(var v + 1e-5) over H. x W has no
-// recurrence: the caller computes it for all steps (one matmul) and passes it in place of x (I = 0,
-// no W or bias); the kernels normalise it row by row with the rest, and the backward pass returns
-// its gradient d(x W) (the caller's matmul gives dW and dx), dU, and those of the gains and b
-// (α_x, b, α_h, α_c, β_c) in place of dp. The forward pass also keeps LN(h U) [T, B, 4H] and the five
-// 1/sqrt(var + eps) of h U's blocks and c_t per step and row [T, B, 5] (x W's are recomputed).
+// and h = o tanh(α_c LN(c_t) + β_c), LN(v) = (v - mean v) / sqrt(var v + 1e-5) over H. The tile
+// computes x W and h U apart (no bias: b is among the gains), and the kernels normalise them row by
+// row with the rest. The backward pass returns [dW; dU], dx, and the gradients of the gains and b
+// (α_x, b, α_h, α_c, β_c) in place of dp. The forward pass keeps LN(h U) [T, B, 4H], the cell state
+// entering each step and the five 1/sqrt(var + eps) of h U's blocks and c_t per step and row
+// [T, B, 5], but not the gates: the backward pass recomputes x W (I multiply-adds per unit), its
+// normalisation and the gates, which keeps a training step's temporaries [T, B, 8H] smaller.
 constexpr float kLayerNormEps = 1e-5f;
 
 struct FwdArgs {
@@ -173,9 +174,8 @@ struct FwdArgs {
   float* hT;           // [B, H]
   float* gates;        // [T, B, G] activated gates, or null (no residuals)
   float* cprev;        // [T, B, H] cell state entering each step, or null
-  const float* xp;     // kLayerNorm: [T, B, 4H] x W; else null
   const float* ln;     // kLayerNorm: [14H] (α_x [4H], b [4H], α_h [4H], α_c [H], β_c [H]); else null
-  float* nhu;          // kLayerNorm with residuals: [T, B, 4H] LN(h U); else null
+  float* nhu;          // kLayerNorm with residuals: [T, B, 4H] LN(h U); else null (gates is null with kLayerNorm)
   float* rstd;         // kLayerNorm with residuals: [T, B, 5]; else null
   int threads;
   const ParallelFor* parallel;
@@ -204,11 +204,9 @@ struct BwdArgs {
   float* db;           // [G]: the sum of dz over steps and rows
   float* dWU;          // [I + H, G]: dW (the first I rows), then dU
   float* dpeep;        // [3H]: dp, or [14H] the gradient of ln with kLayerNorm; else null
-  const float* ln;     // kLayerNorm: as in FwdArgs, with x W (xp) and the residuals nhu and rstd
-  const float* xp;
+  const float* ln;     // kLayerNorm: as in FwdArgs, with the residuals nhu and rstd (gates is null)
   const float* nhu;
   const float* rstd;
-  float* dxp;          // kLayerNorm: [T, B, 4H] the gradient of x W
   float* dx;           // [T, B, I]: dz W^T, or null (x needs no gradient)
   float* dc0;          // [B, H]
   float* dh0;          // [B, H]

@@ -320,7 +320,7 @@ void forward(ffi::ThreadPool& pool, const Shape& s, const F32& x, const F32& W, 
                       h0.typed_data() + l * B * H, mask.typed_data(), out->typed_data() + l * H,
                       cT->typed_data() + l * B * H, hT->typed_data() + l * B * H,
                       gates ? gates + l * T * B * G : nullptr, cprev ? cprev + l * T * B * H : nullptr, nullptr,
-                      nullptr, nullptr, nullptr, threads(), &parallel, A ? R.typed_data() + l * A * A : nullptr,
+                      nullptr, nullptr, threads(), &parallel, A ? R.typed_data() + l * A * A : nullptr,
                       A ? a0.typed_data() + l * B * A : nullptr, A ? aT->typed_data() + l * B * A : nullptr});
   isa().forward(layers.data(), N);
 }
@@ -389,7 +389,7 @@ ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& cprev, c
                       U.typed_data() + l * H * G, dcT.typed_data() + l * B * H, dhT.typed_data() + l * B * H,
                       mask.typed_data(), x.typed_data(), out.typed_data() + l * H, h0.typed_data() + l * B * H,
                       db->typed_data() + l * G, dWU->typed_data() + l * (I + H) * G,
-                      peep ? dp->typed_data() + l * 3 * H : nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                      peep ? dp->typed_data() + l * 3 * H : nullptr, nullptr, nullptr, nullptr,
                       dx ? (*dx)->typed_data() + l * T * B * I : nullptr,
                       dc0->typed_data() + l * B * H, dh0->typed_data() + l * B * H, threads(), &parallel,
                       A ? R.typed_data() + l * A * A : nullptr, A ? a0.typed_data() + l * B * A : nullptr,
@@ -415,64 +415,66 @@ ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 dout, F3
 
 // -- the layer-normalised LSTM (kernel.h's kLayerNorm) -----------------------------------------------
 //
-//   lstm_ln_fwd  (xw, U, ln, c0, h0, mask) -> (out, cT, hT, gates, cprev, nhu, rstd)
-//   lstm_ln_bwd  (gates, cprev, nhu, rstd, dout, xw, U, ln, dcT, dhT, mask, out, h0) -> (dxw, dU, dln, dc0, dh0)
+//   lstm_ln_fwd  (x, W, U, ln, c0, h0, mask) -> (out, cT, hT, cprev, nhu, rstd)
+//   lstm_ln_bwd  (cprev, nhu, rstd, dout, x, W, U, ln, dcT, dhT, mask, out, h0) -> (dWU, dln, dx, dc0, dh0)
 //
-// xw [T, B, 4H] (x W, from the caller), U [H, 4H], ln [14H] (alpha_x, b, alpha_h, alpha_c, beta_c), c0,
-// h0 [B, H]; nhu [T, B, 4H] and rstd [T, B, 5] are residuals (kernel.h). One layer, forward in time.
+// x [T, B, I], W [I, 4H], U [H, 4H], ln [14H] (alpha_x, b, alpha_h, alpha_c, beta_c), c0, h0 [B, H];
+// cprev [T, B, H], nhu [T, B, 4H] and rstd [T, B, 5] are residuals (kernel.h); dWU [I + H, 4H] is dW
+// over dU. The backward's int32 attribute `with_dx`: 0 skips dx (then [0, B, I]). One layer, forward
+// in time.
 
 constexpr int kLn = lj::kStandard | lj::kLayerNorm;
 
-ffi::Error check_ln(const F32& U, const F32& ln, const F32& h0, const Pred& mask, int64_t& T, int64_t& B,
-                    int64_t& H) {
-  auto du = U.dimensions(), dm = mask.dimensions();
-  if (du.size() != 2 || dm.size() != 2)
-    return ffi::Error::InvalidArgument("lstm_jax native: U must be [H, 4H] and mask [T, B]");
-  T = dm[0], B = dm[1], H = du[0];
-  if (!has_dims(U, {H, 4 * H}) || !has_dims(ln, {14 * H}) || !has_dims(h0, {B, H}))
-    return ffi::Error::InvalidArgument("lstm_jax native: U [H, 4H], ln [14H], h0 [B, H] expected");
+ffi::Error check_ln(const F32& x, const F32& W, const F32& U, const F32& ln, const F32& h0, const Pred& mask,
+                    int64_t& T, int64_t& B, int64_t& I, int64_t& H) {
+  auto dx = x.dimensions(), du = U.dimensions();
+  if (dx.size() != 3 || du.size() != 2)
+    return ffi::Error::InvalidArgument("lstm_jax native: x must be [T, B, I] and U [H, 4H]");
+  T = dx[0], B = dx[1], I = dx[2], H = du[0];
+  if (!has_dims(W, {I, 4 * H}) || !has_dims(U, {H, 4 * H}) || !has_dims(ln, {14 * H}) || !has_dims(h0, {B, H}) ||
+      !has_dims(mask, {T, B}))
+    return ffi::Error::InvalidArgument("lstm_jax native: W [I, 4H], U [H, 4H], ln [14H], h0 [B, H], mask [T, B] "
+                                       "expected");
   return ffi::Error::Success();
 }
 
-ffi::Error LnForward(ffi::ThreadPool pool, F32 xp, F32 U, F32 ln, F32 c0, F32 h0, Pred mask, Out out, Out cT, Out hT,
-                     Out gates, Out cprev, Out nhu, Out rstd) {
-  int64_t T, B, H;
-  if (auto err = check_ln(U, ln, h0, mask, T, B, H); err.failure()) return err;
-  if (!has_dims(xp, {T, B, 4 * H}) || !has_dims(c0, {B, H}) || !has_dims(*out, {T, B, H}) ||
-      !has_dims(*cT, {B, H}) || !has_dims(*hT, {B, H}) || !has_dims(*gates, {T, B, 4 * H}) ||
+ffi::Error LnForward(ffi::ThreadPool pool, F32 x, F32 W, F32 U, F32 ln, F32 c0, F32 h0, Pred mask, Out out, Out cT,
+                     Out hT, Out cprev, Out nhu, Out rstd) {
+  int64_t T, B, I, H;
+  if (auto err = check_ln(x, W, U, ln, h0, mask, T, B, I, H); err.failure()) return err;
+  if (!has_dims(c0, {B, H}) || !has_dims(*out, {T, B, H}) || !has_dims(*cT, {B, H}) || !has_dims(*hT, {B, H}) ||
       !has_dims(*cprev, {T, B, H}) || !has_dims(*nhu, {T, B, 4 * H}) || !has_dims(*rstd, {T, B, 5}))
-    return ffi::Error::InvalidArgument("lstm_jax native: xp [T, B, 4H], c0 [B, H]; results out, cprev [T, B, H], "
-                                       "cT, hT [B, H], gates, nhu [T, B, 4H], rstd [T, B, 5] expected");
-  advise_outputs({{out->untyped_data(), out->size_bytes()}, {gates->untyped_data(), gates->size_bytes()},
-                  {nhu->untyped_data(), nhu->size_bytes()}});
+    return ffi::Error::InvalidArgument("lstm_jax native: c0 [B, H]; results out, cprev [T, B, H], cT, hT [B, H], "
+                                       "nhu [T, B, 4H], rstd [T, B, 5] expected");
+  advise_outputs({{out->untyped_data(), out->size_bytes()}, {nhu->untyped_data(), nhu->size_bytes()},
+                  {cprev->untyped_data(), cprev->size_bytes()}});
   const lj::ParallelFor parallel = on_pool(pool);
-  const lj::FwdArgs a{T, B, 0, H, kLn, nullptr, H, nullptr, xp.typed_data(), nullptr, nullptr, U.typed_data(),
+  const lj::FwdArgs a{T, B, I, H, kLn, nullptr, H, nullptr, x.typed_data(), W.typed_data(), nullptr, U.typed_data(),
                       c0.typed_data(), h0.typed_data(), mask.typed_data(), out->typed_data(), cT->typed_data(),
-                      hT->typed_data(), gates->typed_data(), cprev->typed_data(), xp.typed_data(), ln.typed_data(),
-                      nhu->typed_data(), rstd->typed_data(), threads(), &parallel};
+                      hT->typed_data(), nullptr, cprev->typed_data(), ln.typed_data(), nhu->typed_data(),
+                      rstd->typed_data(), threads(), &parallel};
   isa().forward(&a, 1);
   return ffi::Error::Success();
 }
 
-ffi::Error LnBackward(ffi::ThreadPool pool, F32 gates, F32 cprev, F32 nhu, F32 rstd, F32 dout, F32 xw, F32 U, F32 ln,
-                      F32 dcT, F32 dhT, Pred mask, F32 out, F32 h0, Out dxp, Out dU, Out dln, Out dc0, Out dh0) {
-  int64_t T, B, H;
-  if (auto err = check_ln(U, ln, h0, mask, T, B, H); err.failure()) return err;
-  if (!has_dims(gates, {T, B, 4 * H}) || !has_dims(nhu, {T, B, 4 * H}) || !has_dims(cprev, {T, B, H}) ||
-      !has_dims(rstd, {T, B, 5}) || !has_dims(dout, {T, B, H}) || !has_dims(out, {T, B, H}) ||
-      !has_dims(xw, {T, B, 4 * H}) ||
-      !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) || !has_dims(*dxp, {T, B, 4 * H}) ||
-      !has_dims(*dU, {H, 4 * H}) || !has_dims(*dln, {14 * H}) || !has_dims(*dc0, {B, H}) || !has_dims(*dh0, {B, H}))
+ffi::Error LnBackward(ffi::ThreadPool pool, F32 cprev, F32 nhu, F32 rstd, F32 dout, F32 x, F32 W, F32 U, F32 ln,
+                      F32 dcT, F32 dhT, Pred mask, F32 out, F32 h0, Out dWU, Out dln, Out dx, Out dc0, Out dh0,
+                      int32_t with_dx) {
+  int64_t T, B, I, H;
+  if (auto err = check_ln(x, W, U, ln, h0, mask, T, B, I, H); err.failure()) return err;
+  if (!has_dims(nhu, {T, B, 4 * H}) || !has_dims(cprev, {T, B, H}) || !has_dims(rstd, {T, B, 5}) ||
+      !has_dims(dout, {T, B, H}) || !has_dims(out, {T, B, H}) || !has_dims(dcT, {B, H}) || !has_dims(dhT, {B, H}) ||
+      !has_dims(*dWU, {I + H, 4 * H}) || !has_dims(*dln, {14 * H}) || !has_dims(*dx, {with_dx ? T : 0, B, I}) ||
+      !has_dims(*dc0, {B, H}) || !has_dims(*dh0, {B, H}))
     return ffi::Error::InvalidArgument("lstm_jax native: the layer-normalised LSTM's backward arguments do not "
                                        "match its forward pass's shapes");
-  advise_buffer(dxp->untyped_data(), dxp->size_bytes());
+  if (with_dx) advise_buffer(dx->untyped_data(), dx->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
-  const lj::BwdArgs a{T, B, 0, H, kLn, nullptr, H, nullptr, gates.typed_data(), cprev.typed_data(),
-                      dout.typed_data(), nullptr, U.typed_data(), dcT.typed_data(), dhT.typed_data(),
-                      mask.typed_data(), out.typed_data(), out.typed_data(), h0.typed_data(), nullptr,
-                      dU->typed_data(), dln->typed_data(), ln.typed_data(), xw.typed_data(), nhu.typed_data(),
-                      rstd.typed_data(),
-                      dxp->typed_data(), nullptr, dc0->typed_data(), dh0->typed_data(), threads(), &parallel};
+  const lj::BwdArgs a{T, B, I, H, kLn, nullptr, H, nullptr, nullptr, cprev.typed_data(), dout.typed_data(),
+                      W.typed_data(), U.typed_data(), dcT.typed_data(), dhT.typed_data(), mask.typed_data(),
+                      x.typed_data(), out.typed_data(), h0.typed_data(), nullptr, dWU->typed_data(),
+                      dln->typed_data(), ln.typed_data(), nhu.typed_data(), rstd.typed_data(),
+                      with_dx ? dx->typed_data() : nullptr, dc0->typed_data(), dh0->typed_data(), threads(), &parallel};
   isa().backward(&a, 1);
   return ffi::Error::Success();
 }
@@ -513,10 +515,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward,
                               f32_rets<4>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxLnForward, LnForward,
-                              f32_rets<7>(f32_args<5>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
+                              f32_rets<6>(f32_args<6>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxLnBackward, LnBackward,
-                              f32_rets<5>(f32_args<2>(f32_args<10>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>())));
+                              f32_rets<5>(f32_args<2>(f32_args<10>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()))
+                                  .Attr<int32_t>("with_dx"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx,
                               f32_rets<3>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));

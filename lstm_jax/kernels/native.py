@@ -11,9 +11,9 @@ they never reach memory), and dx is skipped when the input needs no gradient.
 The same kernels run Greff et al.'s variants (``np``, ``peephole``, ``nig``, ``nfg``, ``nog``,
 ``niaf``, ``noaf``, ``cifg``), picked by a ``variant`` attribute: each variant's gate math is its own
 compiled instantiation, with only the gate blocks it has in the tile, and the peepholes' gradient
-comes from the backward kernel beside db. The layer-normalised LSTM is a variant too: its input side
-(alpha_x LN(x W) + b, no recurrence) is one XLA matmul and normalisation over all steps, and the
-kernels run the rest, normalising h U and c row by row (see ``csrc/kernel.h``). FGR is the peephole
+comes from the backward kernel beside db. The layer-normalised LSTM is a variant too: the tile
+computes x W and h U apart, and the kernels normalise them, and c, row by row; its backward kernel
+recomputes x W and the gates rather than keeping them (see ``csrc/kernel.h``). FGR is the peephole
 variant with a second recurrent product in the same register tile, the previous step's gates
 times R, and a third part of the carry (those gates); its backward pass carries their gradient and
 sums dR beside dW and dU.
@@ -262,12 +262,12 @@ def lstm_layers(x_TxBxI: Array, W_NxIxG: Array, b_NxG: Array | None, U_NxHxG: Ar
 
 # -- the layer-normalised LSTM -------------------------------------------------------------------------
 
-def _ln_call(name, shapes, mesh, in_specs, out_specs, reduced=()):
+def _ln_call(name, shapes, mesh, in_specs, out_specs, reduced=(), **attrs):
     """An FFI call per batch shard; the results at the indices ``reduced`` are summed over the shards."""
     call = jax.ffi.ffi_call(name, shapes, vmap_method="sequential")
 
     def run(*args):
-        results = call(*args)
+        results = call(*args, **attrs)
         if mesh is None:
             return tuple(results)
         return tuple(sharding.psum(r) if k in reduced else r for k, r in enumerate(results))
@@ -276,48 +276,58 @@ def _ln_call(name, shapes, mesh, in_specs, out_specs, reduced=()):
 
 
 @jax.custom_vjp
-def _ln(xw, U, ln, c0, h0, mask):
-    (c, h), out, _ = _ln_fwd_call(xw, U, ln, c0, h0, mask)
+def _ln(x, W, U, ln, c0, h0, mask):
+    (c, h), out, _ = _ln_fwd_call(x, W, U, ln, c0, h0, mask)
     return (c, h), out
 
 
-def _ln_fwd_call(xw, U, ln, c0, h0, mask):
+def _ln_fwd_call(x, W, U, ln, c0, h0, mask):
     _register()
-    T, B, G = xw.shape
-    H, f32 = G // 4, jnp.float32
+    T, B, _ = x.shape
+    H, f32 = U.shape[0], jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size
-    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((T, b, H), (b, H), (b, H), (T, b, G), (T, b, H), (T, b, G),
-                                                     (T, b, 5))]
-    run = _ln_call("lstm_jax_ln_fwd", shapes, mesh, (TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH),
-                   (TIME_BATCH, BATCH, BATCH) + (TIME_BATCH,) * 4)
-    out, c, h, *res = run(xw.astype(f32), U.astype(f32), ln.astype(f32), c0.astype(f32), h0.astype(f32),
-                          _mask(mask, T, B))
+    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((T, b, H), (b, H), (b, H), (T, b, H), (T, b, 4 * H), (T, b, 5))]
+    run = _ln_call("lstm_jax_ln_fwd", shapes, mesh,
+                   (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH),
+                   (TIME_BATCH, BATCH, BATCH) + (TIME_BATCH,) * 3)
+    out, c, h, *res = run(x.astype(f32), W.astype(f32), U.astype(f32), ln.astype(f32), c0.astype(f32),
+                          h0.astype(f32), _mask(mask, T, B))
     return (c, h), out, res
 
 
-def _ln_fwd(xw, U, ln, c0, h0, mask):
-    (c, h), out, res = _ln_fwd_call(xw, U, ln, c0, h0, mask)
-    return ((c, h), out), (xw, U, ln, h0, mask, out, *res)
+def _ln_fwd(x, W, U, ln, c0, h0, mask):
+    from lstm_jax.kernels.xla import _Static
+
+    need_dx = _Static(x.perturbed)  # symbolic_zeros: each argument says whether it is perturbed
+    x, W, U, ln, c0, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, U, ln, c0, h0, mask))
+    (c, h), out, res = _ln_fwd_call(x, W, U, ln, c0, h0, mask)
+    return ((c, h), out), (x, W, U, ln, h0, mask, out, *res, need_dx)
 
 
 def _ln_bwd(res, cotangents):
-    xw, U, ln, h0, mask, out, gates, cprev, nhu, rstd = res
+    from lstm_jax.kernels.xla import _dense
+
+    x, W, U, ln, h0, mask, out, cprev, nhu, rstd, need_dx = res
     (dcT, dhT), dout = cotangents
-    T, B, G = gates.shape
-    H, f32 = G // 4, jnp.float32
+    dcT, dhT, dout = _dense(dcT, h0), _dense(dhT, h0), _dense(dout, out)
+    T, B, I = x.shape
+    H, f32 = U.shape[0], jnp.float32
     mesh = sharding.batch_mesh(B)
     b = B if mesh is None else B // mesh.size
-    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((T, b, G), (H, G), (14 * H,), (b, H), (b, H))]
-    in_specs = (TIME_BATCH,) * 6 + (REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH, TIME_BATCH, BATCH)
-    run = _ln_call("lstm_jax_ln_bwd", shapes, mesh, in_specs, (TIME_BATCH, REPLICATED, REPLICATED, BATCH, BATCH),
-                   reduced=(1, 2))
-    dxw, dU, dln, dc0, dh0 = run(gates, cprev, nhu, rstd, dout.astype(f32), xw, U.astype(f32), ln, dcT.astype(f32),
-                                 dhT.astype(f32), _mask(mask, T, B), out, h0.astype(f32))
-    return dxw, dU.astype(U.dtype), dln.astype(ln.dtype), dc0, dh0, None
+    with_dx = bool(need_dx.value)
+    shapes = [jax.ShapeDtypeStruct(s, f32) for s in ((I + H, 4 * H), (14 * H,), (T if with_dx else 0, b, I), (b, H),
+                                                     (b, H))]
+    in_specs = (TIME_BATCH,) * 5 + (REPLICATED, REPLICATED, REPLICATED, BATCH, BATCH, TIME_BATCH, TIME_BATCH, BATCH)
+    run = _ln_call("lstm_jax_ln_bwd", shapes, mesh, in_specs, (REPLICATED, REPLICATED, TIME_BATCH, BATCH, BATCH),
+                   reduced=(0, 1), with_dx=np.int32(with_dx))
+    dWU, dln, dx, dc0, dh0 = run(cprev, nhu, rstd, dout.astype(f32), x.astype(f32), W.astype(f32), U.astype(f32),
+                                 ln, dcT.astype(f32), dhT.astype(f32), _mask(mask, T, B), out, h0.astype(f32))
+    dx = dx.astype(x.dtype) if with_dx else None
+    return dx, dWU[:I].astype(W.dtype), dWU[I:].astype(U.dtype), dln.astype(ln.dtype), dc0, dh0, None
 
 
-_ln.defvjp(_ln_fwd, _ln_bwd)
+_ln.defvjp(_ln_fwd, _ln_bwd, symbolic_zeros=True)
 
 
 def _ln_supports(cell) -> bool:
@@ -330,9 +340,10 @@ def _ln_supports(cell) -> bool:
 
 
 def _ln_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
-    """``LayerNormLSTMCell`` in the kernels: x W one XLA matmul over all steps, everything else (its
-    normalisation too: in XLA that and its gradient took longer than the whole recurrence) in one
-    kernel call each way."""
+    """``LayerNormLSTMCell`` in the kernels, in one call each way: x W and h U in the register tile,
+    their normalisations and the gate math on each row (in XLA these took longer than the whole
+    recurrence), and every gradient (dW and dx too) in the backward call, which recomputes x W and
+    the gates instead of keeping them."""
     from lstm_jax.kernels import xla
 
     W, b, U = xla._weights(cell)
@@ -341,8 +352,7 @@ def _ln_layer(cell, x_TxBxD, carry, mask_TxB, *, remat: bool = False):
 
     def run(x, carry, mask):
         c0, h0 = carry
-        return _ln(jnp.dot(x, W, preferred_element_type=jnp.float32), U, ln.astype(jnp.float32), c0,
-                   h0.astype(c0.dtype), mask)
+        return _ln(x, W, U, ln.astype(jnp.float32), c0, h0.astype(c0.dtype), mask)
 
     if not remat:
         return run(x_TxBxD, carry, mask_TxB)
