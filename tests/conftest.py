@@ -113,20 +113,38 @@ def max_rel_err(a, b) -> float:
     return worst
 
 
-ISA_SPLITS = [("avx512", 3), ("avx2", 2), ("generic", 1)]  # (kernel build, threads) for kernel_build_result
+ISA_SPLITS = [("avx512", 3), ("avx2", 2), ("generic", 1)]  # (kernel build, threads) for start_kernel_builds
 
 
-def kernel_build_result(script: str, isa: str, threads: int) -> dict:
-    """Runs ``script`` (``{tests}`` filled with the tests folder; its last line of output a JSON object
-    with at least the kernels' "isa") in a process whose native kernels are fixed to ``isa`` and
-    ``threads`` (both are chosen once, at import); returns that object. Skips where this CPU lacks ``isa``."""
-    if isa != "generic" and os.uname().machine != "x86_64":
+def start_kernel_builds(script: str) -> dict[tuple[str, int], subprocess.Popen]:
+    """Starts ``script`` (``{tests}`` filled with the tests folder; its last line of output a JSON
+    object with at least the kernels' "isa") once per ``ISA_SPLITS`` entry, all at once, each in a
+    process whose native kernels are fixed to that build and thread count (both are chosen once, at
+    import). Their JAX start-ups and compilations overlap; collect each with :func:`kernel_build_result`."""
+    procs = {}
+    for isa, threads in ISA_SPLITS:
+        if isa != "generic" and os.uname().machine != "x86_64":
+            continue
+        env = dict(os.environ, LSTM_JAX_NATIVE_ISA=isa, LSTM_JAX_NATIVE_THREADS=str(threads), JAX_PLATFORMS="cpu")
+        procs[isa, threads] = subprocess.Popen([sys.executable, "-c", script.format(tests=str(REPO_ROOT / "tests"))],
+                                               cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                               text=True)
+    return procs
+
+
+def kernel_build_result(procs: dict[tuple[str, int], subprocess.Popen], isa: str, threads: int) -> dict:
+    """The JSON object that the :func:`start_kernel_builds` process for ``isa`` and ``threads`` printed
+    last. Skips where this CPU lacks ``isa``."""
+    if (isa, threads) not in procs:
         pytest.skip("an x86-64 kernel")
-    env = dict(os.environ, LSTM_JAX_NATIVE_ISA=isa, LSTM_JAX_NATIVE_THREADS=str(threads), JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", script.format(tests=str(REPO_ROOT / "tests"))],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = procs[isa, threads]
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, stderr[-2000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
     if result["isa"] != isa:
         pytest.skip(f"this CPU has no {isa} (got {result['isa']})")
     return result

@@ -1,13 +1,14 @@
 """Every native kernel (LSTM, its variants, GRU) under each ISA build and thread split.
 
 The ISA and the thread count are fixed when the kernels load, so each combination runs in its own
-process; one process checks all three kernel families, so a build costs one JAX start-up.
+process; one process checks all three kernel families, so a build costs one JAX start-up, and the
+processes of all the builds run at once.
 """
 
 from __future__ import annotations
 
 import pytest
-from conftest import ISA_SPLITS, kernel_build_result
+from conftest import ISA_SPLITS, kernel_build_result, start_kernel_builds
 
 _SUBPROCESS = """
 import json, sys
@@ -37,9 +38,19 @@ print(json.dumps({{"isa": native.isa(), "threads": native.threads(), "gru_isa": 
 """
 
 
+@pytest.fixture(scope="module")
+def builds():
+    procs = start_kernel_builds(_SUBPROCESS)
+    yield procs
+    for proc in procs.values():  # any a failed test left running
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.mark.parametrize("isa,threads", ISA_SPLITS)
-def test_every_kernel_build_and_thread_split(isa, threads):
-    result = kernel_build_result(_SUBPROCESS, isa, threads)
+def test_every_kernel_build_and_thread_split(builds, isa, threads):
+    result = kernel_build_result(builds, isa, threads)
     assert result["threads"] == threads
     assert set(result["err"]) >= {"lstm", "peephole", "cifg", "noaf", "layernorm", "fgr"}
     if "gru" in result["err"]:
