@@ -47,31 +47,46 @@ def error_lines(proc) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line]
 
 
-def one_device_summary(tmp_path_factory, module: str) -> dict:
-    """The reference: ``module`` for one epoch on one device."""
-    wd = tmp_path_factory.mktemp(f"one_{module}") / "run"
-    proc = run(module, "--epochs=1", f"--workdir={wd}")
-    assert proc.returncode == 0, proc.stderr
-    return summary(wd)
+class OneDeviceRun:
+    """The reference: ``module`` for one epoch on one device, started at once so that it overlaps
+    the test's own run; :meth:`summary` waits for it."""
+
+    def __init__(self, tmp_path_factory, module: str):
+        self.wd = tmp_path_factory.mktemp(f"one_{module}") / "run"
+        self.proc = run(module, "--epochs=1", f"--workdir={self.wd}", wait=False)
+        self._summary = None
+
+    def summary(self) -> dict:
+        if self._summary is None:
+            _, err = self.proc.communicate(timeout=300)
+            assert self.proc.returncode == 0, err
+            self._summary = summary(self.wd)
+        return self._summary
 
 
 @pytest.fixture(scope="module")
 def one_device_run(tmp_path_factory):
-    return one_device_summary(tmp_path_factory, "binary")
+    ref = OneDeviceRun(tmp_path_factory, "binary")
+    yield ref
+    ref.proc.kill()
+    ref.proc.communicate()
 
 
 def test_four_devices_match_one(one_device_run, tmp_path):
     proc = run("binary", "--epochs=1", f"--workdir={tmp_path / 'run'}", devices=4)
     assert proc.returncode == 0, proc.stderr
-    four = summary(tmp_path / "run")
-    assert four["num_devices"] == 4 and one_device_run["num_devices"] == 1
-    assert four["test_loss"] == pytest.approx(one_device_run["test_loss"], abs=1e-4)
-    assert four["test_accuracy"] == pytest.approx(one_device_run["test_accuracy"], abs=2e-3)
+    four, one = summary(tmp_path / "run"), one_device_run.summary()
+    assert four["num_devices"] == 4 and one["num_devices"] == 1
+    assert four["test_loss"] == pytest.approx(one["test_loss"], abs=1e-4)
+    assert four["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=2e-3)
 
 
 @pytest.fixture(scope="module")
 def one_device_forecast(tmp_path_factory):
-    return one_device_summary(tmp_path_factory, "forecast")
+    ref = OneDeviceRun(tmp_path_factory, "forecast")
+    yield ref
+    ref.proc.kill()
+    ref.proc.communicate()
 
 
 def test_two_processes_match_one(one_device_forecast, tmp_path):
@@ -95,7 +110,7 @@ def test_two_processes_match_one(one_device_forecast, tmp_path):
         assert p.returncode == 0, err
     s = summary(wd)
     assert (s["num_processes"], s["num_devices"]) == (2, 4)
-    assert s["val_mse"] == pytest.approx(one_device_forecast["val_mse"], rel=1e-4)
+    assert s["val_mse"] == pytest.approx(one_device_forecast.summary()["val_mse"], rel=1e-4)
     # One report per job (gloo's own C++ notes on stdout are not ours to silence).
     assert "val_mse" in results[0][0] and "val_mse" not in results[1][0]
 
@@ -109,8 +124,11 @@ def test_batch_must_divide_by_devices(tmp_path):
 
 def test_exact_resume(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert run("forecast", "--epochs=4", f"--workdir={straight}").returncode == 0
-    assert run("forecast", "--epochs=2", f"--workdir={split}").returncode == 0
+    procs = [run("forecast", "--epochs=4", f"--workdir={straight}", wait=False),  # the two at once
+             run("forecast", "--epochs=2", f"--workdir={split}", wait=False)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
     proc = run("forecast", "--epochs=4", "--resume", f"--workdir={split}")
     assert proc.returncode == 0, proc.stderr
     a, b = summary(straight)["val_mse"], summary(split)["val_mse"]
