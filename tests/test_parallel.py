@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -141,9 +142,16 @@ def _snapshot(path: pathlib.Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def test_corrupted_checkpoint_is_refused_and_kept(tmp_path):
+def _copy_of_one_device_forecast(ref: OneDeviceRun, tmp_path) -> pathlib.Path:
+    """A finished one-epoch forecast workdir of the test's own: a copy of the reference run's."""
+    ref.summary()  # waits for it
     wd = tmp_path / "run"
-    assert run("forecast", "--epochs=1", f"--workdir={wd}").returncode == 0
+    shutil.copytree(ref.wd, wd)
+    return wd
+
+
+def test_corrupted_checkpoint_is_refused_and_kept(one_device_forecast, tmp_path):
+    wd = _copy_of_one_device_forecast(one_device_forecast, tmp_path)
     ckpt = wd / "checkpoints"
     victims = [p for p in ckpt.rglob("*") if p.is_file() and p.stat().st_size > 64 and "state" in p.parts]
     assert victims, "expected array files in the checkpoint"
@@ -158,9 +166,8 @@ def test_corrupted_checkpoint_is_refused_and_kept(tmp_path):
     assert _snapshot(wd) == before
 
 
-def test_used_workdir_is_refused_without_resume(tmp_path):
-    wd = tmp_path / "run"
-    assert run("forecast", "--epochs=1", f"--workdir={wd}").returncode == 0
+def test_used_workdir_is_refused_without_resume(one_device_forecast, tmp_path):
+    wd = _copy_of_one_device_forecast(one_device_forecast, tmp_path)
     before = _snapshot(wd)
     proc = run("forecast", "--epochs=1", f"--workdir={wd}")
     assert proc.returncode != 0
