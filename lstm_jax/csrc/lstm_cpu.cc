@@ -268,8 +268,6 @@ using F32 = ffi::Buffer<ffi::F32>;
 using Pred = ffi::Buffer<ffi::PRED>;
 using Out = ffi::ResultBuffer<ffi::F32>;
 
-const float* peepholes(int32_t variant, const F32& p) { return variant & lj::kPeephole ? p.typed_data() : nullptr; }
-
 // The layers' shape (N layers of one variant, side by side: see kernel.h), read from U [N, H, G].
 struct Shape {
   int64_t N, T, B, I, H, G;
