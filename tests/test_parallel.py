@@ -65,12 +65,17 @@ class OneDeviceRun:
         return self._summary
 
 
-@pytest.fixture(scope="module")
-def one_device_run(tmp_path_factory):
-    ref = OneDeviceRun(tmp_path_factory, "binary")
+def one_device_reference(tmp_path_factory, module: str):
+    """A module fixture's body: the reference run, stopped at teardown if a test left it running."""
+    ref = OneDeviceRun(tmp_path_factory, module)
     yield ref
     ref.proc.kill()
     ref.proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+    yield from one_device_reference(tmp_path_factory, "binary")
 
 
 def test_four_devices_match_one(one_device_run, tmp_path):
@@ -84,10 +89,7 @@ def test_four_devices_match_one(one_device_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def one_device_forecast(tmp_path_factory):
-    ref = OneDeviceRun(tmp_path_factory, "forecast")
-    yield ref
-    ref.proc.kill()
-    ref.proc.communicate()
+    yield from one_device_reference(tmp_path_factory, "forecast")
 
 
 def test_two_processes_match_one(one_device_forecast, tmp_path):
