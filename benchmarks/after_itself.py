@@ -16,7 +16,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from experiments import benchmark as bm
+from benchmarks import benchmark as bm
 
 flags.DEFINE_integer("reps", 12, "Rounds.")
 

@@ -19,9 +19,9 @@ import optax
 import torch
 from flax import nnx
 
-from lstm_jax.cells import GRUCell
 from lstm_jax.kernels import native_gru
-from lstm_jax.layers import scan_cell
+from lstm_jax.nn.cells import GRUCell
+from lstm_jax.nn.layers import scan_cell
 
 B, T, I, H = (int(a) for a in sys.argv[1:5]) if len(sys.argv) > 4 else (64, 100, 8, 128)
 ROUNDS = int(os.environ.get("ROUNDS", "30"))

@@ -27,8 +27,8 @@ from flax import nnx
 from experiments import common
 from experiments.configs import base
 from experiments.train import train_and_evaluate
-from lstm_jax.cells import CELLS
 from lstm_jax.errors import DataError
+from lstm_jax.nn.cells import CELLS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = flags.FLAGS
@@ -39,7 +39,7 @@ def param_count(model: nnx.Module) -> int:
 
 
 def load(spec: str, seed: int):
-    from lstm_jax.datasets import load_binary
+    from lstm_jax.data.archives import load_binary
 
     return load_binary(spec, FLAGS.data_dir, seed=seed, znorm=spec.startswith("ucr:"))
 

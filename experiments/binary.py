@@ -29,13 +29,15 @@ from flax import nnx
 
 from experiments import common
 from experiments.train import Job, model_config, train_config
-from lstm_jax import datasets
 from lstm_jax import metrics as metrics_lib
-from lstm_jax.data import Dataset, Split
+from lstm_jax import plots
+from lstm_jax.data import archives
+from lstm_jax.data.dataset import Dataset, Split
 from lstm_jax.errors import ConfigError
-from lstm_jax.models import make_classifier
-from lstm_jax.tasks import BinaryTask
-from lstm_jax.training import Trainer, rng_streams
+from lstm_jax.nn.models import make_classifier
+from lstm_jax.train.loop import Trainer
+from lstm_jax.train.steps import rng_streams
+from lstm_jax.train.tasks import BinaryTask
 
 FLAGS = flags.FLAGS
 SHORTCUTS = (*common.TRAINING, *common.MODEL, "pooling", "model", "conv_filters", "conv_norm",
@@ -110,8 +112,8 @@ def class_names(info: dict) -> list[str]:
 
 def build(config: ml_collections.ConfigDict) -> Job:
     model_cfg = model_config(config.model)
-    with common.data_warnings(datasets.MissingValuesWarning):
-        data = datasets.load_binary(config.dataset, config.data_dir, seed=config.seed, znorm=config.data.znorm,
+    with common.data_warnings(archives.MissingValuesWarning):
+        data = archives.load_binary(config.dataset, config.data_dir, seed=config.seed, znorm=config.data.znorm,
                                     val_fraction=config.data.val_fraction, missing=config.data.missing)
     data, epochs, eval_batch = epoch_plan(config, data)
     model = make_classifier(data.num_features, model_cfg, nnx.Rngs(rng_streams(config.seed)["params"]),
@@ -123,15 +125,13 @@ def build(config: ml_collections.ConfigDict) -> Job:
             test = metrics_lib.classification_metrics(trainer.predict(data.test), data.test.y)
             out.update({f"test_{k}": v for k, v in test.items() if k not in ("accuracy", "count")})
             out["labels"] = data.info.get("labels", {"0": 0, "1": 1})
-        baselines = datasets.read_baselines(config.data_dir, data.info.get("name", "")) if config.data_dir else None
+        baselines = archives.read_baselines(config.data_dir, data.info.get("name", "")) if config.data_dir else None
         if baselines:
             out["baselines"] = baselines
         return out
 
     def finish(trainer: Trainer, summary: dict) -> None:
         if data.test is not None:
-            from lstm_jax import plots
-
             plots.confusion_matrix(np.array(summary["test_confusion_matrix"]),
                                    os.path.join(trainer.workdir, "confusion_matrix.png"), labels=class_names(data.info),
                                    title=f"{data.info.get('name', config.dataset)} (test)")

@@ -34,13 +34,15 @@ from flax import nnx
 from experiments import common
 from experiments.binary import epoch_plan
 from experiments.train import Job, model_config, train_config
-from lstm_jax import datasets
 from lstm_jax import metrics as metrics_lib
-from lstm_jax.data import Dataset
+from lstm_jax import plots
+from lstm_jax.data import archives
+from lstm_jax.data.dataset import Dataset
 from lstm_jax.errors import ConfigError
-from lstm_jax.models import make_classifier
-from lstm_jax.tasks import SoftmaxTask, balanced_class_weights
-from lstm_jax.training import Trainer, rng_streams
+from lstm_jax.nn.models import make_classifier
+from lstm_jax.train.loop import Trainer
+from lstm_jax.train.steps import rng_streams
+from lstm_jax.train.tasks import SoftmaxTask, balanced_class_weights
 
 FLAGS = flags.FLAGS
 SHORTCUTS = (*common.TRAINING, *common.MODEL, "pooling", "model", "conv_filters", "conv_norm",
@@ -75,14 +77,14 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
     d = config.data
     if d.norm not in NORMS:
         raise ConfigError(f"data.norm must be one of {', '.join(NORMS)}, got {d.norm!r}")
-    with common.data_warnings(datasets.MissingValuesWarning):
-        data = datasets.load_classification(config.dataset, config.data_dir, seed=config.seed, znorm=False,
+    with common.data_warnings(archives.MissingValuesWarning):
+        data = archives.load_classification(config.dataset, config.data_dir, seed=config.seed, znorm=False,
                                             val_fraction=d.val_fraction, missing=d.missing)
     norm = d.norm if d.norm != "auto" else ("series" if data.num_features == 1 else "channel")
     if norm == "series":
-        data = Dataset(*(datasets.znormalise(s) for s in (data.train, data.val, data.test)), info=data.info)
+        data = Dataset(*(archives.znormalise(s) for s in (data.train, data.val, data.test)), info=data.info)
     elif norm == "channel":
-        data = datasets.standardise_channels(data)
+        data = archives.standardise_channels(data)
     return Dataset(data.train, data.val, data.test, info={**data.info, "norm": norm})
 
 
@@ -117,7 +119,7 @@ def build(config: ml_collections.ConfigDict) -> Job:
             m = metrics_lib.multiclass_metrics(np.asarray(trainer.predict(split)), split.y, K)
             keep = ("balanced_accuracy", "macro_f1", "roc_auc_ovr", "per_class", "confusion_matrix")
             out.update({f"{name}_{k}": m[k] for k in keep if name == "test" or k != "per_class"})
-        baselines = datasets.read_baselines(config.data_dir, data.info.get("name", "")) if config.data_dir else None
+        baselines = archives.read_baselines(config.data_dir, data.info.get("name", "")) if config.data_dir else None
         if baselines:
             out["baselines"] = baselines
         return out
@@ -125,8 +127,6 @@ def build(config: ml_collections.ConfigDict) -> Job:
     def finish(trainer: Trainer, summary: dict) -> None:
         if data.test is None:
             return
-        from lstm_jax import plots
-
         names = class_names(data.info, K)
         path = plots.confusion_matrix(np.array(summary["test_confusion_matrix"]),
                                       os.path.join(trainer.workdir, "confusion_matrix.png"), labels=names,

@@ -33,12 +33,19 @@ from flax import nnx
 
 from experiments import common
 from experiments.train import Job, model_config, train_config
-from lstm_jax import data as data_lib
-from lstm_jax import series as series_lib
+from lstm_jax import plots
+from lstm_jax.data import dataset as data_lib
+from lstm_jax.data import panel as panel_lib
+from lstm_jax.data import series as series_lib
+from lstm_jax.data import synthetic
 from lstm_jax.errors import ConfigError, DataError
-from lstm_jax.models import Forecaster
-from lstm_jax.tasks import RegressionTask
-from lstm_jax.training import Trainer, rng_streams
+from lstm_jax.forecast import recipe
+from lstm_jax.forecast.recipe import Problem, RecipeConfig, reference_forecasts
+from lstm_jax.nn.models import Forecaster
+from lstm_jax.train.loop import Trainer
+from lstm_jax.train.steps import rng_streams
+from lstm_jax.train.tasks import RegressionTask
+from lstm_jax.train.workdir import Workdir, to_jsonable
 
 FLAGS = flags.FLAGS
 SHORTCUTS = (*common.TRAINING, *common.MODEL, "dataset", "window", "val_fraction", "column", "date_column",
@@ -84,8 +91,6 @@ def _names(text: str) -> tuple[str, ...]:
 
 def load_problem(config: ml_collections.ConfigDict):
     """The named series to forecast, their test and validation sizes, season and covariates."""
-    from experiments.forecast_recipe import Problem
-    from lstm_jax import panel as panel_lib
 
     d = config.data
     covs = _names(d.covariates)
@@ -133,7 +138,6 @@ def load_problem(config: ml_collections.ConfigDict):
 
 
 def recipe_config(config: ml_collections.ConfigDict):
-    from experiments.forecast_recipe import RecipeConfig
 
     e, m = config.ensemble, config.model
     sizes = tuple(m.hidden_size)
@@ -151,15 +155,13 @@ def recipe_config(config: ml_collections.ConfigDict):
 def run(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False, log=print,
         source: dict | None = None) -> dict:
     """The ensemble recipe end to end (see experiments/forecast_recipe.py); returns the summary."""
-    from experiments import forecast_recipe
-    from lstm_jax.workdir import Workdir, to_jsonable
 
     if resume:
         raise ConfigError("--resume is not supported by the ensemble recipe: start a fresh workdir")
     problem = load_problem(config)
     files = Workdir(workdir, resume=False)  # refuses a workdir that already holds a run
     files.write_config(to_jsonable(config))
-    summary = forecast_recipe.run(problem, recipe_config(config), files.path, statistical=config.data.statistical,
+    summary = recipe.run(problem, recipe_config(config), files.path, statistical=config.data.statistical,
                                   log=lambda line: print(line, flush=True), train_log=log, source=source)
     return summary
 
@@ -175,7 +177,7 @@ def build(config: ml_collections.ConfigDict) -> Job:
 # -- the seed program -----------------------------------------------------------------------------
 
 def _build_sine(config) -> Job:
-    data, scaler = data_lib.sine_forecast(window=config.data.window or 50, val_fraction=config.data.val_fraction)
+    data, scaler = synthetic.sine_forecast(window=config.data.window or 50, val_fraction=config.data.val_fraction)
     model = Forecaster(data.num_features, model_config(config.model), rngs=nnx.Rngs(rng_streams(config.seed)["params"]))
 
     def evaluate(trainer: Trainer) -> dict:
@@ -255,7 +257,6 @@ def _auto_window(season: int, n_fit: int) -> int:
 
 def references(train_T: np.ndarray, steps: int, season: int, statistical: bool, log=print) -> dict[str, np.ndarray]:
     """Naive, seasonal naive and (with statsforecast) AutoETS, AutoTheta, AutoARIMA on ``train_T``."""
-    from experiments.forecast_recipe import reference_forecasts
 
     return {k: v[0] for k, v in reference_forecasts([train_T], steps, season, statistical=statistical, log=log).items()}
 
@@ -330,7 +331,6 @@ def _build_csv(config, s: _Series) -> Job:
         return out
 
     def finish(trainer: Trainer, summary: dict) -> None:
-        from lstm_jax import plots
 
         values_T = s.loaded.values_T
         shown = min(len(values_T), max(4 * test_size, 3 * s.season, 100))  # enough past to judge the forecast

@@ -26,11 +26,12 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from lstm_jax.data import Dataset
+from lstm_jax.data.dataset import Dataset
 from lstm_jax.errors import ConfigError
-from lstm_jax.models import ModelConfig
-from lstm_jax.training import TrainConfig, Trainer
-from lstm_jax.workdir import Workdir, to_jsonable
+from lstm_jax.nn.models import ModelConfig
+from lstm_jax.train.config import TrainConfig
+from lstm_jax.train.loop import Trainer
+from lstm_jax.train.workdir import Workdir, to_jsonable
 
 EXPERIMENTS = {"binary": "experiments.binary", "forecast": "experiments.forecast", "classify": "experiments.classify"}
 

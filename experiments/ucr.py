@@ -40,7 +40,7 @@ import time
 from absl import flags
 
 from experiments import common
-from lstm_jax import datasets
+from lstm_jax.data import archives
 from lstm_jax.errors import ConfigError, DataError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -291,7 +291,7 @@ def main(argv):
     for name in names:
         row = run_one(name, data_dir, os.path.join(root, name), extra, experiment=FLAGS.experiment,
                       compare=FLAGS.compare)
-        row["baselines"] = datasets.read_baselines(data_dir, name)
+        row["baselines"] = archives.read_baselines(data_dir, name)
         rows.append(with_baselines(row))
         shown = (f"error: {row['errors'][RECIPE]}" if RECIPE in row["errors"]
                  else f"test accuracy {row['acc'][RECIPE]:.4f}" + (f" (chose {row['chosen']})" if "chosen" in row else ""))

@@ -1,9 +1,9 @@
 """lstm_jax: LSTM networks for time series in JAX and Flax NNX."""
 
-from lstm_jax.cells import CELLS, LSTMCell, RecurrentCell, get_cell, register
 from lstm_jax.errors import CheckpointError, ConfigError, DataError, NonFiniteError, UserError
-from lstm_jax.layers import LSTM, Bidirectional, LSTMStack
-from lstm_jax.models import Classifier, Forecaster, ModelConfig
+from lstm_jax.nn.cells import CELLS, LSTMCell, RecurrentCell, get_cell, register
+from lstm_jax.nn.layers import LSTM, Bidirectional, LSTMStack
+from lstm_jax.nn.models import Classifier, Forecaster, ModelConfig
 
 __all__ = [
     "CELLS", "LSTMCell", "RecurrentCell", "get_cell", "register",

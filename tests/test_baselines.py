@@ -7,8 +7,8 @@ import builtins
 import numpy as np
 import pytest
 
-from lstm_jax import baselines
 from lstm_jax.errors import DataError
+from lstm_jax.forecast import statistical as baselines
 
 
 def _seasonal(n=48, season=4):

@@ -18,9 +18,10 @@ import pytest
 from flax import nnx
 
 import lstm_jax
-from lstm_jax.cells import CELLS
-from lstm_jax.models import Classifier, ModelConfig
-from lstm_jax.training import BinaryTask, TrainState, train_step
+from lstm_jax.nn.cells import CELLS
+from lstm_jax.nn.models import Classifier, ModelConfig
+from lstm_jax.train.steps import TrainState, train_step
+from lstm_jax.train.tasks import BinaryTask
 
 NAMES = ("lstm", "np", "peephole", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "fgr", "layernorm", "gru")
 B, T, D, H = 2, 4, 3, 4

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lstm_jax import cells
-from lstm_jax.cells import LSTMCell, get_cell, register
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import LSTM
+from lstm_jax.nn import cells
+from lstm_jax.nn.cells import LSTMCell, get_cell, register
+from lstm_jax.nn.layers import LSTM
 
 B, T, D, H = 2, 6, 3, 4
 

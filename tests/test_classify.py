@@ -153,10 +153,10 @@ def test_data_warnings_are_one_line_each(capsys):
     import warnings
 
     from experiments import common
-    from lstm_jax import datasets
+    from lstm_jax.data import archives
 
-    with common.data_warnings(datasets.MissingValuesWarning):
-        warnings.warn("Gap_TRAIN.tsv: 1 missing value inside 1 series filled", datasets.MissingValuesWarning,
+    with common.data_warnings(archives.MissingValuesWarning):
+        warnings.warn("Gap_TRAIN.tsv: 1 missing value inside 1 series filled", archives.MissingValuesWarning,
                       stacklevel=1)
     assert capsys.readouterr().err == "warning: Gap_TRAIN.tsv: 1 missing value inside 1 series filled\n"
 

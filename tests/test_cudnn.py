@@ -14,7 +14,7 @@ from conftest import assert_close
 from flax import nnx
 
 from lstm_jax.kernels import cudnn
-from lstm_jax.layers import LSTM, Bidirectional
+from lstm_jax.nn.layers import LSTM, Bidirectional
 
 B, T, D, H = 6, 9, 5, 8
 LENGTHS = np.array([9, 1, 0, 5, 12, 7])  # a zero length, and one past T (read as T)

@@ -16,10 +16,10 @@ import optax
 import pytest
 from flax import nnx
 
-from lstm_jax import datasets
 from lstm_jax import metrics as M
+from lstm_jax.data import archives
 from lstm_jax.errors import ConfigError, DataError
-from lstm_jax.models import LSTMFCN, Classifier, ModelConfig, make_classifier
+from lstm_jax.nn.models import LSTMFCN, Classifier, ModelConfig, make_classifier
 
 
 def write_tsv(path: pathlib.Path, rows) -> pathlib.Path:
@@ -52,7 +52,7 @@ def ids(split) -> list[int]:
 
 def test_tsv_labels_mapped_in_sorted_order(tmp_path):
     make_ucr(tmp_path, "Toy", toy_rows(20, labels=(2, 1)), toy_rows(8, labels=(2, 1), seed=1))
-    ds = datasets.load_binary("ucr:Toy", str(tmp_path), seed=0, val_fraction=0.25)
+    ds = archives.load_binary("ucr:Toy", str(tmp_path), seed=0, val_fraction=0.25)
     assert ds.info["labels"] == {"1": 0, "2": 1}
     assert set(np.unique(ds.train.y)) == {0.0, 1.0}
     assert ds.train.x.shape[1:] == (6, 1) and len(ds.test) == 8
@@ -69,8 +69,8 @@ def test_nan_padded_rows_get_lengths(tmp_path):
     rows[2][5:] = ["NaN"]         # length 4
     rows[3][3] = "NaN"            # an inner gap: interpolated, length stays 5
     make_ucr(tmp_path, "Var", rows, toy_rows(4, length=5))
-    with pytest.warns(datasets.MissingValuesWarning, match=r"Var_TRAIN.tsv: 1 missing value inside 1 series"):
-        ds = datasets.load_ucr("Var", str(tmp_path), val_fraction=0.34, seed=0)
+    with pytest.warns(archives.MissingValuesWarning, match=r"Var_TRAIN.tsv: 1 missing value inside 1 series"):
+        ds = archives.load_ucr("Var", str(tmp_path), val_fraction=0.34, seed=0)
     assert ds.info["missing_values"] == {"train": 1, "test": 0, "handling": "interpolate"}
     by_id = {i: (x, L) for s in (ds.train, ds.val) for i, x, L in zip(ids(s), s.x, s.lengths)}
     x1, L1 = by_id[1001]
@@ -89,7 +89,7 @@ def test_ts_univariate_and_multivariate(tmp_path):
     uni = head.format(u="true") + "1,2,3,4:up\n4,3,2,1:down\n1,2,3,?:up\n9,8,7:down\n"
     (folder / "Ts_TRAIN.ts").write_text(uni)
     (folder / "Ts_TEST.ts").write_text(uni)
-    ds = datasets.load_ucr("Ts", str(tmp_path), val_fraction=0.5, seed=0)
+    ds = archives.load_ucr("Ts", str(tmp_path), val_fraction=0.5, seed=0)
     assert ds.info["labels"] == {"down": 0, "up": 1}
     assert ds.test.x.shape == (4, 4, 1)
     np.testing.assert_array_equal(ds.test.lengths, [4, 4, 3, 3])  # a trailing '?' is padding
@@ -98,7 +98,7 @@ def test_ts_univariate_and_multivariate(tmp_path):
     multi = head.format(u="false") + "1,2,3:4,5,6:up\n3,2,1:6,5,4:down\n0,1,2:3,4,5:up\n2,1,0:5,4,3:down\n"
     (folder / "Ts_TRAIN.ts").write_text(multi)
     (folder / "Ts_TEST.ts").write_text(multi)
-    ds = datasets.load_ucr("Ts", str(tmp_path), val_fraction=0.5, seed=0)
+    ds = archives.load_ucr("Ts", str(tmp_path), val_fraction=0.5, seed=0)
     assert ds.test.x.shape == (4, 3, 2) and ds.test.lengths is None
     np.testing.assert_array_equal(ds.test.x[0], [[1, 4], [2, 5], [3, 6]])
 
@@ -106,7 +106,7 @@ def test_ts_univariate_and_multivariate(tmp_path):
 def test_znorm_over_valid_steps(tmp_path):
     rows = [[1, 1, 2, 3, 4], [2, 10, 30, "NaN", "NaN"], [1, 5, 5, 5, 5], [2, 0, 2, 4, 9]] * 2
     make_ucr(tmp_path, "Z", rows, rows)
-    ds = datasets.load_ucr("Z", str(tmp_path), znorm=True, val_fraction=0.25)
+    ds = archives.load_ucr("Z", str(tmp_path), znorm=True, val_fraction=0.25)
     x, L = ds.test.x[:, :, 0], ds.test.lengths
     np.testing.assert_allclose(x[0], (np.arange(4) - 1.5) / np.std(np.arange(4)), rtol=1e-5)
     np.testing.assert_allclose(x[1], [-1, 1, 0, 0], atol=1e-6)  # padding stays zero
@@ -118,9 +118,9 @@ def test_znorm_over_valid_steps(tmp_path):
 
 def test_validation_split_is_stratified_seeded_and_from_train(tmp_path):
     make_ucr(tmp_path, "S", toy_rows(40), toy_rows(10, seed=3))
-    a = datasets.load_ucr("S", str(tmp_path), seed=1, val_fraction=0.25)
-    b = datasets.load_ucr("S", str(tmp_path), seed=1, val_fraction=0.25)
-    c = datasets.load_ucr("S", str(tmp_path), seed=2, val_fraction=0.25)
+    a = archives.load_ucr("S", str(tmp_path), seed=1, val_fraction=0.25)
+    b = archives.load_ucr("S", str(tmp_path), seed=1, val_fraction=0.25)
+    c = archives.load_ucr("S", str(tmp_path), seed=2, val_fraction=0.25)
     assert len(a.val) == 10 and np.bincount(a.val.y.astype(int)).tolist() == [5, 5]
     assert set(ids(a.train)).isdisjoint(ids(a.val))
     assert sorted(ids(a.train) + ids(a.val)) == list(range(1000, 1040))
@@ -135,7 +135,7 @@ def test_npz(tmp_path):
     lengths = rng.integers(3, 8, 50)
     path = tmp_path / "d.npz"
     np.savez(path, X=X, y=y, lengths=lengths)
-    ds = datasets.load_binary(f"npz:{path}", seed=0, val_fraction=0.25)
+    ds = archives.load_binary(f"npz:{path}", seed=0, val_fraction=0.25)
     assert ds.info["labels"] == {"cat": 0, "dog": 1}
     assert len(ds.test) == 10 and len(ds.val) == 10 and len(ds.train) == 30
     assert ds.train.x.shape[1:] == (7, 2)
@@ -144,34 +144,34 @@ def test_npz(tmp_path):
         assert np.all(s.x[past] == 0)
     np.savez(tmp_path / "bad.npz", X=X)
     with pytest.raises(DataError, match="lacks array 'y'"):
-        datasets.load_binary(f"npz:{tmp_path / 'bad.npz'}")
+        archives.load_binary(f"npz:{tmp_path / 'bad.npz'}")
 
 
 def test_loader_errors(tmp_path):
     make_ucr(tmp_path, "Three", toy_rows(9, labels=(1, 2)) + [[3, 1, 2, 3, 4, 5, 6]], toy_rows(4, labels=(1, 2)))
     with pytest.raises(DataError, match=r"Three has 3 classes \(1, 2, 3\); a binary task needs exactly 2: "
                                         r"use python -m experiments.classify"):
-        datasets.load_binary("ucr:Three", str(tmp_path))
-    assert datasets.load_ucr("Three", str(tmp_path)).info["num_classes"] == 3
+        archives.load_binary("ucr:Three", str(tmp_path))
+    assert archives.load_ucr("Three", str(tmp_path)).info["num_classes"] == 3
     bad = toy_rows(6)
     bad[3][2] = "abc"
     make_ucr(tmp_path, "Bad", bad, toy_rows(4))
     with pytest.raises(DataError, match=r"Bad_TRAIN.tsv, line 4: non-numeric value 'abc'"):
-        datasets.load_ucr("Bad", str(tmp_path))
+        archives.load_ucr("Bad", str(tmp_path))
     with pytest.raises(DataError, match="Nope_TRAIN.tsv"):
-        datasets.load_ucr("Nope", str(tmp_path))
+        archives.load_ucr("Nope", str(tmp_path))
     with pytest.raises(DataError, match="unknown dataset 'mnist'"):
-        datasets.load_binary("mnist")
+        archives.load_binary("mnist")
     with pytest.raises(DataError, match="needs --data_dir"):
-        datasets.load_binary("ucr:ECG200", None)
+        archives.load_binary("ucr:ECG200", None)
 
 
 def test_baselines_table(tmp_path):
     (tmp_path / "ucr").mkdir()
     (tmp_path / "BASELINES.md").write_text(
         "# made up\n\n| dataset | A | B |\n|---|---|---|\n| Toy | .5 | – |\n| Other | 1.000 | .25 |\n\ntext\n")
-    assert datasets.read_baselines(str(tmp_path / "ucr"), "Toy") == {"A": 0.5, "B": None}
-    assert datasets.read_baselines(str(tmp_path / "ucr"), "Missing") is None
+    assert archives.read_baselines(str(tmp_path / "ucr"), "Toy") == {"A": 0.5, "B": None}
+    assert archives.read_baselines(str(tmp_path / "ucr"), "Missing") is None
 
 
 
@@ -209,7 +209,7 @@ def _mv_rows(n: int, labels=("walk", "run", "sit"), lengths=(3, 5, 4), seed: int
 def test_ts_multivariate_varying_length_word_labels(tmp_path):
     write_ts(tmp_path, "Mv", "TRAIN", _mv_rows(18), dims=2, equal=False)
     write_ts(tmp_path, "Mv", "TEST", _mv_rows(6, seed=1), dims=2, equal=False)
-    ds = datasets.load_classification("ucr:Mv", str(tmp_path), seed=0, val_fraction=0.34)
+    ds = archives.load_classification("ucr:Mv", str(tmp_path), seed=0, val_fraction=0.34)
     assert ds.info["labels"] == {"run": 0, "sit": 1, "walk": 2} and ds.info["num_classes"] == 3
     assert ds.info["features"] == 2 and ds.info["length"] == 5 and ds.info["length_range"] == [3, 5]
     assert ds.train.x.shape[1:] == (5, 2) and len(ds.train) + len(ds.val) == 18
@@ -223,13 +223,13 @@ def test_ts_multivariate_varying_length_word_labels(tmp_path):
     np.testing.assert_allclose(ds.test.x[0, :3, 1], [float(v) for v in first[1].split(",")], rtol=1e-6)
     assert np.all(ds.test.x[0, 3:] == 0)
     with pytest.raises(DataError, match="Mv has 3 classes .*use python -m experiments.classify"):
-        datasets.load_binary("ucr:Mv", str(tmp_path))
+        archives.load_binary("ucr:Mv", str(tmp_path))
 
 
 def test_tsv_with_many_numeric_classes_sorts_numerically(tmp_path):
     rows = [[c, 1000 + i, float(c), 0.5 * c, 1.0] for i, c in enumerate([10, 2, 1, 2, 10, 1, 2, 10, 1, 2])]
     make_ucr(tmp_path, "Num", rows, rows[:4])
-    ds = datasets.load_classification("ucr:Num", str(tmp_path), val_fraction=0.3)
+    ds = archives.load_classification("ucr:Num", str(tmp_path), val_fraction=0.3)
     assert ds.info["labels"] == {"1": 0, "2": 1, "10": 2}
     np.testing.assert_array_equal(ds.test.y, [2, 1, 0, 1])
 
@@ -240,17 +240,17 @@ def test_missing_values_counted_or_refused(tmp_path):
     rows[4] = "104,1,2,?,9:1,1,1,1,1:run"     # 1 in another
     write_ts(tmp_path, "Gap", "TRAIN", rows, dims=2, length=5, missing=True)
     write_ts(tmp_path, "Gap", "TEST", _mv_rows(3, lengths=(5,)), dims=2, length=5)
-    with pytest.warns(datasets.MissingValuesWarning, match=r"Gap_TRAIN.ts: 4 missing values inside 2 series"):
-        ds = datasets.load_classification("ucr:Gap", str(tmp_path), val_fraction=0.34)
+    with pytest.warns(archives.MissingValuesWarning, match=r"Gap_TRAIN.ts: 4 missing values inside 2 series"):
+        ds = archives.load_classification("ucr:Gap", str(tmp_path), val_fraction=0.34)
     assert ds.info["missing_values"]["train"] == 4
     x = {int(round(r[0, 0])): r for s in (ds.train, ds.val) for r in s.x}
     np.testing.assert_allclose(x[100][:, 0], [100, 51.5, 3, 4, 5], rtol=1e-6)
     np.testing.assert_allclose(x[100][:, 1], [1, 2, 3, 4, 5], rtol=1e-6)
     np.testing.assert_allclose(x[104][:, 0], [104, 1, 2, 5.5, 9], rtol=1e-6)
     with pytest.raises(DataError, match=r"Gap_TRAIN.ts, line \d+: 3 missing values inside the series \(missing='error'"):
-        datasets.load_classification("ucr:Gap", str(tmp_path), missing="error")
+        archives.load_classification("ucr:Gap", str(tmp_path), missing="error")
     with pytest.raises(DataError, match="missing must be one of interpolate, error"):
-        datasets.load_classification("ucr:Gap", str(tmp_path), missing="drop")
+        archives.load_classification("ucr:Gap", str(tmp_path), missing="drop")
 
 
 def _bad_input_cases(root: pathlib.Path) -> dict[str, tuple[str, str]]:
@@ -287,7 +287,7 @@ def test_bad_inputs_name_the_problem(tmp_path):
     for case, (name, message) in _bad_input_cases(tmp_path).items():
         before = {p: p.read_bytes() for p in (tmp_path / name).iterdir()}
         with pytest.raises(DataError, match=message):
-            datasets.load_classification(f"ucr:{name}", str(tmp_path))
+            archives.load_classification(f"ucr:{name}", str(tmp_path))
         assert {p: p.read_bytes() for p in (tmp_path / name).iterdir()} == before, case  # nothing changed
 
 
@@ -296,7 +296,7 @@ def test_npz_integer_labels_k_classes(tmp_path):
     X = rng.normal(size=(50, 7, 3)).astype(np.float32)
     y = np.arange(50) % 5
     np.savez(tmp_path / "k.npz", X=X, y=y)
-    ds = datasets.load_classification(f"npz:{tmp_path / 'k.npz'}", val_fraction=0.25)
+    ds = archives.load_classification(f"npz:{tmp_path / 'k.npz'}", val_fraction=0.25)
     assert ds.info["num_classes"] == 5 and ds.info["labels"] == {str(k): k for k in range(5)}
     assert len(ds.test) == 10 and np.bincount(ds.test.y.astype(int)).tolist() == [2] * 5
     assert sorted(np.concatenate([ds.train.y, ds.val.y, ds.test.y]).astype(int).tolist()) == sorted(y.tolist())
@@ -316,7 +316,7 @@ def test_shared_multiclass_sets_load_as_documented(shared_data_dir, name):
     if not (folder / name).is_dir():
         pytest.skip(f"{folder / name} not found")
     n_train, n_test, channels, (lo, hi), K = MULTICLASS_README[name]
-    ds = datasets.load_classification(f"ucr:{name}", str(folder), seed=0, znorm=True)
+    ds = archives.load_classification(f"ucr:{name}", str(folder), seed=0, znorm=True)
     assert len(ds.train) + len(ds.val) == n_train and len(ds.test) == n_test
     assert ds.num_features == channels and ds.info["num_classes"] == K
     assert tuple(ds.info["length_range"]) == (lo, hi) and ds.train.x.shape[1] == hi
@@ -491,8 +491,8 @@ def test_ucr_runner_names_the_problem_of_a_failed_run():
 def test_standardise_channels_uses_training_statistics_over_valid_steps(tmp_path):
     write_ts(tmp_path, "Mv", "TRAIN", _mv_rows(18), dims=2, equal=False)
     write_ts(tmp_path, "Mv", "TEST", _mv_rows(6, seed=1), dims=2, equal=False)
-    raw = datasets.load_classification("ucr:Mv", str(tmp_path), seed=0, val_fraction=0.34)
-    ds = datasets.standardise_channels(raw)
+    raw = archives.load_classification("ucr:Mv", str(tmp_path), seed=0, val_fraction=0.34)
+    ds = archives.standardise_channels(raw)
     tr, L = raw.train, raw.train.lengths
     valid = np.arange(tr.x.shape[1])[None, :] < L[:, None]
     for d in range(2):

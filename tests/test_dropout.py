@@ -10,9 +10,10 @@ from flax import nnx
 
 import lstm_jax
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import dropout_mask
-from lstm_jax.models import Classifier, ModelConfig
-from lstm_jax.training import BinaryTask, TrainState, train_step
+from lstm_jax.nn.layers import dropout_mask
+from lstm_jax.nn.models import Classifier, ModelConfig
+from lstm_jax.train.steps import TrainState, train_step
+from lstm_jax.train.tasks import BinaryTask
 
 B, T, D, H = 3, 6, 2, 4
 
@@ -89,7 +90,7 @@ def test_padding_never_changes_valid_outputs_under_dropout(x, cell):
 def test_recurrent_dropout_takes_the_scan_path():
     assert lstm_jax.LSTM(D, H, recurrent_dropout=0.2, rngs=nnx.Rngs(0)).impl == "scan"
     with pytest.raises(ConfigError):
-        lstm_jax.LSTM(D, H, recurrent_dropout=0.2, impl="fast", rngs=nnx.Rngs(0))
+        lstm_jax.LSTM(D, H, recurrent_dropout=0.2, impl="xla", rngs=nnx.Rngs(0))
     for bad in (dict(recurrent_dropout=1.0), dict(input_dropout=-0.1), dict(dropout_mode="sometimes")):
         with pytest.raises(ConfigError):
             lstm_jax.LSTM(D, H, rngs=nnx.Rngs(0), **bad)

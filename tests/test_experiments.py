@@ -15,7 +15,7 @@ import shutil
 import jax
 import pytest
 
-from lstm_jax import native
+from lstm_jax.kernels import native
 
 SMALL = ("--epochs=1", "--hidden_size=8")
 BINARY_VARIANTS = {

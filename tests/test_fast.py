@@ -9,11 +9,12 @@ import pytest
 from conftest import assert_close
 from flax import nnx
 
-from lstm_jax.cells import LSTMCell
 from lstm_jax.errors import ConfigError
 from lstm_jax.kernels import cudnn, native
 from lstm_jax.kernels import xla as fast
-from lstm_jax.layers import LSTM, Bidirectional
+from lstm_jax.kernels.native import lstm as native_lstm
+from lstm_jax.nn.cells import LSTMCell
+from lstm_jax.nn.layers import LSTM, Bidirectional
 
 B, T, D, H = 6, 13, 5, 8  # T = 13 is no multiple of remat's chunk, so its padding is exercised too
 LENGTHS = np.array([13, 1, 0, 5, 13, 7])
@@ -40,7 +41,7 @@ def value_and_grads(layer, x, lengths, carry, w_out):
 
 
 # The XLA fast path everywhere; the native kernels where they are built and the backend is the CPU.
-FAST = ["fast", pytest.param("native", marks=pytest.mark.skipif(not native.available(),
+FAST = ["xla", pytest.param("native", marks=pytest.mark.skipif(not native.available(),
                                                                 reason="native kernels not built, or not on CPU"))]
 
 
@@ -103,14 +104,14 @@ def test_other_activations_match_scan(activation, recurrent_activation):
     kw = dict(activation=activation, recurrent_activation=recurrent_activation)
     lengths = jnp.asarray(LENGTHS)
     ref = value_and_grads(make("scan", **kw), 0.5 * x, lengths, carry, w)
-    got = value_and_grads(make("fast", **kw), 0.5 * x, lengths, carry, w)
+    got = value_and_grads(make("xla", **kw), 0.5 * x, lengths, carry, w)
     assert_close(got, ref)
 
 
 def test_bf16_keeps_the_cell_state_in_float32():
     x, carry, w = inputs(3)
     ref = value_and_grads(make("scan"), x, None, carry, w)
-    layer = make("fast", dtype=jnp.bfloat16)
+    layer = make("xla", dtype=jnp.bfloat16)
     (out, c, h), grads = value_and_grads(layer, x, None, carry, w)
     assert out.dtype == c.dtype == h.dtype == jnp.float32
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
@@ -122,11 +123,12 @@ def test_bf16_keeps_the_cell_state_in_float32():
 def test_raw_lstm_matches_a_numpy_lstm(impl, np_reference):
     np_lstm, cell_weights = np_reference
     x, _, _ = inputs(4)
-    cell = make("fast").cell
+    cell = make("xla").cell
     W, U, b = cell_weights(cell)
     zeros = jnp.zeros((B, H))
-    (c, h), out = fast.lstm(jnp.swapaxes(x, 0, 1), cell.kernel[...], cell.bias[...], cell.recurrent_kernel[...],
-                            (zeros, zeros), native=impl == "native")
+    raw = native_lstm.lstm if impl == "native" else fast.lstm
+    (c, h), out = raw(jnp.swapaxes(x, 0, 1), cell.kernel[...], cell.bias[...], cell.recurrent_kernel[...],
+                      (zeros, zeros))
     ref_out, (ref_c, ref_h) = np_lstm(np.asarray(x, np.float64), W, U, b)
     assert_close((jnp.swapaxes(out, 0, 1), c, h), (ref_out, ref_c, ref_h))
 
@@ -150,21 +152,21 @@ def test_bidirectional_fast_matches_scan(impl):
 
 
 def test_auto_picks_the_fast_path_for_the_standard_cell_only():
-    backend_default = "cudnn" if cudnn.available() else "native" if native.available() else "fast"
+    backend_default = "cudnn" if cudnn.available() else "native" if native.available() else "xla"
     assert make("auto").impl == backend_default
-    assert make("auto", remat=True).impl == ("native" if native.available() else "fast")
-    assert make("auto", dtype=jnp.bfloat16).impl == "fast"  # the native and cuDNN kernels are float32
+    assert make("auto", remat=True).impl == ("native" if native.available() else "xla")
+    assert make("auto", dtype=jnp.bfloat16).impl == "xla"  # the native and cuDNN kernels are float32
     # Other activations and other cells take the generic fast path (tests/test_kernels.py).
-    assert make("auto", activation="gelu").impl == "fast"
+    assert make("auto", activation="gelu").impl == "xla"
     # Greff's variants have native kernels of their own (tests/test_native_variants.py).
-    assert LSTM(D, H, cell="peephole", rngs=nnx.Rngs(0)).impl == ("native" if native.available() else "fast")
-    assert LSTM(D, H, cell="np", rngs=nnx.Rngs(0)).impl == ("native" if native.available() else "fast")
+    assert LSTM(D, H, cell="peephole", rngs=nnx.Rngs(0)).impl == ("native" if native.available() else "xla")
+    assert LSTM(D, H, cell="np", rngs=nnx.Rngs(0)).impl == ("native" if native.available() else "xla")
 
     # Any other subclass of LSTMCell is an ablation: even one with the same maths takes the generic path.
     class Same(LSTMCell):
         pass
 
-    assert LSTM(D, H, cell=Same, rngs=nnx.Rngs(0)).impl == "fast"
+    assert LSTM(D, H, cell=Same, rngs=nnx.Rngs(0)).impl == "xla"
     assert make("auto", recurrent_dropout=0.1).impl == "scan"
 
 
@@ -220,7 +222,7 @@ def test_fast_matches_scan_on_gpu():
     lengths = jnp.asarray(LENGTHS)
     with jax.default_matmul_precision("highest"):
         ref = value_and_grads(make("scan"), x, lengths, carry, w)
-        got = value_and_grads(make("fast"), x, lengths, carry, w)
+        got = value_and_grads(make("xla"), x, lengths, carry, w)
     assert_close(got, ref)
 
 
@@ -229,10 +231,10 @@ import sys
 sys.modules["lstm_jax._native"] = None  # as if the install had no compiler: the import fails
 import jax, jax.numpy as jnp
 from flax import nnx
-from lstm_jax import native
-from lstm_jax.cells import LSTMCell
+from lstm_jax.kernels import native
+from lstm_jax.nn.cells import LSTMCell
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import LSTM
+from lstm_jax.nn.layers import LSTM
 assert not native.built() and not native.available()
 layer = LSTM(3, 8, rngs=nnx.Rngs(0))
 out = layer(jnp.ones((2, 5, 3)))
@@ -253,5 +255,5 @@ def test_without_the_native_kernels_auto_takes_the_xla_path():
                           env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     impl, rest = proc.stdout.split(" ", 1)
-    assert impl == "fast"
+    assert impl == "xla"
     assert "(2, 5, 8)" in rest and "not built" in rest

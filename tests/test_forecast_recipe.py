@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from experiments import forecast_recipe as fr
 from lstm_jax.errors import DataError
+from lstm_jax.forecast import recipe as fr
 
 TINY = {"hidden_size": 8, "input_multiples": (1.0,), "seeds": 1, "epochs": 2, "patience": 0, "min_steps_per_epoch": 2}
 
@@ -169,7 +169,7 @@ def test_ensemble_config_errors(tmp_path):
 
 
 def test_references_say_in_one_line_that_statsforecast_is_missing(monkeypatch):
-    from lstm_jax import baselines
+    from lstm_jax.forecast import statistical as baselines
 
     monkeypatch.setattr(baselines, "available", lambda: False)
     lines = []

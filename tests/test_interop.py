@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 import lstm_jax  # noqa: E402
 from lstm_jax.errors import ConfigError  # noqa: E402
-from lstm_jax.interop import carry_from_torch, carry_to_torch, from_torch, to_torch  # noqa: E402
+from lstm_jax.nn.interop import carry_from_torch, carry_to_torch, from_torch, to_torch  # noqa: E402
 
 I, H, B, T = 3, 5, 3, 6
 LENGTHS = [6, 3, 1]

@@ -1,4 +1,4 @@
-"""Kernel dispatch and the generic fast path: every registered cell on impl='fast' matches the scan."""
+"""Kernel dispatch and the generic fast path: every registered cell on impl='xla' matches the scan."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from conftest import assert_close
 from flax import nnx
 
 from lstm_jax import kernels
-from lstm_jax.cells import CELLS, LSTMCell
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import LSTM, LSTMStack
+from lstm_jax.nn.cells import CELLS, LSTMCell
+from lstm_jax.nn.layers import LSTM, LSTMStack
 
 B, T, D, H = 6, 13, 5, 8
 LENGTHS = np.array([13, 1, 0, 5, 13, 7])
@@ -59,8 +59,8 @@ def inputs(layer, seed=0):
 # Every cell with lengths; every other one also reversed (reverse only flips the input and output).
 @pytest.mark.parametrize("name,reverse", [(n, k % 2 == 1) for k, n in enumerate(sorted(CELLS))])
 def test_every_cell_fast_matches_scan(name, reverse, with_lengths=True):
-    fast = make(name, "fast", reverse=reverse)
-    assert fast.impl == "fast"
+    fast = make(name, "xla", reverse=reverse)
+    assert fast.impl == "xla"
     x, carry, w = inputs(fast, 1)
     lengths = jnp.asarray(LENGTHS) if with_lengths else None
     got = value_and_grads(fast, x, lengths, carry, w)
@@ -74,7 +74,7 @@ def test_generic_fast_path_with_remat_and_a_loss_on_the_carry_alone(name):
     lengths = jnp.asarray(LENGTHS)
     ref = value_and_grads(make(name, "scan"), x, lengths, carry, w, carry_only=True)
     for kw in ({}, {"remat": True}):
-        assert_close(value_and_grads(make(name, "fast", **kw), x, lengths, carry, w, carry_only=True), ref)
+        assert_close(value_and_grads(make(name, "xla", **kw), x, lengths, carry, w, carry_only=True), ref)
 
 
 def test_generic_fast_path_takes_a_users_subclass():
@@ -91,19 +91,19 @@ def test_generic_fast_path_takes_a_users_subclass():
         def step(self, carry, xp, h_mask=None):
             return super().step(carry, xp, h_mask)
 
-    assert make(Janet, "auto").impl == "fast"
+    assert make(Janet, "auto").impl == "xla"
     assert make(OwnStep, "auto").impl == "scan"  # a step of its own is opaque to the fast path
-    with pytest.raises(ConfigError, match="impl='fast'"):
-        make(OwnStep, "fast")
+    with pytest.raises(ConfigError, match="impl='xla'"):
+        make(OwnStep, "xla")
     x, carry, w = inputs(make(Janet, "scan"), 3)
     lengths = jnp.asarray(LENGTHS)
-    assert_close(value_and_grads(make(Janet, "fast"), x, lengths, carry, w),
+    assert_close(value_and_grads(make(Janet, "xla"), x, lengths, carry, w),
                  value_and_grads(make(Janet, "scan"), x, lengths, carry, w))
 
 
 def test_bf16_generic_fast_path_is_close_to_the_bf16_scan():
     x, carry, w = inputs(make("gru", "scan"), 4)
-    got = value_and_grads(make("gru", "fast", dtype=jnp.bfloat16), x, None, carry, w)
+    got = value_and_grads(make("gru", "xla", dtype=jnp.bfloat16), x, None, carry, w)
     ref = value_and_grads(make("gru", "scan", dtype=jnp.bfloat16), x, None, carry, w)
     assert_close(got, ref, tol=3e-2)
 
@@ -113,7 +113,7 @@ def test_stacked_bidirectional_generic_matches_scan(name):
     lengths = jnp.asarray(LENGTHS)
     x = jax.random.normal(jax.random.key(5), (B, T, D))
     results = []
-    for impl in ("scan", "fast"):
+    for impl in ("scan", "xla"):
         stack = randomize(LSTMStack(D, H, num_layers=2, bidirectional=True, cell=name, impl=impl, rngs=nnx.Rngs(0)), 6)
         graphdef, params = nnx.split(stack)
 
@@ -128,15 +128,15 @@ def test_stacked_bidirectional_generic_matches_scan(name):
 
 def test_choose_is_the_one_place_that_picks():
     cell = LSTM(D, H, rngs=nnx.Rngs(0)).cell
-    expected = "cudnn" if kernels.cudnn.supports(cell) else "native" if kernels.native.supports(cell) else "fast"
+    expected = "cudnn" if kernels.cudnn.supports(cell) else "native" if kernels.native.supports(cell) else "xla"
     assert kernels.choose(cell) == expected
     assert kernels.choose(cell, recurrent_dropout=0.1) == "scan"
     for name in CELLS:
         other = LSTM(D, H, cell=name, rngs=nnx.Rngs(0)).cell
-        assert kernels.choose(other) in ("fast", "native", "cudnn")
+        assert kernels.choose(other) in ("xla", "native", "cudnn")
     with pytest.raises(ConfigError, match="impl must be one of"):
         kernels.choose(cell, "fastest")
     with pytest.raises(ConfigError, match="recurrent_dropout"):
-        kernels.choose(cell, "fast", recurrent_dropout=0.1)
+        kernels.choose(cell, "xla", recurrent_dropout=0.1)
     with pytest.raises(ConfigError, match="remat"):
         kernels.choose(cell, "scan", remat=True)

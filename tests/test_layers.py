@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import LSTM, Bidirectional, LSTMStack, dropout, reverse_valid
+from lstm_jax.nn.layers import LSTM, Bidirectional, LSTMStack, dropout, reverse_valid
 
 B, T, D, H = 3, 7, 3, 5
 LENGTHS_B = np.array([5, 2, 7])

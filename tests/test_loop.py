@@ -16,21 +16,15 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from lstm_jax.checkpoint import Checkpointer
-from lstm_jax.data import Dataset, Split, batches, make_order_task
+from lstm_jax.data.dataset import Dataset, Split, batches
+from lstm_jax.data.synthetic import make_order_task
 from lstm_jax.errors import CheckpointError, ConfigError, NonFiniteError
-from lstm_jax.models import Classifier, Forecaster, ModelConfig
-from lstm_jax.training import (
-    BinaryTask,
-    RegressionTask,
-    TrainConfig,
-    Trainer,
-    TrainState,
-    eval_step,
-    fit,
-    rng_streams,
-    train_step,
-)
+from lstm_jax.nn.models import Classifier, Forecaster, ModelConfig
+from lstm_jax.train.checkpoint import Checkpointer
+from lstm_jax.train.config import TrainConfig
+from lstm_jax.train.loop import Trainer, fit
+from lstm_jax.train.steps import TrainState, eval_step, rng_streams, train_step
+from lstm_jax.train.tasks import BinaryTask, RegressionTask
 
 B, T, D = 6, 5, 2
 

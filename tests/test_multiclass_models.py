@@ -10,10 +10,10 @@ import optax
 import pytest
 from flax import nnx
 
-from lstm_jax.cells import CELLS
 from lstm_jax.errors import ConfigError
-from lstm_jax.models import LSTMFCN, Classifier, ModelConfig, make_classifier
-from lstm_jax.tasks import SoftmaxTask, balanced_class_weights
+from lstm_jax.nn.cells import CELLS
+from lstm_jax.nn.models import LSTMFCN, Classifier, ModelConfig, make_classifier
+from lstm_jax.train.tasks import SoftmaxTask, balanced_class_weights
 
 K, T, D = 4, 9, 2
 CONV = {"conv_filters": (6, 8, 6), "conv_norm": "global"}

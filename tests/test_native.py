@@ -12,6 +12,7 @@ from conftest import max_rel_err
 
 from lstm_jax.kernels import native
 from lstm_jax.kernels import xla as fast
+from lstm_jax.kernels.native import lstm as native_lstm
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
 
@@ -34,7 +35,7 @@ def problem(seed=0):
 
 def value_and_grads(use_native, x, W, b, U, carry, mask):
     def loss(x, W, b, U, carry):
-        (c, h), out = fast.lstm(x, W, b, U, carry, mask, native=use_native)
+        (c, h), out = (native_lstm if use_native else fast).lstm(x, W, b, U, carry, mask)
         return jnp.sum(jnp.sin(out)) + jnp.sum(c * c) - jnp.sum(h), (out, c, h)
 
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))(x, W, b, U, carry)
@@ -52,7 +53,7 @@ def test_native_matches_the_xla_fast_path(with_mask):
 def test_native_forward_matches_numpy(np_reference):
     np_lstm, _ = np_reference
     x, W, b, U, (c0, h0), _ = problem(1)
-    (c, h), out = jax.jit(lambda *a: fast.lstm(*a, native=True))(x, W, b, U, (c0, h0))
+    (c, h), out = jax.jit(native_lstm.lstm)(x, W, b, U, (c0, h0))
     as64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
     ref_out, (ref_c, ref_h) = np_lstm(as64(x).swapaxes(0, 1), as64(W), as64(U), as64(b), c0_BxH=as64(c0),
                                       h0_BxH=as64(h0))
@@ -63,7 +64,7 @@ def test_native_under_vmap_runs_each_member():
     """Bidirectional-style batching of whole layers: vmap over the native call, against one at a time."""
     x, W, b, U, carry, mask = problem(2)
     xs = jnp.stack([x, -x])
-    run = lambda x: fast.lstm(x, W, b, U, carry, mask, native=True)  # noqa: E731
+    run = lambda x: native_lstm.lstm(x, W, b, U, carry, mask)  # noqa: E731
     (c, h), out = jax.jit(jax.vmap(run))(xs)
     for k in range(2):
         (ck, hk), outk = run(xs[k])
@@ -73,8 +74,8 @@ def test_native_under_vmap_runs_each_member():
 def test_large_inputs_saturate_instead_of_overflowing():
     """Pre-activations far outside exp's float range give saturated gates, not inf or NaN."""
     x, W, b, U, carry, _ = problem(4)
-    (c, h), out = fast.lstm(x * 1e4, W, b, U, carry, native=True)
-    (rc, rh), rout = fast.lstm(x * 1e4, W, b, U, carry, native=False)
+    (c, h), out = native_lstm.lstm(x * 1e4, W, b, U, carry)
+    (rc, rh), rout = fast.lstm(x * 1e4, W, b, U, carry)
     assert np.all(np.isfinite(np.asarray(out)))
     assert max_rel_err((out, c, h), (rout, rc, rh)) <= 1e-5
 
@@ -95,7 +96,7 @@ def test_no_input_gradient_skips_dx_and_keeps_the_rest():
 
     def grads(use_native):
         def loss(W, b, U):
-            (c, h), out = fast.lstm(x, W, b, U, carry, mask, native=use_native)
+            (c, h), out = (native_lstm if use_native else fast).lstm(x, W, b, U, carry, mask)
             return jnp.sum(jnp.sin(out)) + jnp.sum(c * h)
         return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
@@ -110,7 +111,7 @@ def test_only_the_final_state_used():
 
     def grads(use_native):
         def loss(x, W, U):
-            (_, h), _ = fast.lstm(x, W, b, U, carry, mask, native=use_native)
+            (_, h), _ = (native_lstm if use_native else fast).lstm(x, W, b, U, carry, mask)
             return jnp.sum(h * h)
         return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, W, U)
 

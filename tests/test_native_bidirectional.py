@@ -14,7 +14,7 @@ from flax import nnx
 from test_native_variants import max_rel_err, randomize
 
 from lstm_jax.kernels import native
-from lstm_jax.layers import LSTM, Bidirectional, LSTMStack
+from lstm_jax.nn.layers import LSTM, Bidirectional, LSTMStack
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
 

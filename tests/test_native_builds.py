@@ -15,7 +15,8 @@ import json, sys
 sys.path.insert(0, {tests!r})
 import test_native, test_native_fgr, test_native_gru, test_native_variants
 from conftest import max_rel_err
-from lstm_jax.kernels import native, native_gru
+from lstm_jax.kernels import native
+from lstm_jax.kernels.native import gru as native_gru
 err = {{}}
 args = test_native.problem(3)
 err["lstm"] = max_rel_err(test_native.value_and_grads(True, *args), test_native.value_and_grads(False, *args))

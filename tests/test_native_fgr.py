@@ -16,7 +16,7 @@ from flax import nnx
 from test_native_variants import randomize
 
 from lstm_jax.kernels import native
-from lstm_jax.layers import LSTM, Bidirectional
+from lstm_jax.nn.layers import LSTM, Bidirectional
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
 

@@ -1,4 +1,4 @@
-"""The native CPU GRU kernels (lstm_jax.kernels.native_gru) against the generic scan of GRUCell.
+"""The native CPU GRU kernels (lstm_jax.kernels.native.gru) against the generic scan of GRUCell.
 
 The reference is what the layer's scan path runs: ``cell.project`` then ``layers.scan_cell`` over
 ``GRUCell.step``, with the cell's parameters replaced by the test's arrays.
@@ -13,10 +13,10 @@ import pytest
 from conftest import max_rel_err
 from flax import nnx
 
-from lstm_jax.cells import GRUCell
 from lstm_jax.errors import ConfigError
-from lstm_jax.kernels import native_gru
-from lstm_jax.layers import scan_cell
+from lstm_jax.kernels.native import gru as native_gru
+from lstm_jax.nn.cells import GRUCell
+from lstm_jax.nn.layers import scan_cell
 
 needs_kernels = pytest.mark.skipif(not native_gru.available(), reason="native kernels not built, or not on CPU")
 
@@ -199,13 +199,13 @@ def test_a_grucell_as_a_layer_matches_its_scan():
     """gru_cell_layer on a GRUCell's own parameters: outputs, final carry and parameter gradients."""
     x, _, _, _, _, h0, mask = problem(12, (6, 9, 4, 24))
     cell = GRUCell(4, 24, rngs=nnx.Rngs(1))
-    assert native_gru.supports_cell(cell)
+    assert native_gru.supports(cell)
     graphdef, params = nnx.split(cell)
 
     def run(native, params):
         c = nnx.merge(graphdef, params)
         if native:
-            (h,), out = native_gru.gru_cell_layer(c, x, (h0,), mask)
+            (h,), out = native_gru.layer(c, x, (h0,), mask)
             return h, out
         (h,), out = scan_cell(c, c.project(jnp.swapaxes(x, 0, 1)), (h0,), mask.T)
         return h, jnp.swapaxes(out, 0, 1)
@@ -219,11 +219,11 @@ def test_a_grucell_as_a_layer_matches_its_scan():
 
 
 def test_cells_the_native_gru_does_not_run():
-    from lstm_jax.cells import LSTMCell
+    from lstm_jax.nn.cells import LSTMCell
 
-    assert not native_gru.supports_cell(LSTMCell(3, 8, rngs=nnx.Rngs(0)))
-    assert not native_gru.supports_cell(GRUCell(3, 8, activation="relu", rngs=nnx.Rngs(0)))
-    assert not native_gru.supports_cell(GRUCell(3, 8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+    assert not native_gru.supports(LSTMCell(3, 8, rngs=nnx.Rngs(0)))
+    assert not native_gru.supports(GRUCell(3, 8, activation="relu", rngs=nnx.Rngs(0)))
+    assert not native_gru.supports(GRUCell(3, 8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
 
 
 @needs_kernels

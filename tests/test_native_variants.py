@@ -15,10 +15,11 @@ from conftest import max_rel_err
 from flax import nnx
 
 from lstm_jax import kernels
-from lstm_jax.cells import LayerNormLSTMCell, PeepholeCell
 from lstm_jax.errors import ConfigError
 from lstm_jax.kernels import native
-from lstm_jax.layers import LSTM
+from lstm_jax.kernels.native import lstm as native_lstm
+from lstm_jax.nn.cells import LayerNormLSTMCell, PeepholeCell
+from lstm_jax.nn.layers import LSTM
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
 
@@ -152,7 +153,7 @@ def test_a_users_subclass_takes_the_generic_path():
         def step(self, carry, xp, h_mask=None):
             return super().step(carry, xp, h_mask)
 
-    for cls, impl in ((Clipped, "fast"), (OwnStep, "scan")):
+    for cls, impl in ((Clipped, "xla"), (OwnStep, "scan")):
         layer = LSTM(D, H, cell=cls, rngs=nnx.Rngs(0))
         assert not native.supports(layer.cell) and layer.impl == impl
     with pytest.raises(ConfigError, match="impl='native'"):
@@ -161,11 +162,11 @@ def test_a_users_subclass_takes_the_generic_path():
         def normalize(self, v, blocks):
             return super().normalize(v, blocks) * 2.0
 
-    assert LSTM(D, H, cell=OwnNorm, rngs=nnx.Rngs(0)).impl == "fast"
+    assert LSTM(D, H, cell=OwnNorm, rngs=nnx.Rngs(0)).impl == "xla"
     # Nor other activations or dtypes.
-    assert LSTM(D, H, cell="peephole", activation="relu", rngs=nnx.Rngs(0)).impl == "fast"
-    assert LSTM(D, H, cell="layernorm", dtype=jnp.bfloat16, rngs=nnx.Rngs(0)).impl == "fast"
-    assert LSTM(D, H, cell="cifg", dtype=jnp.bfloat16, rngs=nnx.Rngs(0)).impl == "fast"
+    assert LSTM(D, H, cell="peephole", activation="relu", rngs=nnx.Rngs(0)).impl == "xla"
+    assert LSTM(D, H, cell="layernorm", dtype=jnp.bfloat16, rngs=nnx.Rngs(0)).impl == "xla"
+    assert LSTM(D, H, cell="cifg", dtype=jnp.bfloat16, rngs=nnx.Rngs(0)).impl == "xla"
     assert kernels.choose(LSTM(D, H, cell="nig", rngs=nnx.Rngs(0)).cell) == "native"
 
 
@@ -175,12 +176,12 @@ def test_the_kernels_refuse_an_unknown_variant():
     W, U, b = jnp.zeros((1, D, 2 * H)), jnp.zeros((1, H, 2 * H)), jnp.zeros((1, 2 * H))
     c0 = jnp.zeros((1, 3, H))
     with pytest.raises(Exception, match="unknown LSTM variant"):
-        jax.block_until_ready(native.forward(x, W, b, U, (c0, c0), None, save=False, variant=native.FORGET))
+        jax.block_until_ready(native_lstm.forward(x, W, b, U, (c0, c0), None, save=False, variant=native_lstm.FORGET))
     W, U, b = jnp.zeros((1, D, 4 * H)), jnp.zeros((1, H, 4 * H)), jnp.zeros((1, 4 * H))
     with pytest.raises(Exception, match="reversed bits"):  # a second layer that is not there
-        jax.block_until_ready(native.forward(x, W, b, U, (c0, c0), None, save=False, reversed=0b10))
-    fgr = native.STANDARD | native.PEEPHOLE | native.GATE_RECURRENCE
+        jax.block_until_ready(native_lstm.forward(x, W, b, U, (c0, c0), None, save=False, reversed=0b10))
+    fgr = native_lstm.STANDARD | native_lstm.PEEPHOLE | native_lstm.GATE_RECURRENCE
     with pytest.raises(Exception, match="gate recurrence"):  # R must be [N, 3H, 3H]
-        jax.block_until_ready(native.forward(x, W, b, U, (c0, c0, jnp.zeros((1, 3, 3 * H))), None, save=False,
+        jax.block_until_ready(native_lstm.forward(x, W, b, U, (c0, c0, jnp.zeros((1, 3, 3 * H))), None, save=False,
                                              variant=fgr, p_Nx3H=jnp.zeros((1, 3 * H)),
                                              R_Nx3Hx3H=jnp.zeros((1, 3 * H, H))))

@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from lstm_jax import panel, series
+from lstm_jax.data import panel, series
 from lstm_jax.errors import ConfigError, DataError
 
 SHARED_M1 = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "forecast" / "m1_yearly_dev.tsf"

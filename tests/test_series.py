@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from lstm_jax import series
+from lstm_jax.data import series
 from lstm_jax.errors import ConfigError, DataError
 
 SHARED_FORECAST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "forecast"
@@ -226,7 +226,7 @@ def test_interval_metrics_by_hand():
 
 
 def test_minmax_is_the_one_scaler_and_the_seed_data_uses_it():
-    from lstm_jax import data
+    from lstm_jax.data import synthetic as data
 
     assert not hasattr(data, "MinMaxScaler")
     ds, scaler = data.sine_forecast(window=5, num=40)

@@ -15,7 +15,7 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from lstm_jax import native
+from lstm_jax.kernels import native
 
 SCRIPT = r"""
 import json, sys
@@ -23,7 +23,7 @@ sys.path.insert(0, "tests")
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from lstm_jax.layers import LSTM, Bidirectional
+from lstm_jax.nn.layers import LSTM, Bidirectional
 from lstm_jax.kernels import native
 
 assert jax.device_count() == 4
@@ -71,7 +71,7 @@ if native.available():
                                                         rngs=nnx.Rngs(0)), "auto")
     out["bidirectional_native"] = compare(lambda impl: Bidirectional.create(D, H, impl=impl if impl == "scan" else "auto",
                                                                             rngs=nnx.Rngs(0)), "auto")
-out["gru_fast"] = compare(lambda impl: LSTM(D, H, cell="gru", impl=impl, rngs=nnx.Rngs(0)), "fast")
+out["gru_xla"] = compare(lambda impl: LSTM(D, H, cell="gru", impl=impl, rngs=nnx.Rngs(0)), "xla")
 import cudnn_fake
 cudnn_fake.install(setattr)
 out["cudnn"] = compare(lambda impl: Bidirectional.create(D, H, impl="scan" if impl == "scan" else "auto",
@@ -115,7 +115,7 @@ def test_every_native_layer_runs_its_kernels_per_shard(four_devices, case):
 
 def test_generic_fast_path_shards_like_any_xla_code(four_devices):
     r = four_devices["gru_fast"]
-    assert r["impl"] == "fast" and not r["all_gather"] and r["err"] <= 1e-5
+    assert r["impl"] == "xla" and not r["all_gather"] and r["err"] <= 1e-5
 
 
 def test_cudnn_path_runs_per_shard(four_devices):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lstm_jax.errors import ConfigError
-from lstm_jax.tasks import QuantileTask
+from lstm_jax.train.tasks import QuantileTask
 
 
 def test_pinball_loss_and_metrics_by_hand():

@@ -114,7 +114,7 @@ def test_csv_forecast_trains_each_candidate_and_keeps_the_one_chosen_on_validati
     pred, actual = np.array(summary["forecast"]), values[-12:]
     assert summary["test_mae"] == pytest.approx(float(np.mean(np.abs(pred - np.round(actual, 4)))), rel=1e-5)
     assert {"naive", "seasonal_naive"} <= set(summary["baselines"])
-    from lstm_jax import baselines
+    from lstm_jax.forecast import statistical as baselines
 
     if baselines.available():  # statsforecast's models beside the LSTM, with MASE like every metric
         assert {"AutoETS", "AutoTheta", "AutoARIMA"} <= set(summary["baselines"])
@@ -132,7 +132,7 @@ def test_a_trained_job_model_predicts_what_the_summary_reports(tmp_path):
     """The model a Job hands the loop holds the best weights afterwards (the README's promise)."""
     config = small(base.binary(), epochs=2)
     job = binary.build(config)
-    from lstm_jax.training import fit
+    from lstm_jax.train.loop import fit
 
     summary = fit(job.model, job.task, job.data, job.train, str(tmp_path / "wd"), log=lambda _: None)
     logits = np.asarray(job.model(jnp.asarray(job.data.test.x)))

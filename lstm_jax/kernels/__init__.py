@@ -1,9 +1,10 @@
 """Which implementation runs a layer's recurrence, in one place.
 
-* ``scan``: ``lax.scan`` of ``cell.step`` (``layers.scan_cell``); every cell, recurrent dropout.
-* ``fast``: :mod:`~lstm_jax.kernels.xla`, a custom VJP in XLA: the standard ``LSTMCell`` has a
+* ``scan``: ``lax.scan`` of ``cell.step`` (``nn.layers.scan_cell``); every cell, recurrent dropout.
+* ``xla``: :mod:`~lstm_jax.kernels.xla`, a custom VJP in XLA: the standard ``LSTMCell`` has a
   hand-written one; every other cell with the project / recurrent / combine structure (all the
   registered ones, and a user's subclass that keeps ``step`` and ``recurrent``) the generic one.
+  ``'fast'``, its former name, is still accepted.
 * ``native``: :mod:`~lstm_jax.kernels.native`, C++ kernels on the CPU (every registered cell; other
   cells plug in with ``native.register``).
 * ``cudnn``: :mod:`~lstm_jax.kernels.cudnn`, cuDNN on a CUDA GPU (the standard cell).
@@ -22,12 +23,8 @@ from lstm_jax.errors import ConfigError
 from lstm_jax.kernels import cudnn, native, xla
 
 Array = jax.Array
-IMPLS = ("auto", "scan", "fast", "native", "cudnn")
-
-
-def fast_supports(cell) -> bool:
-    """Whether the XLA custom VJP runs ``cell`` (the standard cell's own, or the generic one)."""
-    return xla.supports_cell(cell) or xla.generic_supports(cell)
+IMPLS = ("auto", "scan", "xla", "native", "cudnn")
+ALIASES = {"fast": "xla"}  # earlier names of an impl, still accepted
 
 
 def choose(cell, impl: str = "auto", *, remat: bool = False, recurrent_dropout: float = 0.0) -> str:
@@ -36,6 +33,7 @@ def choose(cell, impl: str = "auto", *, remat: bool = False, recurrent_dropout: 
     Order: cuDNN (GPU), native (CPU), the XLA fast path, the scan. Recurrent dropout needs a mask
     inside the recurrence, which only the scan has. Raises ConfigError for an impossible choice.
     """
+    impl = ALIASES.get(impl, impl)
     if impl not in IMPLS:
         raise ConfigError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     if recurrent_dropout > 0.0:
@@ -48,10 +46,10 @@ def choose(cell, impl: str = "auto", *, remat: bool = False, recurrent_dropout: 
         elif native.supports(cell):
             impl = "native"
         else:
-            impl = "fast" if fast_supports(cell) else "scan"
-    elif impl == "fast" and not fast_supports(cell):
+            impl = "xla" if xla.supports(cell) else "scan"
+    elif impl == "xla" and not xla.supports(cell):
         raise ConfigError(
-            f"impl='fast' runs cells whose step is combine(carry, xp, recurrent(h)) with the base class's "
+            f"impl='xla' runs cells whose step is combine(carry, xp, recurrent(h)) with the base class's "
             f"recurrent matmul; this {type(cell).__name__} overrides step or recurrent; use impl='scan' or 'auto'")
     elif impl == "native" and not native.supports(cell):
         why = "they are not built here (see lstm_jax.kernels.native)" if not native.built() else (
@@ -64,8 +62,8 @@ def choose(cell, impl: str = "auto", *, remat: bool = False, recurrent_dropout: 
         raise ConfigError(
             "impl='cudnn' needs a CUDA GPU and the standard LSTMCell in float32 with tanh and sigmoid "
             f"(backend here: {jax.default_backend()}); use impl='auto'")
-    if remat and impl not in ("fast", "native"):
-        raise ConfigError(f"remat=True is an option of the fast and native paths, not of impl={impl!r}")
+    if remat and impl not in ("xla", "native"):
+        raise ConfigError(f"remat=True is an option of the xla and native paths, not of impl={impl!r}")
     return impl
 
 
@@ -73,7 +71,7 @@ def run(impl: str, cell, x_BxTxD: Array, mask_BxT: Array | None, lengths_B: Arra
         remat: bool = False):
     """One layer's recurrence by ``impl`` (not 'scan' or 'auto'). Returns (final carry, outputs [B, T, H]).
 
-    Semantics of ``layers.scan_cell``: row b is valid on [0, lengths[b]); past it the carry is
+    Semantics of ``nn.layers.scan_cell``: row b is valid on [0, lengths[b]); past it the carry is
     frozen and the outputs are zero. ``mask_BxT`` is that prefix as a mask (None: all valid).
     """
     if impl == "cudnn":
@@ -81,10 +79,6 @@ def run(impl: str, cell, x_BxTxD: Array, mask_BxT: Array | None, lengths_B: Arra
     # Time-major before the projection, where the feature axis is still narrow.
     x_TxBxD = jnp.swapaxes(x_BxTxD, 0, 1)
     mask_TxB = None if mask_BxT is None else mask_BxT.T
-    if impl == "native":
-        carry, h_TxBxH = native.layer(cell, x_TxBxD, carry, mask_TxB, remat=remat)
-    elif xla.supports_cell(cell):
-        carry, h_TxBxH = xla.lstm_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat)
-    else:
-        carry, h_TxBxH = xla.cell_layer(cell, x_TxBxD, carry, mask_TxB, remat=remat)
+    backend = native if impl == "native" else xla
+    carry, h_TxBxH = backend.layer(cell, x_TxBxD, carry, mask_TxB, remat=remat)
     return carry, jnp.swapaxes(h_TxBxH, 0, 1)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.kernels import sharding
+from lstm_jax.kernels import sharding, xla
 from lstm_jax.kernels.sharding import BATCH, REPLICATED, TIME_BATCH
+from lstm_jax.nn.cells import ACTIVATIONS
 
 Array = jax.Array
 
@@ -41,11 +42,8 @@ def available() -> bool:
 
 def supports(cell) -> bool:
     """Whether cuDNN can run ``cell``: the standard cell in float32 with tanh and sigmoid, on CUDA."""
-    from lstm_jax.cells import ACTIVATIONS
-    from lstm_jax.kernels import xla
-
     return (
-        xla.supports_cell(cell)
+        xla.supports_lstm(cell)
         and cell.activation is ACTIVATIONS["tanh"]
         and cell.recurrent_activation is ACTIVATIONS["sigmoid"]
         and cell.dtype in (None, jnp.float32)

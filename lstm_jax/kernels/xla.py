@@ -14,32 +14,27 @@ gradients overwrite the gates, one [T, B, 4H] buffer for all three; without a gr
 projection is made a chunk of steps at a time. The scans run unrolled once only (see
 ``default_unroll``). bf16 matmuls suit GPUs; on XLA:CPU they ran 1.5-2x slower than f32.
 
-With ``native=True`` the layer runs instead in the C++ kernels, through their own custom VJP
-(:func:`lstm_jax.kernels.native.lstm_layers`; float32, tanh/sigmoid, CPU): the forward kernel also
-computes the input projection; the backward kernel computes every gradient while each step's dz is
-in cache, and skips dx when x is not being differentiated (the first layer of a model, usually).
-
-Semantics are those of ``layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
+Semantics are those of ``nn.layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
 is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mask_TxB``.
 Matmuls run in the dtype of W and U (bf16 works); the elementwise work and the cell state run in
 the carry's dtype (float32).
 
-Greff's variants (FGR among them) and the layer-normalised LSTM have native kernels too. Every
-other cell (a user's subclass; any cell where its native kernels do not run) runs :func:`cell_layer`,
-the same scheme written once over the cell's own ``project`` / ``recurrent`` / ``combine``.
+Every other cell (Greff's variants, the GRU, a user's subclass) runs :func:`cell_layer`, the same
+scheme written once over the cell's own ``project`` / ``recurrent`` / ``combine``. :func:`supports`
+and :func:`layer` pick between the two, with the same signatures as the other backends'.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from lstm_jax.cells import ACTIVATIONS
-from lstm_jax.kernels import native as native_kernels
+from lstm_jax.kernels.common import Static, cell_weights, dense, generic_supports, remat_scan
+from lstm_jax.nn.cells import ACTIVATIONS, LSTMCell, RecurrentCell
 
 Array = jax.Array
 
@@ -52,8 +47,8 @@ _GRAD_FROM_OUTPUT: dict[Callable, Callable[[Array], Array]] = {
 }
 
 
-def supports(activation: Callable, recurrent_activation: Callable) -> bool:
-    """Whether the fast path has closed-form derivatives for these activations."""
+def supports_activations(activation: Callable, recurrent_activation: Callable) -> bool:
+    """Whether the standard cell's custom VJP has closed-form derivatives for these activations."""
     return activation in _GRAD_FROM_OUTPUT and recurrent_activation in _GRAD_FROM_OUTPUT
 
 
@@ -152,25 +147,10 @@ def _lstm(act, rec_act, x, W, b, U, c0, h0, mask):
     return _forward_chunked(act, rec_act, x, W, b, U, c0, h0, mask)
 
 
-@jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
-class _Static:
-    """A Python value among the residuals (static: part of the tree's structure, not traced)."""
-
-    value: object
-
-
 def _lstm_fwd(act, rec_act, x, W, b, U, c0, h0, mask):
     x, W, b, U, c0, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, b, U, c0, h0, mask))
     (c, h), out, (gates, c_prev) = _forward(act, rec_act, True, x, W, b, U, c0, h0, mask)
     return ((c, h), out), (x, W, b, U, h0, mask, out, gates, c_prev)
-
-
-def _dense(ct, like):
-    """A cotangent as an array: symbolic zeros (an output nobody used) become zeros."""
-    if isinstance(ct, jax.custom_derivatives.SymbolicZero):
-        return jnp.zeros(like.shape, like.dtype)
-    return ct
 
 
 def _dz(act, rec_act, gates, cp, dc, dh):
@@ -187,7 +167,7 @@ def _dz(act, rec_act, gates, cp, dc, dh):
 def _lstm_bwd(act, rec_act, res, cotangents):
     x, W, b, U, h0, mask, out, gates, c_prev = res
     (dc_T, dh_T), dout = cotangents
-    dc_T, dh_T, dout = _dense(dc_T, h0), _dense(dh_T, h0), _dense(dout, out)
+    dc_T, dh_T, dout = dense(dc_T, h0), dense(dh_T, h0), dense(dout, out)
     dz, dc0, dh0 = _backward_scan(act, rec_act, gates, c_prev, dout, U, dc_T, dh_T, mask)
     db = None if b is None else jnp.sum(dz.reshape(-1, dz.shape[-1]).astype(c_prev.dtype), axis=0)
     return _weight_grads(x, W, b, U, h0, out, dz, db, dc0, dh0)
@@ -254,9 +234,6 @@ def lstm(
     *,
     activation: Callable = jnp.tanh,
     recurrent_activation: Callable = jax.nn.sigmoid,
-    native: bool = False,
-    variant: int = native_kernels.STANDARD,
-    peepholes_3H: Array | None = None,
 ):
     """The standard LSTM over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
@@ -264,58 +241,44 @@ def lstm(
     dtype of W and U is the matmul dtype (bf16 works). ``carry`` is ``(c, h)``, each [B, H], in the
     dtype of the elementwise work and the outputs (float32). ``mask_TxB`` marks the valid steps
     (a prefix of each row). The activations must be among sigmoid, tanh, relu and linear
-    (``lstm_jax.cells.ACTIVATIONS``). ``native`` runs the recurrences in the C++ kernels of
-    :mod:`lstm_jax.kernels.native` (CPU, float32, tanh and sigmoid; see its ``supports_lstm``).
-    With ``native`` only, ``variant`` may name one of its peephole variants (bit flags such as
-    ``native.PEEPHOLE``; see ``csrc/kernel.h``), whose weights hold only the gate blocks it has,
-    with ``peepholes_3H`` its (p_i, p_f, p_o).
+    (``lstm_jax.nn.cells.ACTIVATIONS``).
     """
-    if not supports(activation, recurrent_activation):
+    if not supports_activations(activation, recurrent_activation):
         raise ValueError("the fast LSTM supports the activations sigmoid, tanh, relu and linear only")
     c0, h0 = carry
     h0 = h0.astype(c0.dtype)
-    if native and not native_kernels.supports_lstm(activation, recurrent_activation, W_DxG.dtype, U_HxG.dtype, c0.dtype):
-        raise ValueError("the native LSTM runs float32 with tanh and sigmoid on the CPU, with lstm_jax._native built")
-    if native:
-        add = lambda a: None if a is None else a[None]  # noqa: E731  (one layer of native.lstm_layers)
-        (c, h), out = native_kernels.lstm_layers(x_TxBxD, add(W_DxG), add(b_G), add(U_HxG), add(peepholes_3H),
-                                                 (c0[None], h0[None]), mask_TxB, variant=variant)
-        return (c[0], h[0]), out
-    if variant != native_kernels.STANDARD or peepholes_3H is not None:
-        raise ValueError("the peephole variants run on the native kernels only (native=True)")
     return _lstm(activation, recurrent_activation, x_TxBxD, W_DxG, b_G, U_HxG, c0, h0, mask_TxB)
 
 
 # -- the standard cell as a layer ------------------------------------------------------------------
 
-def supports_cell(cell) -> bool:
-    """Whether ``cell`` is exactly the standard ``LSTMCell`` with activations the fast path knows."""
-    from lstm_jax.cells import LSTMCell
-
-    return type(cell) is LSTMCell and supports(cell.activation, cell.recurrent_activation)
+def supports_lstm(cell) -> bool:
+    """Whether ``cell`` is exactly the standard ``LSTMCell`` with activations its custom VJP knows."""
+    return type(cell) is LSTMCell and supports_activations(cell.activation, cell.recurrent_activation)
 
 
-def _weights(cell):
-    """(W [D, 4H], b [4H] or None, U [H, 4H]), W and U in the cell's compute dtype."""
-    cast = (lambda a: a) if cell.dtype is None else (lambda a: a.astype(cell.dtype))
-    b = None if cell.bias is None else cell.bias[...]
-    return cast(cell.kernel[...]), b, cast(cell.recurrent_kernel[...])
+def supports(cell) -> bool:
+    """Whether a custom VJP here runs ``cell`` (the standard cell's own, or the generic one)."""
+    return supports_lstm(cell) or generic_supports(cell)
 
 
-def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False,
-               native: bool = False, **native_kw):
+def layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False):
+    """``cell`` over a time-major sequence: :func:`lstm_layer` for the standard cell, else :func:`cell_layer`."""
+    run = lstm_layer if supports_lstm(cell) else cell_layer
+    return run(cell, x_TxBxD, carry, mask_TxB, remat=remat)
+
+
+def lstm_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False):
     """The standard ``LSTMCell`` over a time-major sequence. Returns (final (c, h), outputs [T, B, H]).
 
-    ``native`` runs the recurrences in the C++ kernels (``kernels.native.supports`` must hold), with
-    ``native_kw`` (variant, peepholes_3H) as in :func:`lstm`.
     ``remat`` keeps only the carries between chunks of about sqrt(T) steps and recomputes each
-    chunk's forward pass during the backward pass, so activation memory grows as sqrt(T), not T.
+    chunk's forward pass during the backward pass (``common.remat_scan``).
     """
-    W, b, U = _weights(cell)
-    kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation, native=native, **native_kw)
+    W, b, U = cell_weights(cell)
+    kw = dict(activation=cell.activation, recurrent_activation=cell.recurrent_activation)
     if not remat:
         return lstm(x_TxBxD, W, b, U, carry, mask_TxB, **kw)
-    return _remat_scan(lambda x, c, m: lstm(x, W, b, U, c, m, **kw), x_TxBxD, carry, mask_TxB)
+    return remat_scan(lambda x, c, m: lstm(x, W, b, U, c, m, **kw), x_TxBxD, carry, mask_TxB)
 
 
 def stackable(*cells) -> bool:
@@ -323,7 +286,7 @@ def stackable(*cells) -> bool:
     first = cells[0]
     key = lambda c: (c.activation, c.recurrent_activation, c.dtype, c.bias is None, c.kernel[...].shape,  # noqa: E731
                      c.kernel[...].dtype)
-    return all(supports_cell(c) for c in cells) and all(key(c) == key(first) for c in cells)
+    return all(supports_lstm(c) for c in cells) and all(key(c) == key(first) for c in cells)
 
 
 def lstm_layers(cells, xs_NxTxBxD: Array, carries, mask_TxB: Array | None = None):
@@ -333,7 +296,7 @@ def lstm_layers(cells, xs_NxTxBxD: Array, carries, mask_TxB: Array | None = None
     of elementwise ops for all N layers, so the per-op cost is paid once (``Bidirectional`` runs its
     two directions so). Returns (a list of final (c, h), outputs [N, T, B, H]).
     """
-    weights = [_weights(c) for c in cells]
+    weights = [cell_weights(c) for c in cells]
     W, U = (jnp.stack([w[k] for w in weights]) for k in (0, 2))
     b = None if weights[0][1] is None else jnp.stack([w[1] for w in weights])
     c0 = jnp.stack([c for c, _ in carries])
@@ -347,44 +310,7 @@ def lstm_layers(cells, xs_NxTxBxD: Array, carries, mask_TxB: Array | None = None
     return [(c[k], h[k]) for k in range(len(cells))], out
 
 
-def _remat_scan(layer, x_TxBxD, carry, mask_TxB):
-    """``layer(x, carry, mask) -> (carry, out)`` over chunks of about sqrt(T) steps, each chunk
-    checkpointed: the backward pass keeps only the carries between chunks and recomputes the rest."""
-    T, B, D = x_TxBxD.shape
-    K = max(1, round(T ** 0.5))
-    n = -(-T // K)
-    pad = n * K - T
-    if pad:
-        # Padded steps are masked out: the carry stays frozen through them and their outputs are zero.
-        mask = jnp.ones((T, B), bool) if mask_TxB is None else mask_TxB
-        mask_TxB = jnp.pad(mask, ((0, pad), (0, 0)))
-        x_TxBxD = jnp.pad(x_TxBxD, ((0, pad), (0, 0), (0, 0)))
-    xs = x_TxBxD.reshape(n, K, B, D)
-    ms = None if mask_TxB is None else mask_TxB.reshape(n, K, B)
-    chunk = jax.checkpoint(lambda carry, x, m: layer(x, carry, m))
-
-    def body(carry, inputs):
-        x_c, m_c = inputs
-        return chunk(carry, x_c, m_c)
-
-    carry, h = jax.lax.scan(body, carry, (xs, ms))
-    return carry, h.reshape(n * K, B, -1)[:T]
-
-
 # -- every other cell: the generic custom VJP ------------------------------------------------------
-
-def generic_supports(cell) -> bool:
-    """Whether ``cell`` has the structure the generic fast path needs: a step that is
-    ``combine(carry, xp, recurrent(output(carry)))`` with ``recurrent`` the base class's h U.
-
-    Every registered cell has it, and so has a user's subclass that overrides ``update``,
-    ``combine``, ``project`` or ``output`` (not ``step`` or ``recurrent``).
-    """
-    from lstm_jax.cells import RecurrentCell
-
-    cls = type(cell)
-    return cls.step is RecurrentCell.step and cls.recurrent is RecurrentCell.recurrent
-
 
 def _is_matrix(path, value) -> bool:
     """The two weight matrices, whose gradients are single matmuls after the backward scan."""
@@ -392,7 +318,7 @@ def _is_matrix(path, value) -> bool:
 
 
 def cell_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, remat: bool = False):
-    """Any cell with :func:`generic_supports` over a time-major sequence, as one custom VJP.
+    """Any cell with ``common.generic_supports`` over a time-major sequence, as one custom VJP.
 
     Returns (final carry, outputs [T, B, H]), the results of ``layers.scan_cell``. Forward: the
     cell's ``project`` over all steps as one matmul, then per step one dot ``recurrent(h)`` and the
@@ -401,13 +327,11 @@ def cell_layer(cell, x_TxBxD: Array, carry, mask_TxB: Array | None = None, *, re
     with U^T; after the scan dU, dW, db and dx are single matmuls through the VJPs of
     ``recurrent`` and ``project`` over all steps at once. ``remat`` as in :func:`lstm_layer`.
     """
-    from flax import nnx
-
     graphdef, mats, rest = nnx.split(cell, _is_matrix, ...)
     additive = _additive(cell)
     if not remat:
         return _generic(graphdef, additive, mats, rest, x_TxBxD, carry, mask_TxB)
-    return _remat_scan(lambda x, c, m: _generic(graphdef, additive, mats, rest, x, c, m), x_TxBxD, carry, mask_TxB)
+    return remat_scan(lambda x, c, m: _generic(graphdef, additive, mats, rest, x, c, m), x_TxBxD, carry, mask_TxB)
 
 
 def _where_valid(m_t, new, old):
@@ -418,8 +342,6 @@ def _where_valid(m_t, new, old):
 def _additive(cell) -> bool:
     """Whether the cell keeps the base ``combine``: z = xp + hU goes to ``update``. Then the backward
     scan needs z alone (dxp = dhU = dz), which halves what it saves and writes."""
-    from lstm_jax.cells import RecurrentCell
-
     return type(cell).combine is RecurrentCell.combine
 
 
@@ -439,8 +361,6 @@ def _generic_step(cell, additive, carry, a_t, hu_t, m_t):
 
 def _generic_forward(graphdef, additive, mats, rest, x, carry, mask, save):
     """Returns (final carry, outputs, saved) with saved = (carries entering each step, z or (xp, hU))."""
-    from flax import nnx
-
     cell = nnx.merge(graphdef, mats, rest)
     xp = cell.project(x)
 
@@ -470,20 +390,18 @@ def _generic(graphdef, additive, mats, rest, x, carry, mask):
 
 
 def _generic_fwd(graphdef, additive, mats, rest, x, carry, mask):
-    need_dx = _Static(x.perturbed)
+    need_dx = Static(x.perturbed)
     mats, rest, x, carry, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((mats, rest, x, carry, mask))
     final, out, (carries, per_step) = _generic_forward(graphdef, additive, mats, rest, x, carry, mask, True)
-    return (final, out), (mats, rest, x, carries, per_step, mask, need_dx, _Static((out.shape, out.dtype)))
+    return (final, out), (mats, rest, x, carries, per_step, mask, need_dx, Static((out.shape, out.dtype)))
 
 
 def _generic_bwd(graphdef, additive, res, cotangents):
-    from flax import nnx
-
     mats, rest, x, carries, per_step, mask, need_dx, out_like = res
     d_final, dout = cotangents
     first = jax.tree.map(lambda a: a[0], carries)
-    d_final = jax.tree.map(_dense, d_final, first, is_leaf=lambda c: isinstance(c, jax.custom_derivatives.SymbolicZero))
-    dout = _dense(dout, jax.ShapeDtypeStruct(*out_like.value))
+    d_final = jax.tree.map(dense, d_final, first, is_leaf=lambda c: isinstance(c, jax.custom_derivatives.SymbolicZero))
+    dout = dense(dout, jax.ShapeDtypeStruct(*out_like.value))
     cell = nnx.merge(graphdef, mats, rest)
     h_like = cell.output(first)
     transpose_dot = jax.linear_transpose(cell.recurrent, h_like)

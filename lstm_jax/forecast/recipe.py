@@ -42,13 +42,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from flax import nnx
 
-from lstm_jax import panel as panel_lib
-from lstm_jax import series as series_lib
-from lstm_jax.data import Dataset, Split
+from lstm_jax import plots
+from lstm_jax.data import panel as panel_lib
+from lstm_jax.data import series as series_lib
+from lstm_jax.data.dataset import Dataset, Split
 from lstm_jax.errors import ConfigError, DataError
-from lstm_jax.models import Forecaster, ModelConfig
-from lstm_jax.tasks import QuantileTask
-from lstm_jax.training import TrainConfig, Trainer, rng_streams
+from lstm_jax.forecast import statistical as statistical_lib
+from lstm_jax.nn.models import Forecaster, ModelConfig
+from lstm_jax.train.config import TrainConfig
+from lstm_jax.train.loop import Trainer
+from lstm_jax.train.steps import rng_streams
+from lstm_jax.train.tasks import QuantileTask
+from lstm_jax.train.workdir import atomic_write, to_jsonable
 
 
 @dataclasses.dataclass
@@ -284,7 +289,6 @@ def reference_forecasts(train_parts: Sequence[np.ndarray], steps: int, season: i
     with statsforecast installed, AutoETS, AutoTheta and AutoARIMA fitted on the same training parts
     (one line says when they are skipped). A model statsforecast cannot fit on some series is left
     out of the references altogether, so that every mean is over the same series."""
-    from lstm_jax import baselines as baselines_lib
 
     out: dict[str, list[np.ndarray]] = {"naive": [series_lib.naive(t, steps) for t in train_parts]}
     if season > 1:
@@ -294,11 +298,11 @@ def reference_forecasts(train_parts: Sequence[np.ndarray], steps: int, season: i
         return out
     # ``fitted()``: the result of ``baselines.statistical_forecasts_many`` started earlier (see ``run``).
     per_series = fitted() if fitted is not None else \
-        baselines_lib.statistical_forecasts_many(train_parts, steps, season)
+        statistical_lib.statistical_forecasts_many(train_parts, steps, season)
     if per_series is None:
-        log(baselines_lib.SKIPPED)
+        log(statistical_lib.SKIPPED)
         return out
-    for name in baselines_lib.MODELS:
+    for name in statistical_lib.MODELS:
         if all(name in p for p in per_series):
             out[name] = [p[name] for p in per_series]
     return out
@@ -348,7 +352,6 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
     import json
     import time
 
-    from lstm_jax.training import atomic_write, to_jsonable
 
     t0 = time.perf_counter()
     H, season, V = problem.test_size, problem.season, problem.val_size
@@ -375,10 +378,9 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
     if statistical:
         import multiprocessing
 
-        from lstm_jax import baselines as baselines_lib
 
         pool = multiprocessing.get_context("spawn").Pool(1)
-        fitted = pool.apply_async(baselines_lib.statistical_forecasts_many, (train, H, season)).get
+        fitted = pool.apply_async(statistical_lib.statistical_forecasts_many, (train, H, season)).get
     n = len(train)
     log(f"{n} series, the last {H} values of each are the test; season {season}; level "
         f"{recipe.level}; log on {sum(recipe.uses_log)} of {n}; input windows {recipe.input_sizes} x "
@@ -480,7 +482,6 @@ def write_per_series(path: str, names, values, scores, q_forecasts, quantiles, t
             iv = series_lib.interval_metrics(test[i], q_forecasts[i][:, 0], q_forecasts[i][:, -1])
             row += [f"{iv['coverage']:.6g}", f"{iv['width']:.6g}"]
         w.writerow(row)
-    from lstm_jax.training import atomic_write
 
     atomic_write(path, buf.getvalue())
 
@@ -494,7 +495,6 @@ def print_table(scores, means, H, n, log=print) -> None:
 
 def _picture(problem: Problem, ours, q_forecasts, quantiles, refs, scores, path: str) -> None:
     """The single series (or, for a panel, the series nearest the median MASE) with every forecast."""
-    from lstm_jax import plots
 
     if len(ours) == 1:
         i = 0

@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 
 if TYPE_CHECKING:
-    from lstm_jax.training import TrainConfig
+    from lstm_jax.train.config import TrainConfig
 
 Array = jax.Array
 STREAMS = ("params", "dropout", "shuffle")

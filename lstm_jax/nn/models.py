@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstm_jax.cells import get_activation, get_cell
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import DROPOUT_MODES, LSTMStack, dropout, valid_mask
+from lstm_jax.nn.cells import get_activation, get_cell
+from lstm_jax.nn.layers import DROPOUT_MODES, LSTMStack, dropout, valid_mask
 
 Array = jax.Array
 

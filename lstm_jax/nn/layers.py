@@ -15,9 +15,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lstm_jax import kernels
-from lstm_jax.cells import RecurrentCell, get_cell
 from lstm_jax.errors import ConfigError
 from lstm_jax.kernels import native, xla
+from lstm_jax.nn.cells import RecurrentCell, get_cell
 
 Array = jax.Array
 
@@ -91,13 +91,13 @@ class LSTM(nnx.Module):
     inputs. ``unroll`` is passed to the generic path's ``lax.scan`` (None: a per-backend default).
 
     ``impl`` picks how the recurrence runs (see ``lstm_jax.kernels``): ``'scan'`` is the generic
-    ``lax.scan`` of ``cell.step`` (every cell); ``'fast'`` is a custom VJP in XLA (every registered
+    ``lax.scan`` of ``cell.step`` (every cell); ``'xla'`` is a custom VJP in XLA (every registered
     cell); ``'native'`` runs C++ kernels (every registered cell, float32, tanh/sigmoid, on
     the CPU);
     ``'cudnn'`` is cuDNN through ``jax.experimental.rnn`` (standard cell with tanh/sigmoid, on a
     GPU); ``'auto'`` takes the fastest one that applies, judged by the default backend when the
     layer is built. With several devices the native and cuDNN kernels run once per batch shard.
-    ``remat=True`` (fast and native paths) recomputes the forward in chunks during the backward
+    ``remat=True`` (xla and native paths) recomputes the forward in chunks during the backward
     pass, so that long sequences train in O(sqrt(T)) activation memory.
     Pass ``dtype=jnp.bfloat16`` (a cell argument) to compute in bf16; the cell state c stays f32.
 
@@ -177,8 +177,6 @@ class LSTM(nnx.Module):
         return (h_BxTxH, carry) if return_carry else h_BxTxH
 
 
-IMPLS = kernels.IMPLS
-
 
 class Bidirectional(nnx.Module):
     """A forward and a backward layer over the same input; outputs concatenated to [B, T, 2H].
@@ -225,7 +223,7 @@ class Bidirectional(nnx.Module):
         return (h, (cf, cb)) if return_carry else h
 
     def _fusable(self, key) -> bool:
-        """Both directions on the XLA fast path, or both in the native LSTM kernels, with one
+        """Both directions on the XLA path, or both in the native LSTM kernels, with one
         configuration, and no dropout to draw."""
         f, b = self.forward, self.backward
         no_dropout = key is None or (f.input_dropout == 0.0 and b.input_dropout == 0.0)
@@ -233,14 +231,14 @@ class Bidirectional(nnx.Module):
             return False
         if f.impl == b.impl == "native":
             return native.stackable(f.cell, b.cell)
-        return f.impl == b.impl == "fast" and xla.stackable(f.cell, b.cell)
+        return f.impl == b.impl == "xla" and xla.stackable(f.cell, b.cell)
 
     def _call_fused(self, x_BxTxD: Array, lengths: Array | None, initial_carry):
         """Both directions at once; the same results as running them apart.
 
         Native: one kernel call each way runs both directions on the same threads, the backward one
         reading each row's valid prefix in reverse, and writes the outputs side by side, so nothing
-        is reversed or concatenated here (``kernels.native.cell_layers``). Fast: one batched scan
+        is reversed or concatenated here (``kernels.native.cell_layers``). XLA: one batched scan
         (``kernels.xla.lstm_layers``).
         """
         B, T, _ = x_BxTxD.shape

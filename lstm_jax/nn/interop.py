@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstm_jax.cells import ACTIVATIONS, LSTMCell
 from lstm_jax.errors import ConfigError
-from lstm_jax.layers import LSTM, Bidirectional, LSTMStack
+from lstm_jax.nn.cells import ACTIVATIONS, LSTMCell
+from lstm_jax.nn.layers import LSTM, Bidirectional, LSTMStack
 
 # Our block k is torch's block _ORDER[k]: (i, f, o, g) <- (i, f, g, o). The swap is its own inverse.
 _ORDER = (0, 1, 3, 2)

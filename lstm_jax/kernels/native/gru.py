@@ -1,6 +1,6 @@
 """The native CPU recurrence of ``GRUCell`` (PyTorch's convention), as XLA FFI custom calls.
 
-The counterpart of :mod:`lstm_jax.kernels.native` for the GRU (registered there as ``GRUCell``'s entry): the C++ kernels in
+The GRU's counterpart of :mod:`.lstm` (registered in :mod:`lstm_jax.kernels.native` as ``GRUCell``'s entry): the C++ kernels in
 ``lstm_jax/csrc/gru_*`` run a whole layer per call. Forward: per step one register tile holds
 x (W_r, W_z, 0, W_n) + h (U_r, U_z, U_n), so the input projection is never written out and both
 halves of n (x W_n and h U_n + b_hn, which the reset gate scales alone) are at hand for the gate
@@ -9,26 +9,26 @@ added into dW, dU, db and db_hn as one matmul; dx is skipped when x needs no gra
 run in a fixed order, so the gradients are the same bits from run to run.
 
 :func:`gru_layer` is the differentiable entry point (``jax.custom_vjp``). Semantics are those of
-``layers.scan_cell`` with ``GRUCell.step``: past a row's length the carry is frozen and the output
+``nn.layers.scan_cell`` with ``GRUCell.step``: past a row's length the carry is frozen and the output
 is zero. float32, tanh and sigmoid, on the CPU. The handlers live in the same extension as the
 LSTM's (``lstm_jax._native``), exported as C symbols and wrapped here with ctypes. The
-environment variables of :mod:`lstm_jax.kernels.native` (threads, ISA, huge pages) apply to them too.
+environment variables of :mod:`.build` (threads, ISA, huge pages) apply to them too.
 """
 
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.cells import ACTIVATIONS, get_activation
 from lstm_jax.errors import ConfigError
-from lstm_jax.kernels import sharding
+from lstm_jax.kernels import sharding, xla
+from lstm_jax.kernels.common import Static, dense
 from lstm_jax.kernels.sharding import BATCH, REPLICATED, TIME_BATCH
+from lstm_jax.nn.cells import ACTIVATIONS, GRUCell, get_activation
 
 try:
     from lstm_jax import _native
@@ -150,14 +150,6 @@ def backward(gates_TxBx4H: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
 
 # -- the differentiable layer ----------------------------------------------------------------------
 
-@jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
-class _Static:
-    """A Python value among the residuals (static: part of the tree's structure, not traced)."""
-
-    value: object
-
-
 @jax.custom_vjp
 def _gru(x, W, U, b, bhn, h0, mask):
     out, hT = forward(x, W, b, U, bhn, h0, mask, save=False)
@@ -166,23 +158,16 @@ def _gru(x, W, U, b, bhn, h0, mask):
 
 def _gru_fwd(x, W, U, b, bhn, h0, mask):
     # symbolic_zeros: each argument comes as a CustomVJPPrimal, which says whether it is perturbed.
-    need_dx = _Static(x.perturbed)
+    need_dx = Static(x.perturbed)
     x, W, U, b, bhn, h0, mask = jax.custom_derivatives.custom_vjp_primal_tree_values((x, W, U, b, bhn, h0, mask))
     out, hT, gates = forward(x, W, b, U, bhn, h0, mask, save=True)
     return (hT, out), (x, W, U, h0, mask, out, gates, need_dx)
 
 
-def _dense(ct, like):
-    """A cotangent as an array: symbolic zeros (an output nobody used) become zeros."""
-    if isinstance(ct, jax.custom_derivatives.SymbolicZero):
-        return jnp.zeros(like.shape, like.dtype)
-    return ct
-
-
 def _gru_bwd(res, cotangents):
     x, W, U, h0, mask, out, gates, need_dx = res
     dhT, dout = cotangents
-    dhT, dout = _dense(dhT, h0), _dense(dout, out)
+    dhT, dout = dense(dhT, h0), dense(dout, out)
     db, dbhn, dWU, dx, dh0 = backward(gates, dout, W, U, dhT, mask, x, out, h0, with_dx=need_dx.value)
     I = x.shape[-1]
     return dx, dWU[:I], dWU[I:], db, dbhn, dh0, None
@@ -243,11 +228,9 @@ def gru_layer(
 
 # -- GRUCell as a layer ----------------------------------------------------------------------------
 
-def supports_cell(cell) -> bool:
+def supports(cell) -> bool:
     """Whether the native GRU runs ``cell``: exactly ``GRUCell``, float32 parameters and compute,
     tanh and sigmoid, with the kernels available here."""
-    from lstm_jax.cells import GRUCell
-
     if type(cell) is not GRUCell or not available():
         return False
     params = [cell.kernel[...], cell.recurrent_kernel[...]]
@@ -261,9 +244,13 @@ def supports_cell(cell) -> bool:
     )
 
 
-def gru_cell_layer(cell, x_TxBxI: Array, carry: tuple[Array], mask_TxB: Array | None = None):
-    """``cell`` (a ``GRUCell``, see :func:`supports_cell`) over a time-major sequence in the native
-    kernels. Returns (final carry (h,), outputs [T, B, H]): what ``layers.scan_cell`` gives, time-major."""
+def layer(cell, x_TxBxI: Array, carry: tuple[Array], mask_TxB: Array | None = None, *, remat: bool = False):
+    """``cell`` (a ``GRUCell``, see :func:`supports`) over a time-major sequence in the native
+    kernels. Returns (final carry (h,), outputs [T, B, H]): what ``nn.layers.scan_cell`` gives, time-major.
+
+    The GRU kernels keep every step; ``remat`` runs the generic XLA path, which recomputes."""
+    if remat:
+        return xla.cell_layer(cell, x_TxBxI, carry, mask_TxB, remat=True)
     (h0,) = carry
     h, out = gru_layer(
         x_TxBxI, cell.kernel[...], cell.recurrent_kernel[...],

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lstm_jax import series as series_lib
+from lstm_jax.data import series as series_lib
 from lstm_jax.errors import ConfigError, DataError
 
 # The seasonal period that goes with a frequency name (Monash's @frequency values, pandas aliases).

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from lstm_jax import plots
 from lstm_jax.errors import CheckpointError, ConfigError
 
 
@@ -100,7 +101,7 @@ class Workdir:
             return  # a run from before config.json existed: nothing to compare
         with open(self.config_path) as f:
             recorded = json.load(f)
-        old, new = _flatten(recorded), _flatten(to_jsonable(config))
+        old, new = flatten(recorded), flatten(to_jsonable(config))
         for name in sorted(set(old) | set(new)):
             if name.split(".")[-1] in may_differ or name in may_differ:
                 continue
@@ -131,15 +132,14 @@ class Workdir:
 
     def learning_curves(self, history: list[dict[str, Any]], shown: tuple[str, ...]) -> None:
         if self.primary and history:
-            from lstm_jax import plots  # matplotlib is slow to import; only the end of a run needs it
-
             plots.learning_curves(history, self.file("learning_curves.png"), shown)
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as one level with dotted keys ({'a': {'b': 1}} -> {'a.b': 1})."""
     if not isinstance(d, dict):
         return {prefix: d}
     out: dict[str, Any] = {}
     for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out

@@ -71,13 +71,10 @@ from absl import flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from experiments import common  # noqa: E402
-from lstm_jax.cells import CELLS  # noqa: E402
 from lstm_jax.errors import ConfigError  # noqa: E402
-from lstm_jax.layers import (  # noqa: E402
-    LSTM,  # noqa: E402
-    Bidirectional,
-    LSTMStack,
-)
+from lstm_jax.kernels import native  # noqa: E402
+from lstm_jax.nn.cells import CELLS  # noqa: E402
+from lstm_jax.nn.layers import LSTM, Bidirectional, LSTMStack  # noqa: E402
 
 SINGLE_LAYER = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:fast_bf16", "lstm_jax:cudnn",
                 "flax_nnx", "flax_linen", "torch", "keras")
@@ -448,8 +445,6 @@ def device_description() -> str:
 
 def versions() -> dict[str, str]:
     import flax
-
-    from lstm_jax import native
 
     out = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
            "optax": optax.__version__}

@@ -41,10 +41,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lstm_jax import data as data_lib
-from lstm_jax.data import Dataset, Split
+from lstm_jax.data import synthetic
+from lstm_jax.data.dataset import Dataset, Split
+from lstm_jax.data.series import interpolate_missing
 from lstm_jax.errors import DataError
-from lstm_jax.series import interpolate_missing
 
 SPECS = ("synthetic", "ucr:NAME", "npz:PATH")
 MISSING = ("interpolate", "error")
@@ -61,7 +61,7 @@ def load_classification(spec: str, data_dir: str | None = None, *, seed: int = 0
     if missing not in MISSING:
         raise DataError(f"missing must be one of {', '.join(MISSING)}, got {missing!r}")
     if spec == "synthetic":
-        ds = data_lib.synthetic_binary(seed=seed)
+        ds = synthetic.synthetic_binary(seed=seed)
         splits, info = (ds.train, ds.val, ds.test), {**ds.info, "labels": {"0": 0, "1": 1}, "num_classes": 2}
         if znorm:
             splits, info = tuple(znormalise(s) for s in splits), {**info, "znorm": True}

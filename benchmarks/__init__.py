@@ -1,0 +1,1 @@
+"""Benchmarks: the code that measures (``python -m benchmarks.benchmark``) and the current records."""
