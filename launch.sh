@@ -38,7 +38,7 @@ commands:
   seeds [flags]      run the four seed programs and print their results table (python -m experiments.seeds)
   ucr [flags]        the UCR recipe on every set in ../shared/data/ucr, with the baselines (python -m experiments.ucr)
   ablation [flags]   every registered cell over seeds, one table (python -m experiments.ablation)
-  bench [flags]      the LSTM speed benchmark against its peers (python -m experiments.benchmark)
+  bench [flags]      the LSTM speed benchmark against its peers (python -m benchmarks.benchmark)
   test [args]        the test suite (python -m pytest -q tests); arguments go to pytest
   help               this message
 
@@ -147,7 +147,7 @@ case "$cmd" in
     ;;
   bench)
     setup_env
-    exec "$PY" -m experiments.benchmark "$@"
+    exec "$PY" -m benchmarks.benchmark "$@"
     ;;
   test)
     setup_env

@@ -2,7 +2,7 @@
 
 The kernels are XLA FFI custom calls; their headers come with jaxlib (a build requirement). The
 extension is optional: without a C++17 compiler, or on a platform where it fails to build, the
-install still succeeds and lstm_jax runs its XLA paths (``lstm_jax.native.built()`` is False).
+install still succeeds and lstm_jax runs its XLA paths (``lstm_jax.kernels.native.built()`` is False).
 """
 
 import os

@@ -1,8 +1,8 @@
 """One LSTM layer, side by side: lstm_jax's paths against Flax, torch and Keras.
 
-    python -m experiments.benchmark                                  # the default grid, every peer installed
-    python -m experiments.benchmark --shapes=64x100x8x128 --impls=lstm_jax:fast,flax_nnx --rounds=30
-    python -m experiments.benchmark --out=benchmarks/cpu_2026-11-22  # also writes .json and .md
+    python -m benchmarks.benchmark                                  # the default grid, every peer installed
+    python -m benchmarks.benchmark --shapes=64x100x8x128 --impls=lstm_jax:fast,flax_nnx --rounds=30
+    python -m benchmarks.benchmark --out=benchmarks/cpu_one_layer  # also writes .json and .md
 
 The model is one LSTM layer (I -> H) with a linear head on the last step's output, an MSE loss and
 Adam. For each shape ``BxTxIxH``, implementation and mode (``train``: forward, backward and the Adam
@@ -39,7 +39,7 @@ lstm_jax:lengths (one layer, lengths uniform on [1, T], head on the last valid s
 ``nn.GRU``). Each cell's "ms per GFLOP / cell=lstm's" compares its time per matmul FLOP (its own
 gate count; stacked and bidirectional count every layer) with the standard cell's.
 
-    python -m experiments.benchmark --shapes=64x100x8x128 --modes=train --rounds=10 \
+    python -m benchmarks.benchmark --shapes=64x100x8x128 --modes=train --rounds=10 \
         --impls=lstm_jax:auto,torch,lstm_jax:stacked,torch:stacked,lstm_jax:bidirectional,torch:bidirectional,\
 lstm_jax:lengths,torch:packed,lstm_jax:cell=gru,torch:gru
 """
@@ -78,7 +78,7 @@ from lstm_jax.nn.layers import LSTM, Bidirectional, LSTMStack  # noqa: E402
 
 SINGLE_LAYER = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:fast_bf16", "lstm_jax:cudnn",
                 "flax_nnx", "flax_linen", "torch", "keras")
-# Issue 14's models, each beside its torch peer: impl='auto' as a user gets it.
+# The models, each beside its torch peer: impl='auto' as a user gets it.
 MODELS = ("lstm_jax:auto", "lstm_jax:stacked", "torch:stacked", "lstm_jax:bidirectional", "torch:bidirectional",
           "lstm_jax:lengths", "torch:packed", "torch:gru")
 CELL_IMPLS = tuple(f"lstm_jax:cell={name}" for name in sorted(CELLS))
@@ -449,7 +449,7 @@ def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
            "optax": optax.__version__}
     if native.built():
-        out["lstm_jax.native"] = f"{native.isa()} kernel, {native.threads()} threads"
+        out["lstm_jax.kernels.native"] = f"{native.isa()} kernel, {native.threads()} threads"
     for name in ("torch", "keras"):
         try:
             out[name] = __import__(name).__version__
@@ -558,7 +558,7 @@ def main(argv):
         raise ConfigError(f"--modes takes train and/or forward, got {','.join(FLAGS.modes)}")
     if FLAGS.rounds < 1 or FLAGS.warmup < 0:
         raise ConfigError("--rounds must be >= 1 and --warmup >= 0")
-    command = "python -m experiments.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python -m benchmarks.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = run_benchmark(shapes, list(dict.fromkeys(FLAGS.impls)), modes, FLAGS.rounds, FLAGS.warmup,
                            FLAGS.peak_size)
     report = {"command": command.strip(), "date": datetime.date.today().isoformat(), "note": FLAGS.note, **report}

@@ -68,7 +68,7 @@ import json, os, sys
 sys.path.insert(0, "tests")
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
-from lstm_jax.layers import LSTM
+from lstm_jax.nn.layers import LSTM
 if os.environ["DRY_RUN"] == "1":
     import cudnn_fake
     cudnn_fake.install(setattr)
@@ -114,7 +114,7 @@ else
   SHAPES=64x100x8x128,128x100x32x256,256x200x64x512; ROUNDS=10
   IMPLS=lstm_jax:cudnn,lstm_jax:fast,lstm_jax:scan,flax_nnx,torch
 fi
-timeout 150 "$PY" -m experiments.benchmark --shapes=$SHAPES --impls=$IMPLS --modes=train --rounds=$ROUNDS --warmup=1 \
+timeout 150 "$PY" -m benchmarks.benchmark --shapes=$SHAPES --impls=$IMPLS --modes=train --rounds=$ROUNDS --warmup=1 \
   --out="$OUT/benchmark" --note="benchmarks/gpu_check.sh ($MODE)" >"$OUT/benchmark.txt" 2>&1
 record "benchmark ($SHAPES)" $?
 

@@ -1,6 +1,6 @@
-"""One GRU training step (forward, backward, Adam) side by side: torch.nn.GRU, lstm_jax.kernels.native_gru
+"""One GRU training step (forward, backward, Adam) side by side: torch.nn.GRU, lstm_jax.kernels.native.gru
 and GRUCell's generic scan, interleaved in one process (each round runs each in turn, an untimed
-call then a timed one, as experiments.benchmark does). Not a test: numbers, for docs/native_gru.md.
+call then a timed one, as benchmarks.benchmark does). Not a test: numbers, for docs/native_gru.md.
 
     PYTHONPATH=$PWD python benchmarks/gru_native_step.py [B T I H]
 

@@ -10,7 +10,7 @@
 Each run is a config file (experiments/configs/: basic.py by default, ucr.py for a file dataset)
 with overrides; the short flags (--epochs, --hidden_size, ...; --helpfull lists them) are shortcuts
 onto its fields. Datasets: ``synthetic`` (the order-of-two-pulses task), ``ucr:NAME`` with
-``--data_dir``, ``npz:PATH`` (see ``lstm_jax.datasets``). One sigmoid unit: exactly two classes.
+``--data_dir``, ``npz:PATH`` (see ``lstm_jax.data.archives``). One sigmoid unit: exactly two classes.
 
 Writes config.json, metrics.jsonl, TensorBoard events, checkpoints/, summary.json (test accuracy,
 ROC AUC, F1, precision, recall, the confusion matrix, the label mapping, and the published baselines
@@ -33,7 +33,7 @@ from lstm_jax import metrics as metrics_lib
 from lstm_jax import plots
 from lstm_jax.data import archives
 from lstm_jax.data.dataset import Dataset, Split
-from lstm_jax.errors import ConfigError
+from lstm_jax.errors import ConfigError, MissingValuesWarning
 from lstm_jax.nn.models import make_classifier
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams
@@ -112,7 +112,7 @@ def class_names(info: dict) -> list[str]:
 
 def build(config: ml_collections.ConfigDict) -> Job:
     model_cfg = model_config(config.model)
-    with common.data_warnings(archives.MissingValuesWarning):
+    with common.data_warnings(MissingValuesWarning):
         data = archives.load_binary(config.dataset, config.data_dir, seed=config.seed, znorm=config.data.znorm,
                                     val_fraction=config.data.val_fraction, missing=config.data.missing)
     data, epochs, eval_batch = epoch_plan(config, data)

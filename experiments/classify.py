@@ -38,7 +38,7 @@ from lstm_jax import metrics as metrics_lib
 from lstm_jax import plots
 from lstm_jax.data import archives
 from lstm_jax.data.dataset import Dataset
-from lstm_jax.errors import ConfigError
+from lstm_jax.errors import ConfigError, MissingValuesWarning
 from lstm_jax.nn.models import make_classifier
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams
@@ -77,7 +77,7 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
     d = config.data
     if d.norm not in NORMS:
         raise ConfigError(f"data.norm must be one of {', '.join(NORMS)}, got {d.norm!r}")
-    with common.data_warnings(archives.MissingValuesWarning):
+    with common.data_warnings(MissingValuesWarning):
         data = archives.load_classification(config.dataset, config.data_dir, seed=config.seed, znorm=False,
                                             val_fraction=d.val_fraction, missing=d.missing)
     norm = d.norm if d.norm != "auto" else ("series" if data.num_features == 1 else "channel")

@@ -48,7 +48,7 @@ SHORTCUTS: dict[str, Shortcut] = {s_name: s for s_name, s in {
     "select": Shortcut("select", "string", "The validation metric that picks the checkpoint scored at the end."),
     "profile_steps": Shortcut("profile_steps", "int", "Write a jax.profiler trace of N training steps into the workdir."),
     # the network
-    "cell": Shortcut("model.cell", "string", "Registered cell name (see lstm_jax.cells.CELLS)."),
+    "cell": Shortcut("model.cell", "string", "Registered cell name (see lstm_jax.nn.cells.CELLS)."),
     "hidden_size": Shortcut("model.hidden_size", "int", "Units per recurrent layer."),
     "num_layers": Shortcut("model.num_layers", "int", "Recurrent layers in the stack."),
     "bidirectional": Shortcut("model.bidirectional", "bool", "Bidirectional layers (the seed's third variant)."),

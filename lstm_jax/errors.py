@@ -1,4 +1,4 @@
-"""Errors that mean "the user asked for something impossible", as opposed to a bug.
+"""Errors that mean "the user asked for something impossible", as opposed to a bug, and the one warning about data.
 
 Front-ends print these as one line and exit non-zero; anything else is a bug and keeps its traceback.
 """
@@ -22,3 +22,7 @@ class CheckpointError(UserError):
 
 class NonFiniteError(UserError, FloatingPointError):
     """Training produced a NaN or inf loss."""
+
+
+class MissingValuesWarning(UserWarning):
+    """Values missing inside a series were filled by linear interpolation (the message counts them)."""

@@ -21,7 +21,7 @@ def test_readme_is_short():
 
 
 def test_python_api_block_runs_and_leaves_the_trained_model(capsys):
-    block = next(b for b in python_blocks() if "from lstm_jax.training import" in b)
+    block = next(b for b in python_blocks() if "from lstm_jax.train.loop import fit" in b)
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
     summary, model, data = scope["summary"], scope["model"], scope["data"]

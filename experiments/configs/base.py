@@ -12,10 +12,10 @@ from ml_collections import config_dict
 
 
 def model(**overrides) -> ml_collections.ConfigDict:
-    """The recurrent network (``lstm_jax.models.ModelConfig``)."""
+    """The recurrent network (``lstm_jax.nn.models.ModelConfig``)."""
     m = ml_collections.ConfigDict({
         "architecture": "lstm",  # lstm | lstm_fcn
-        "cell": "lstm",  # a registered cell (lstm_jax.cells.CELLS)
+        "cell": "lstm",  # a registered cell (lstm_jax.nn.cells.CELLS)
         "hidden_size": (50,),
         "num_layers": 1,
         "bidirectional": False,
@@ -35,7 +35,7 @@ def model(**overrides) -> ml_collections.ConfigDict:
 
 
 def training(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
-    """Adds the training fields (``lstm_jax.training.TrainConfig``) to ``config``, top level."""
+    """Adds the training fields (``lstm_jax.train.config.TrainConfig``) to ``config``, top level."""
     config.update({
         "epochs": 10,
         "batch_size": 32,
@@ -97,7 +97,7 @@ def forecast(**overrides) -> ml_collections.ConfigDict:
         "quantiles": "",  # e.g. 0.1,0.5,0.9: quantile outputs, pinball loss, interval coverage and width
         "statistical": True,  # fit AutoETS, AutoTheta and AutoARIMA beside (needs statsforecast)
     })
-    # The ensemble recipe (experiments/forecast_recipe.py). Training fields and model.hidden_size
+    # The ensemble recipe (lstm_jax/forecast/recipe.py). Training fields and model.hidden_size
     # are the config's own; these say how many members and how each series is normalised.
     c.ensemble = ml_collections.ConfigDict({
         "input_multiples": (1.0, 1.5, 2.0),  # look-backs, in units of the base window

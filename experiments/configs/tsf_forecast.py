@@ -13,7 +13,7 @@ the naive forecast and statsforecast's AutoETS, AutoTheta and AutoARIMA on the s
 ``per_series.csv`` each series' own. MASE is scaled by the in-sample seasonal-naive error (the
 naive one for yearly data), as the M4 competition scores it. Measured results: docs/forecasting.md.
 
-The recipe is the csv one (``experiments/forecast_recipe.py``); here every series gives windows
+The recipe is the csv one (``lstm_jax/forecast/recipe.py``); here every series gives windows
 to one model, each relative to its own level (log where the series is positive and doubles).
 """
 

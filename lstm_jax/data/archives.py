@@ -3,7 +3,7 @@
 ``load_classification(spec, data_dir, *, seed, znorm, val_fraction, missing)`` is the entry point for
 any number of classes K; ``load_binary`` is the same with K = 2 required (the binary front-end's).
 
-* ``'synthetic'``  the order-of-two-pulses task (``lstm_jax.data.synthetic_binary``); it draws its own
+* ``'synthetic'``  the order-of-two-pulses task (``lstm_jax.data.synthetic.synthetic_binary``); it draws its own
   validation set, so ``val_fraction`` does not apply.
 * ``'ucr:NAME'``   ``DATA_DIR/NAME/NAME_TRAIN.tsv`` and ``NAME_TEST.tsv`` (UCR 2018 archive: one series a
   row, tab-separated, the label in column 0, shorter series padded with NaN at the end), or
@@ -27,7 +27,7 @@ Lengths. Varying-length series (NaN-padded rows of the 2018 archive, ragged ``.t
 zero-padded ``x`` with ``Split.lengths``; the models read ``lengths`` and never see the padding.
 
 Missing values inside a series (NaN in ``.tsv``, '?' or NaN in ``.ts``, NaN in ``.npz`` before a row's
-length) are filled by linear interpolation (``lstm_jax.series.interpolate_missing``) with one
+length) are filled by linear interpolation (``lstm_jax.data.series.interpolate_missing``) with one
 ``MissingValuesWarning`` per file that counts them (``info['missing_values']``), or refused with
 ``missing='error'``. A channel with fewer than two values to interpolate between, and a series with
 no values at all, are ``DataError``s.
@@ -44,15 +44,11 @@ import numpy as np
 from lstm_jax.data import synthetic
 from lstm_jax.data.dataset import Dataset, Split
 from lstm_jax.data.series import interpolate_missing
-from lstm_jax.errors import DataError
+from lstm_jax.errors import DataError, MissingValuesWarning
 
 SPECS = ("synthetic", "ucr:NAME", "npz:PATH")
 MISSING = ("interpolate", "error")
 NPZ_TEST_FRACTION = 0.2
-
-
-class MissingValuesWarning(UserWarning):
-    """Values missing inside series were filled by linear interpolation."""
 
 
 def load_classification(spec: str, data_dir: str | None = None, *, seed: int = 0, znorm: bool = False,

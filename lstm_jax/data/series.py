@@ -29,15 +29,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from lstm_jax.errors import ConfigError, DataError
+from lstm_jax.errors import ConfigError, DataError, MissingValuesWarning
 
 # Fields that mean "no value here", besides an empty one (compared case-insensitively).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 MISSING_POLICIES = ("interpolate", "error")
-
-
-class MissingValuesWarning(UserWarning):
-    """Some values of the series were missing and were filled by linear interpolation."""
 
 
 # -- loading --------------------------------------------------------------------------------------

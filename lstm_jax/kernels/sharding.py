@@ -25,7 +25,7 @@ def batch_mesh(batch_size: int) -> Mesh | None:
     None with one device, when the batch does not divide by the device count (the call then runs
     unsplit, which is correct but gathers the batch), and inside a ``shard_map`` already (the
     arrays there are one device's rows). The devices are ordered by (process, id), as
-    ``lstm_jax.training.data_mesh`` orders them, so a batch sharded by the training mesh is
+    ``lstm_jax.train.distributed.data_mesh`` orders them, so a batch sharded by the training mesh is
     already where this mesh wants it.
     """
     n = jax.device_count()

@@ -12,7 +12,8 @@ On CPU the cost that matters next to the arithmetic is fresh memory: every call 
 whole temporary allocation. So the gates overwrite the projected inputs in place, and the gate
 gradients overwrite the gates, one [T, B, 4H] buffer for all three; without a gradient the
 projection is made a chunk of steps at a time. The scans run unrolled once only (see
-``default_unroll``). bf16 matmuls suit GPUs; on XLA:CPU they ran 1.5-2x slower than f32.
+``default_unroll``). bf16 matmuls suit GPUs; on XLA:CPU they are slower than f32 (measured in
+``docs/results.md``, "Design measurements").
 
 Semantics are those of ``nn.layers.scan_cell`` with ``LSTMCell.step``: past a row's length the carry
 is frozen and the output is zero. Arrays are time-major here: ``x_TxBxD``, ``mask_TxB``.
@@ -55,10 +56,9 @@ def supports_activations(activation: Callable, recurrent_activation: Callable) -
 def default_unroll() -> int:
     """``lax.scan`` unroll of the generic scan path, per backend.
 
-    On 2 CPU cores (B=64, H=128, one training step) unroll 1 and 2 are within noise and 4 and 8
-    are 1.2x and 1.8x slower. GPUs amortise per-step launch latency with a larger unroll (not
-    measured here). The fast path always runs unroll 1: unrolled, XLA copies its in-place buffers
-    each iteration, which made it 2.3x slower on CPU.
+    On CPU a larger unroll only adds work; GPUs amortise per-step launch latency with a larger
+    unroll. The custom VJPs always run unroll 1: unrolled, XLA copies their in-place buffers each
+    iteration. The measurements behind both choices: ``docs/results.md``, "Design measurements".
     """
     return 1 if jax.default_backend() == "cpu" else 8
 
@@ -126,8 +126,8 @@ def _forward_chunked(act, rec_act, x, W, b, U, c0, h0, mask, most: int = 32):
     """The forward pass without residuals, projecting K <= ``most`` steps at a time (K divides T).
 
     With nothing to keep for a backward pass there is no need for a [T, B, 4H] buffer: the
-    projection of a chunk stays in cache and nothing large is first-touched (17% faster at
-    B=128, H=256 on CPU). Returns ((c, h), outputs [T, B, H]).
+    projection of a chunk stays in cache and nothing large is first-touched (measured in
+    ``docs/results.md``, "Design measurements"). Returns ((c, h), outputs [T, B, H]).
     """
     T, B, D = x.shape
     K = max(k for k in range(1, min(T, most) + 1) if T % k == 0)

@@ -86,7 +86,7 @@ class LSTM(nnx.Module):
 
     ``layer(x_BxTxD, lengths=None, initial_carry=None, return_carry=False)`` returns the outputs
     [B, T, H], and ``(outputs, final_carry)`` when ``return_carry``. ``cell`` is a registered name
-    (see ``lstm_jax.cells.CELLS``) or a cell class; extra keyword arguments go to the cell.
+    (see ``lstm_jax.nn.cells.CELLS``) or a cell class; extra keyword arguments go to the cell.
     ``reverse=True`` runs backwards over each row's valid prefix; its outputs stay aligned with the
     inputs. ``unroll`` is passed to the generic path's ``lax.scan`` (None: a per-backend default).
 

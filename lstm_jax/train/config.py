@@ -17,7 +17,7 @@ class TrainConfig:
 
     ``select`` names the validation metric that picks the best checkpoint (the one scored at the
     end, and early stopping's measure); higher is better for accuracy-like metrics, lower for the
-    rest (``lstm_jax.tasks.selection_mode``). ``select='last'`` scores the last epoch's weights
+    rest (``lstm_jax.train.tasks.selection_mode``). ``select='last'`` scores the last epoch's weights
     (validation is still measured and logged, but chooses nothing): the choice for a schedule that
     decays to zero on a validation set too small to rank checkpoints. ``profile_steps`` > 0 writes a ``jax.profiler`` trace
     of that many training steps (after the first, which compiles) into the workdir.

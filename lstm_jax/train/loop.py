@@ -1,9 +1,9 @@
 """The one training loop every experiment shares: ``Trainer`` (and ``fit``, its one-call form).
 
 The loop owns epochs, evaluation, early stopping, checkpoints and resume; the pieces it uses each
-live in their own module: the state and pure jitted steps (``lstm_jax.steps``), devices and hosts
-(``lstm_jax.distributed``), the run's files (``lstm_jax.workdir``), TensorBoard
-(``lstm_jax.tensorboard``) and checkpoints (``lstm_jax.checkpoint``).
+live in their own module: the state and pure jitted steps (``lstm_jax.train.steps``), devices and hosts
+(``lstm_jax.train.distributed``), the run's files (``lstm_jax.train.workdir``), TensorBoard
+(``lstm_jax.train.tensorboard``) and checkpoints (``lstm_jax.train.checkpoint``).
 
 After ``fit()`` the model the caller passed in holds the weights of the best checkpoint (by
 ``TrainConfig.select``): ``model(x)`` gives the predictions the summary's metrics came from.

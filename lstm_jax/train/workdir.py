@@ -6,7 +6,7 @@
     learning_curves.png  loss and metrics per epoch
     events.out.tfevents.*  TensorBoard: per-epoch scalars, learning rate, steps/s, hyperparameters
     plugins/profile/     a ``jax.profiler`` trace, when asked for (TensorBoard's profiler, Perfetto)
-    checkpoints/         orbax checkpoints (``lstm_jax.checkpoint``)
+    checkpoints/         orbax checkpoints (``lstm_jax.train.checkpoint``)
 
 A path that is a file, or that cannot be created, is refused before anything is written.
 """

@@ -1,6 +1,6 @@
-"""Why experiments.benchmark times each implementation's second call in a row.
+"""Why benchmarks.benchmark times each implementation's second call in a row.
 
-    python benchmarks/after_itself.py --shapes=128x100x32x256 [--impls=...] [--reps=12]
+    python benchmarks/call_order.py --shapes=128x100x32x256 [--impls=...] [--reps=12]
 
 In every round each implementation runs twice in a row: the first call is timed right after the
 previous implementation's call, the second right after its own. XLA:CPU frees a call's
@@ -33,18 +33,18 @@ def main(argv):
     for fn in calls.values():
         fn(), fn()
     after_previous = {n: [] for n in calls}
-    after_itself = {n: [] for n in calls}
+    call_order = {n: [] for n in calls}
     for _ in range(flags.FLAGS.reps):
         for name, fn in calls.items():
-            for times in (after_previous, after_itself):
+            for times in (after_previous, call_order):
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
-    print(f"`python benchmarks/after_itself.py {' '.join(sys.argv[1:])}`, {shape}, train step, "
+    print(f"`python benchmarks/call_order.py {' '.join(sys.argv[1:])}`, {shape}, train step, "
           f"median of {flags.FLAGS.reps} rounds, ms\n")
     print("| implementation | right after the previous one | right after itself |\n|---|---|---|")
     for name in calls:
-        print(f"| {name} | {1e3 * np.median(after_previous[name]):.1f} | {1e3 * np.median(after_itself[name]):.1f} |")
+        print(f"| {name} | {1e3 * np.median(after_previous[name]):.1f} | {1e3 * np.median(call_order[name]):.1f} |")
 
 
 if __name__ == "__main__":
