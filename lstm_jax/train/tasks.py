@@ -8,7 +8,6 @@ weights and sums them over batches, so every reported metric is an exact mean ov
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +17,6 @@ import optax
 from lstm_jax.errors import ConfigError
 
 Array = jax.Array
-
-
-class Task(Protocol):
-    shown: tuple[str, ...]
-
-    def loss(self, out: Array, y: Array) -> Array: ...
-
-    def metrics(self, out: Array, y: Array) -> dict[str, Array]: ...
 
 
 class BinaryTask:
