@@ -19,7 +19,6 @@ when a BASELINES.md sits next to --data_dir), learning_curves.png and confusion_
 
 from __future__ import annotations
 
-import math
 import os
 
 import ml_collections
@@ -32,9 +31,9 @@ from experiments.train import Job, model_config, train_config
 from lstm_jax import metrics as metrics_lib
 from lstm_jax import plots
 from lstm_jax.data import archives
-from lstm_jax.data.dataset import Dataset, Split
 from lstm_jax.errors import ConfigError, MissingValuesWarning
 from lstm_jax.nn.models import make_classifier
+from lstm_jax.train import budget
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams
 from lstm_jax.train.tasks import BinaryTask
@@ -65,45 +64,6 @@ def stacked(config: ml_collections.ConfigDict, given: set[str]) -> None:
 
 # -- the job --------------------------------------------------------------------------------------
 
-def budget_epochs(config: ml_collections.ConfigDict, rows: int, length: int, epoch_rows: int) -> int:
-    """Epochs of ``epoch_rows`` rows that show each of ``rows`` training rows ``passes`` times, where
-    passes = work / (rows x length) clipped to [min_passes, max_passes]."""
-    b = config.budget
-    if b.work <= 0:
-        raise ConfigError("epochs must be >= 1 (epochs=0 takes them from a budget, and budget.work is 0)")
-    passes = int(min(b.max_passes, max(b.min_passes, b.work / (rows * length))))
-    return max(1, round(passes * rows / epoch_rows))
-
-
-def repeat_rows(split: Split, min_rows: int) -> tuple[Split, int]:
-    """``split`` repeated whole until it has at least ``min_rows`` rows; returns (split, repeats).
-
-    The training loop shuffles the repeated rows together, so an epoch is ``repeats`` passes in one
-    shuffled order: fewer, longer epochs (one validation and one checkpoint each) on tiny datasets.
-    """
-    r = max(1, math.ceil(min_rows / len(split))) if min_rows > 0 else 1
-    if r == 1:
-        return split, 1
-    tile = lambda a: None if a is None else np.concatenate([a] * r)
-    return Split(tile(split.x), tile(split.y), tile(split.lengths)), r
-
-
-def epoch_plan(config: ml_collections.ConfigDict, data: Dataset) -> tuple[Dataset, int, int]:
-    """(data with a small training set repeated within an epoch, epochs, eval batch size).
-
-    Epochs 0 come from the budget; an eval batch size of 0 takes the validation set in one batch
-    (rounded up to 16 rows): evaluation pads its last batch, and a 512-row batch for a 65-row
-    validation set would cost more than an epoch on long series.
-    """
-    rows, length = len(data.train), data.train.x.shape[1]
-    train, repeats = repeat_rows(data.train, config.data.min_epoch_rows)
-    if repeats > 1:
-        data = Dataset(train, data.val, data.test, info={**data.info, "train_repeats_per_epoch": repeats})
-    epochs = config.epochs or budget_epochs(config, rows, length, len(train))
-    eval_batch = config.eval_batch_size or int(min(512, 16 * math.ceil(max(len(data.val), 1) / 16)))
-    return data, epochs, eval_batch
-
-
 def class_names(info: dict) -> list[str]:
     """The original label of class 0 and of class 1, for plots ('0', '1' when not recorded)."""
     by_index = {v: k for k, v in info.get("labels", {}).items()}
@@ -115,7 +75,9 @@ def build(config: ml_collections.ConfigDict) -> Job:
     with common.data_warnings(MissingValuesWarning):
         data = archives.load_binary(config.dataset, config.data_dir, seed=config.seed, znorm=config.data.znorm,
                                     val_fraction=config.data.val_fraction, missing=config.data.missing)
-    data, epochs, eval_batch = epoch_plan(config, data)
+    data, epochs, eval_batch = budget.epoch_plan(
+        data, epochs=config.epochs, budget=budget.WorkBudget(**config.budget),
+        min_epoch_rows=config.data.min_epoch_rows, eval_batch_size=config.eval_batch_size)
     model = make_classifier(data.num_features, model_cfg, nnx.Rngs(rng_streams(config.seed)["params"]),
                             length=data.train.x.shape[1])
 

@@ -32,7 +32,6 @@ from absl import flags
 from flax import nnx
 
 from experiments import common
-from experiments.binary import epoch_plan
 from experiments.train import Job, model_config, train_config
 from lstm_jax import metrics as metrics_lib
 from lstm_jax import plots
@@ -40,6 +39,7 @@ from lstm_jax.data import archives
 from lstm_jax.data.dataset import Dataset
 from lstm_jax.errors import ConfigError, MissingValuesWarning
 from lstm_jax.nn.models import make_classifier
+from lstm_jax.train import budget
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams
 from lstm_jax.train.tasks import SoftmaxTask, balanced_class_weights
@@ -106,7 +106,9 @@ def build(config: ml_collections.ConfigDict) -> Job:
     data = load(config)
     K = data.info["num_classes"]
     task = make_task(config, data, K)
-    data, epochs, eval_batch = epoch_plan(config, data)
+    data, epochs, eval_batch = budget.epoch_plan(
+        data, epochs=config.epochs, budget=budget.WorkBudget(**config.budget),
+        min_epoch_rows=config.data.min_epoch_rows, eval_batch_size=config.eval_batch_size)
     model = make_classifier(data.num_features, model_cfg, nnx.Rngs(rng_streams(config.seed)["params"]),
                             length=data.train.x.shape[1], num_classes=K)
 
