@@ -44,10 +44,19 @@ def reverse_valid(x_BxTx_: Array, lengths_B: Array | None) -> Array:
 DROPOUT_MODES = ("variational", "per_step")
 
 
+def dropout(x: Array, rate: float, key: Array | None) -> Array:
+    """Inverted dropout: each entry 0 with probability ``rate``, else x / (1 - rate); the identity when
+    ``key`` is None (evaluation) or ``rate`` is 0. The one place a dropout draw is made."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
 def dropout_mask(key: Array, shape: tuple[int, ...], rate: float, dtype=jnp.float32) -> Array:
-    """An inverted-dropout mask: 0 with probability ``rate``, else 1 / (1 - rate)."""
-    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
-    return keep.astype(dtype) / (1.0 - rate)
+    """The mask :func:`dropout` applies, for a mask shared over steps or passed to a cell's ``step``:
+    0 with probability ``rate``, else 1 / (1 - rate)."""
+    return dropout(jnp.ones(shape, dtype), rate, key)
 
 
 def scan_cell(cell: RecurrentCell, xp_BxTxG: Array, carry, mask_BxT: Array | None, unroll: int = 1, *,
@@ -256,14 +265,6 @@ class Bidirectional(nnx.Module):
         hf = jnp.swapaxes(h_2xTxBxH[0], 0, 1)
         hb = reverse_valid(jnp.swapaxes(h_2xTxBxH[1], 0, 1), lengths)
         return jnp.concatenate([hf, hb], axis=-1), (cf, cb)
-
-
-def dropout(x: Array, rate: float, key: Array | None) -> Array:
-    """Inverted dropout; the identity when ``key`` is None (evaluation) or ``rate`` is 0."""
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 class LSTMStack(nnx.Module):
