@@ -1,7 +1,7 @@
 """One LSTM layer, side by side: lstm_jax's paths against Flax, torch and Keras.
 
     python -m benchmarks.benchmark                                  # the default grid, every peer installed
-    python -m benchmarks.benchmark --shapes=64x100x8x128 --impls=lstm_jax:fast,flax_nnx --rounds=30
+    python -m benchmarks.benchmark --shapes=64x100x8x128 --impls=lstm_jax:xla,flax_nnx --rounds=30
     python -m benchmarks.benchmark --out=benchmarks/cpu_one_layer  # also writes .json and .md
 
 The model is one LSTM layer (I -> H) with a linear head on the last step's output, an MSE loss and
@@ -26,7 +26,7 @@ costs depends on the machine (a VM shared with other jobs pays much more). glibc
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` cuts it for all of them; the report records the environment.
 
 Implementations (``--impls``; peers that are not installed, or need a GPU, are skipped and listed):
-lstm_jax:scan, lstm_jax:fast, lstm_jax:native (C++ kernels, CPU), lstm_jax:fast_bf16, lstm_jax:cudnn (the paths
+lstm_jax:scan, lstm_jax:xla, lstm_jax:native (C++ kernels, CPU), lstm_jax:xla_bf16, lstm_jax:cudnn (the paths
 behind ``lstm_jax.LSTM``; ``impl='auto'`` picks native on a CPU, cuDNN on a GPU),
 flax_nnx (``nnx.RNN(nnx.OptimizedLSTMCell)``), flax_linen (``nn.RNN(nn.OptimizedLSTMCell)``), torch
 (``torch.nn.LSTM``, CPU or CUDA), keras (Keras 3 ``LSTM`` on its JAX backend, ``train_on_batch``).
@@ -76,7 +76,7 @@ from lstm_jax.kernels import native  # noqa: E402
 from lstm_jax.nn.cells import CELLS  # noqa: E402
 from lstm_jax.nn.layers import LSTM, Bidirectional, LSTMStack  # noqa: E402
 
-SINGLE_LAYER = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:fast_bf16", "lstm_jax:cudnn",
+SINGLE_LAYER = ("lstm_jax:scan", "lstm_jax:xla", "lstm_jax:native", "lstm_jax:xla_bf16", "lstm_jax:cudnn",
                 "flax_nnx", "flax_linen", "torch", "keras")
 # The models, each beside its torch peer: impl='auto' as a user gets it.
 MODELS = ("lstm_jax:auto", "lstm_jax:stacked", "torch:stacked", "lstm_jax:bidirectional", "torch:bidirectional",
@@ -86,7 +86,8 @@ ALL_IMPLS = SINGLE_LAYER + MODELS + CELL_IMPLS
 TORCH_PEER = {"lstm_jax:auto": "torch", "lstm_jax:stacked": "torch:stacked",
               "lstm_jax:bidirectional": "torch:bidirectional", "lstm_jax:lengths": "torch:packed",
               "lstm_jax:cell=gru": "torch:gru"}
-DEFAULT_IMPLS = tuple(i for i in SINGLE_LAYER if i != "lstm_jax:fast_bf16")
+IMPL_ALIASES = {"lstm_jax:fast": "lstm_jax:xla", "lstm_jax:fast_bf16": "lstm_jax:xla_bf16"}  # the earlier names
+DEFAULT_IMPLS = tuple(i for i in SINGLE_LAYER if i != "lstm_jax:xla_bf16")
 MODES = ("train", "forward")
 
 flags.DEFINE_list("shapes", ["64x100x8x128", "128x100x32x256"],
@@ -381,9 +382,9 @@ def keras_impl(shape: Shape, modes) -> Runner:
 
 BUILDERS: dict[str, Callable[[Shape, tuple[str, ...]], Runner]] = {
     "lstm_jax:scan": lstm_jax("scan"),
-    "lstm_jax:fast": lstm_jax("fast"),
+    "lstm_jax:xla": lstm_jax("xla"),
     "lstm_jax:native": lstm_jax("native"),
-    "lstm_jax:fast_bf16": lstm_jax("fast", jnp.bfloat16),
+    "lstm_jax:xla_bf16": lstm_jax("xla", jnp.bfloat16),
     "lstm_jax:cudnn": lstm_jax("cudnn"),
     "flax_nnx": flax_nnx,
     "flax_linen": flax_linen,
@@ -550,7 +551,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
 
 def main(argv):
     shapes = [Shape.parse(s) for s in FLAGS.shapes]
-    unknown = [i for i in FLAGS.impls if i not in BUILDERS]
+    impls = [IMPL_ALIASES.get(i, i) for i in FLAGS.impls]
+    unknown = [i for i in impls if i not in BUILDERS]
     if unknown:
         raise ConfigError(f"unknown --impls {', '.join(unknown)}; choose from {', '.join(ALL_IMPLS)}")
     modes = tuple(m for m in MODES if m in FLAGS.modes)
@@ -559,7 +561,7 @@ def main(argv):
     if FLAGS.rounds < 1 or FLAGS.warmup < 0:
         raise ConfigError("--rounds must be >= 1 and --warmup >= 0")
     command = "python -m benchmarks.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    report = run_benchmark(shapes, list(dict.fromkeys(FLAGS.impls)), modes, FLAGS.rounds, FLAGS.warmup,
+    report = run_benchmark(shapes, list(dict.fromkeys(impls)), modes, FLAGS.rounds, FLAGS.warmup,
                            FLAGS.peak_size)
     report = {"command": command.strip(), "date": datetime.date.today().isoformat(), "note": FLAGS.note, **report}
     if FLAGS.out:  # the measurements first, so that nothing below can lose them

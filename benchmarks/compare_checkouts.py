@@ -20,13 +20,15 @@ import tempfile
 
 import numpy as np
 
+ALIASES = {"lstm_jax:fast": "lstm_jax:xla", "lstm_jax:fast_bf16": "lstm_jax:xla_bf16"}  # names before the rename
+
 
 def run(side: str, args: list[str], out: str) -> dict:
     folder, module = side.split(":")
     subprocess.run([sys.executable, "-m", module, *args, f"--out={out}"], cwd=folder, check=True,
                    stdout=subprocess.DEVNULL)
     with open(out + ".json") as f:
-        return {(r["impl"], r["mode"], json.dumps(r["shape"], sort_keys=True)): r["median_ms"]
+        return {(ALIASES.get(r["impl"], r["impl"]), r["mode"], json.dumps(r["shape"], sort_keys=True)): r["median_ms"]
                 for r in json.load(f)["results"]}
 
 

@@ -109,10 +109,10 @@ record "tests (test_cudnn.py, test_fast.py -k 'cudnn or gpu')" $?
 
 # 3. The benchmark against torch and Flax.
 if [ "$DRY" -eq 1 ]; then
-  SHAPES=8x10x3x16,16x20x4x32; ROUNDS=2; IMPLS=lstm_jax:scan,lstm_jax:fast,lstm_jax:native,flax_nnx,torch
+  SHAPES=8x10x3x16,16x20x4x32; ROUNDS=2; IMPLS=lstm_jax:scan,lstm_jax:xla,lstm_jax:native,flax_nnx,torch
 else
   SHAPES=64x100x8x128,128x100x32x256,256x200x64x512; ROUNDS=10
-  IMPLS=lstm_jax:cudnn,lstm_jax:fast,lstm_jax:scan,flax_nnx,torch
+  IMPLS=lstm_jax:cudnn,lstm_jax:xla,lstm_jax:scan,flax_nnx,torch
 fi
 timeout 150 "$PY" -m benchmarks.benchmark --shapes=$SHAPES --impls=$IMPLS --modes=train --rounds=$ROUNDS --warmup=1 \
   --out="$OUT/benchmark" --note="benchmarks/gpu_check.sh ($MODE)" >"$OUT/benchmark.txt" 2>&1

@@ -28,7 +28,7 @@ BINARY_VARIANTS = {
 }
 BINARY_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "wall_seconds", "num_devices", "config")
 FORECAST_KEYS = ("val_mse", "wall_seconds", "num_devices", "config")
-BENCH_IMPLS = ("lstm_jax:scan", "lstm_jax:fast", "lstm_jax:native", "lstm_jax:cudnn", "flax_nnx")
+BENCH_IMPLS = ("lstm_jax:scan", "lstm_jax:xla", "lstm_jax:native", "lstm_jax:cudnn", "flax_nnx")
 
 
 def collect(procs):
