@@ -9,20 +9,20 @@
 (a csv dataset without ``--config`` uses this file). Expected (seed 0, measured on 2 shared CPU cores): test MAPE
 3.670% on El Niño against AutoARIMA's 3.772, the best statistical model (56 s wall);
 0.086% on CO2 against AutoARIMA's 0.167 (131 s wall; the recent seasonal profile chosen on validation;
-AutoARIMA's model search is approximated at seasons above 12, see lstm_jax.baselines); 13.29% on Nile
+AutoARIMA's model search is approximated at seasons above 12, see lstm_jax.forecast.statistical); 13.29% on Nile
 against AutoTheta's 12.77 (a loss; the best MASE, 0.839, though); uschange test MAE 0.306 alone, 0.228
 with the covariates (univariate AutoARIMA 0.190). Each run also fits AutoETS, AutoTheta and
 AutoARIMA (``pip install -e '.[baselines]'``) on the same training part and reports them beside
 the LSTM and the naive forecasts. Measured results (seed 0, 2 shared CPU cores): docs/forecasting.md.
 
-The recipe (``experiments/forecast_recipe.py``): an ensemble of LSTMs over level-normalised
+The recipe (``lstm_jax.forecast.recipe``): an ensemble of LSTMs over level-normalised
 windows, per-series log / seasonal-profile / MASE scaling, direct multi-step outputs trained with
 the pinball loss, early stopping on the validation span and a refit on the whole training part,
 the median over look-backs and seeds. ``--id_column`` (and ``--time_column``) read a long-format
 file and train one global model over every series; ``--covariates=A,B`` feeds past values of other
 columns; ``--quantiles=0.1,0.5,0.9`` adds an interval. ``--recipe=transforms`` is the previous
-recipe: one LSTM per transform chain (``lstm_jax.series.transform_candidates``), the better on the
-validation span kept.
+recipe: one LSTM per transform chain (``lstm_jax.forecast.single``), the better on the
+validation span kept. The automatic windows of both: ``lstm_jax.forecast.rules``.
 """
 
 from experiments.configs import base
