@@ -21,7 +21,8 @@ beside the reference forecasts of the same span (naive, seasonal naive and stats
 run in ``<workdir>/candidates/<chain>``, and the run's summary is the one chosen on the validation
 span). Their automatic window, horizon and epoch settings are ``lstm_jax.forecast.rules``.
 
-This module is the front-end: flags -> config -> ``train_and_evaluate``, then the printed report.
+This module is the front-end: flags -> config -> ``train_and_evaluate`` (through ``EXPERIMENT``,
+its hooks), then the printed report.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from absl import flags
 from flax import nnx
 
 from experiments import common
-from experiments.train import Job, model_config, train_config
+from experiments.train import Experiment, Job, model_config, train_config
 from lstm_jax.data import dataset as data_lib
 from lstm_jax.data import synthetic
 from lstm_jax.errors import ConfigError
@@ -180,7 +181,7 @@ def _build_csv(config) -> Job:
                finish=chain.finish)
 
 
-choose = single.choose
+EXPERIMENT = Experiment(build=build, candidates=candidates, choose=single.choose, runs_itself=runs_itself, run=run)
 
 
 # -- the command line -----------------------------------------------------------------------------
