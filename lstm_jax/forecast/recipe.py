@@ -396,6 +396,7 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
 
     summary: dict = {f"test_{k}": _finite(v) for k, v in means["lstm_jax"].items()}
     summary.update({f"val_multistep_{k}": _finite(v) for k, v in val_means["lstm_jax"].items()})
+    # The references' scores (naive and statistical; the summary's key for them has always been "baselines").
     summary["baselines"] = {name: {**{f"test_{k}": _finite(v) for k, v in means[name].items()},
                                    **{f"val_{k}": _finite(v) for k, v in val_means.get(name, {}).items()}}
                             for name in refs}

@@ -31,6 +31,7 @@ from lstm_jax.errors import DataError
 
 MODELS = ("AutoETS", "AutoTheta", "AutoARIMA")
 EXACT_SEASON_MAX = 12  # monthly and quarterly data; weekly (52) and longer seasons use the approximation
+# The one line a run prints without statsforecast (quoted as is in docs/forecasting.md).
 SKIPPED = "statistical baselines skipped: statsforecast is not installed (pip install -e '.[baselines]')"
 
 
