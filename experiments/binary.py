@@ -27,7 +27,7 @@ from absl import flags
 from flax import nnx
 
 from experiments import common
-from experiments.train import Job, model_config, train_config
+from experiments.train import Experiment, Job, model_config, train_config
 from lstm_jax import metrics as metrics_lib
 from lstm_jax import plots
 from lstm_jax.data import archives
@@ -100,6 +100,9 @@ def build(config: ml_collections.ConfigDict) -> Job:
 
     return Job(data, model, BinaryTask(), train_config(config, epochs=epochs, eval_batch_size=eval_batch),
                evaluate=evaluate, finish=finish)
+
+
+EXPERIMENT = Experiment(build=build)  # what train_and_evaluate calls
 
 
 # -- the command line -----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from absl import flags
 from flax import nnx
 
 from experiments import common
-from experiments.train import Job, model_config, train_config
+from experiments.train import Experiment, Job, model_config, train_config
 from lstm_jax import metrics as metrics_lib
 from lstm_jax import plots
 from lstm_jax.data import archives
@@ -169,6 +169,9 @@ def choose(summaries: dict[str, dict]) -> tuple[str, str]:
     order = list(summaries)
     best = min(order, key=lambda n: (-summaries[n]["val_accuracy"], summaries[n]["val_loss"], order.index(n)))
     return best, "val_accuracy"
+
+
+EXPERIMENT = Experiment(build=build, candidates=candidates, choose=choose)  # what train_and_evaluate calls
 
 
 # -- the command line -----------------------------------------------------------------------------

@@ -70,7 +70,7 @@ SHORTCUTS: dict[str, Shortcut] = {s_name: s for s_name, s in {
     "znorm": Shortcut("data.znorm", "bool", "Z-normalise each series (per channel, over its valid steps)."),
     "val_fraction": Shortcut("data.val_fraction", "float", "Share of the training data held out for validation."),
     "min_epoch_rows": Shortcut("data.min_epoch_rows", "int", "Repeat a small training set within an epoch up to this many rows."),
-    "window": Shortcut("data.window", "int", "Input window length (csv: two seasons, or 24 steps without one, unless given)."),
+    "window": Shortcut("data.window", "int", "Input window length (csv/tsf: automatic unless given, see lstm_jax.forecast.rules)."),
     "column": Shortcut("data.column", "string", "csv: the column to forecast."),
     "date_column": Shortcut("data.date_column", "string", "csv: an optional column of dates, recorded beside the forecast."),
     "test_size": Shortcut("data.test_size", "int", "csv: the last N values are the test, forecast multi-step (tsf: the header's @horizon unless given)."),
@@ -84,12 +84,12 @@ SHORTCUTS: dict[str, Shortcut] = {s_name: s for s_name, s in {
     "strategy": Shortcut("data.strategy", "string", "csv: direct (all --horizon values at once) or recursive."),
     "horizon": Shortcut("data.horizon", "int", "csv, direct: values per model call (0: the test span, capped)."),
     "val_size": Shortcut("data.val_size", "int", "csv: values at the end of the training part for validation (0: auto)."),
-    "recipe": Shortcut("data.recipe", "string", "csv: ensemble (global LSTMs, forecast_recipe) or transforms."),
+    "recipe": Shortcut("data.recipe", "string", "csv: ensemble (global LSTMs, lstm_jax.forecast.recipe) or transforms (lstm_jax.forecast.single)."),
     "id_column": Shortcut("data.id_column", "string", "Long-format csv: the column naming each series."),
     "time_column": Shortcut("data.time_column", "string", "Long-format csv: the column ordering each series."),
     "covariates": Shortcut("data.covariates", "string", "csv: other columns whose past values feed the model (A,B)."),
     "quantiles": Shortcut("data.quantiles", "string", "Quantile outputs, e.g. 0.1,0.5,0.9 (pinball loss, intervals)."),
-    "statistical": Shortcut("data.statistical", "bool", "Fit AutoETS, AutoTheta and AutoARIMA beside (statsforecast)."),
+    "statistical": Shortcut("data.statistical", "bool", "Fit the statistical references AutoETS, AutoTheta and AutoARIMA beside (statsforecast)."),
 }.items()}
 
 TRAINING = ("epochs", "batch_size", "learning_rate", "seed", "patience", "schedule", "warmup_epochs", "clip_norm",

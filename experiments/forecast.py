@@ -12,19 +12,22 @@ predicting the next value, LSTM(50) -> Dense(1), Adam + MSE, 20 epochs of batch 
 windows held out (unshuffled) for validation. Prints val_mse and the first 10 predictions in
 original units.
 
-With ``--dataset=csv:PATH`` the last ``--test_size`` values are the test, forecast multi-step from
-the values before them, and scored (MAPE, sMAPE, RMSE, MAE in original units) beside the naive and
-seasonal-naive forecasts of the same span; configs/csv_forecast.py describes the recipe. Each
-transform chain it tries is a whole run in ``<workdir>/candidates/<chain>``; the run's summary is
-the one chosen on the validation span.
+With ``--dataset=csv:PATH`` (or ``tsf:PATH``) the last ``--test_size`` values are the test, forecast
+multi-step from the values before them, and scored (MASE, MAPE, sMAPE, RMSE, MAE in original units)
+beside the reference forecasts of the same span (naive, seasonal naive and statsforecast's models,
+``lstm_jax.forecast.references``). Two recipes, both library code in ``lstm_jax.forecast``:
+``--recipe=ensemble`` (the default, and every panel: ``recipe``, configs/csv_forecast.py) and
+``--recipe=transforms`` (one series, one LSTM per transform chain: ``single``; each chain is a whole
+run in ``<workdir>/candidates/<chain>``, and the run's summary is the one chosen on the validation
+span). Their automatic window, horizon and epoch settings are ``lstm_jax.forecast.rules``.
+
+This module is the front-end: flags -> config -> ``train_and_evaluate`` (through ``EXPERIMENT``,
+its hooks), then the printed report.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
-import warnings
 
 import ml_collections
 import numpy as np
@@ -32,15 +35,13 @@ from absl import flags
 from flax import nnx
 
 from experiments import common
-from experiments.train import Job, model_config, train_config
-from lstm_jax import plots
+from experiments.train import Experiment, Job, model_config, train_config
 from lstm_jax.data import dataset as data_lib
-from lstm_jax.data import panel as panel_lib
-from lstm_jax.data import series as series_lib
 from lstm_jax.data import synthetic
-from lstm_jax.errors import ConfigError, DataError
-from lstm_jax.forecast import recipe
-from lstm_jax.forecast.recipe import Problem, RecipeConfig, reference_forecasts
+from lstm_jax.errors import ConfigError
+from lstm_jax.forecast import recipe, single
+from lstm_jax.forecast.problem import SeriesSplit, load_problem
+from lstm_jax.forecast.recipe import RecipeConfig
 from lstm_jax.nn.models import Forecaster
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams
@@ -51,9 +52,7 @@ FLAGS = flags.FLAGS
 SHORTCUTS = (*common.TRAINING, *common.MODEL, "dataset", "window", "val_fraction", "column", "date_column",
              "test_size", "season", "missing", "transform", "strategy", "horizon", "val_size", "recipe", "id_column",
              "time_column", "covariates", "quantiles", "statistical")
-
-MIN_TRAIN_WINDOWS = 32  # an automatic horizon is shortened until training keeps this many windows
-MIN_STEPS_PER_EPOCH = 20  # short series repeat their windows within an epoch, so that patience means enough steps
+RECIPES = ("ensemble", "transforms")  # data.recipe for a csv dataset (lstm_jax.forecast.recipe, .single)
 
 
 def default_config(dataset: str | None) -> str:
@@ -62,7 +61,7 @@ def default_config(dataset: str | None) -> str:
     return "csv_forecast" if dataset and dataset.startswith("csv:") else "sine"
 
 
-# -- the ensemble recipe (experiments/forecast_recipe.py): csv, long csv and tsf ---------------------
+# -- the ensemble recipe (lstm_jax.forecast.recipe): csv, long csv and tsf ---------------------------
 
 def runs_itself(config: ml_collections.ConfigDict) -> bool:
     """tsf panels, long-format csv files and csv runs with recipe=ensemble train an ensemble themselves."""
@@ -70,7 +69,7 @@ def runs_itself(config: ml_collections.ConfigDict) -> bool:
     if config.dataset.startswith("tsf:"):
         return True
     if config.dataset.startswith("csv:"):
-        if d.recipe not in ("ensemble", "transforms"):
+        if d.recipe not in RECIPES:
             raise ConfigError(f"recipe must be ensemble or transforms, got {d.recipe!r}")
         if d.recipe == "transforms" and (d.id_column or d.covariates or d.quantiles):
             raise ConfigError("id_column, covariates and quantiles need recipe=ensemble")
@@ -89,56 +88,16 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def load_problem(config: ml_collections.ConfigDict):
-    """The named series to forecast, their test and validation sizes, season and covariates."""
-
+def problem_of(config: ml_collections.ConfigDict) -> recipe.Problem:
+    """The config's series to forecast (``lstm_jax.forecast.problem.load_problem``)."""
     d = config.data
-    covs = _names(d.covariates)
-    if d.test_size < 0 or d.season < 0 or d.val_size < 0:
-        raise ConfigError("test_size, season and val_size must be >= 0")
-    if config.dataset.startswith("tsf:"):
-        if covs:
-            raise ConfigError("a .tsf file has no covariate columns")
-        path = config.dataset[len("tsf:"):]
-        pan = panel_lib.read_tsf(path)
-        test_size = d.test_size or pan.horizon
-        if not test_size:
-            raise ConfigError(f"{path} has no @horizon: give --test_size=N")
-        season = d.season or pan.season or 1
-        source = {"name": "tsf", "path": os.path.abspath(path), "frequency": pan.frequency, "horizon": pan.horizon}
-        names, values, cov = [s.name for s in pan.series], [s.values_T for s in pan.series], None
-    else:
-        path = config.dataset[len("csv:"):]
-        if not d.column:
-            raise ConfigError("--dataset=csv:PATH needs --column=NAME")
-        if d.test_size < 1:
-            raise ConfigError("--dataset=csv:PATH needs --test_size=N >= 1 (the last N values of each series are the test)")
-        test_size = d.test_size
-        if d.id_column or d.time_column or covs:
-            pan = panel_lib.read_long_csv(path, id_column=d.id_column or None, time_column=d.time_column or None,
-                                          value_column=d.column, covariates=covs)
-            names, values = [s.name for s in pan.series], [s.values_T for s in pan.series]
-            cov = [s.covariates_TxC for s in pan.series] if covs else None
-            if not d.id_column:
-                names = [d.column]
-        else:
-            loaded = _Series.load(config).loaded
-            names, values, cov = [d.column], [loaded.values_T], None
-        longest = max(values, key=len)
-        if len(longest) - test_size < 8:
-            raise DataError(f"{path}: the longest series has {len(longest)} values, too few to hold out {test_size} "
-                            f"for the test and still train on at least 8")
-        season = d.season or series_lib.detect_season(longest[:-test_size])
-        source = {"name": "csv", "path": os.path.abspath(path), "column": d.column, "id_column": d.id_column or None}
-    # One series: a quarter of its training part at most; a panel: the test span (each series' last values).
-    n_train = min(len(v) for v in values) - test_size
-    val_size = d.val_size or (max(1, min(test_size, n_train // 4)) if len(values) == 1 else test_size)
-    source.update({"num_series": len(values), "test_size": test_size, "val_size": val_size})
-    return Problem(names, values, test_size, season, val_size, cov, covs, source)
+    return load_problem(config.dataset, column=d.column, test_size=d.test_size, season=d.season, val_size=d.val_size,
+                        id_column=d.id_column, time_column=d.time_column, covariates=_names(d.covariates),
+                        date_column=d.date_column, missing=d.missing)
 
 
-def recipe_config(config: ml_collections.ConfigDict):
-
+def recipe_config(config: ml_collections.ConfigDict) -> RecipeConfig:
+    """The config's fields -> the ensemble recipe's settings."""
     e, m = config.ensemble, config.model
     sizes = tuple(m.hidden_size)
     return RecipeConfig(
@@ -154,23 +113,22 @@ def recipe_config(config: ml_collections.ConfigDict):
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False, log=print,
         source: dict | None = None) -> dict:
-    """The ensemble recipe end to end (see experiments/forecast_recipe.py); returns the summary."""
+    """The ensemble recipe end to end (``lstm_jax.forecast.recipe.run``); returns the summary."""
 
     if resume:
         raise ConfigError("--resume is not supported by the ensemble recipe: start a fresh workdir")
-    problem = load_problem(config)
+    problem = problem_of(config)
     files = Workdir(workdir, resume=False)  # refuses a workdir that already holds a run
     files.write_config(to_jsonable(config))
-    summary = recipe.run(problem, recipe_config(config), files.path, statistical=config.data.statistical,
-                                  log=lambda line: print(line, flush=True), train_log=log, source=source)
-    return summary
+    return recipe.run(problem, recipe_config(config), files.path, statistical=config.data.statistical,
+                      log=lambda line: print(line, flush=True), train_log=log, source=source)
 
 
 def build(config: ml_collections.ConfigDict) -> Job:
     if config.dataset == "sine":
         return _build_sine(config)
     if config.dataset.startswith("csv:"):
-        return _build_csv(config, _Series.load(config))
+        return _build_csv(config)
     raise ConfigError(f"unknown dataset {config.dataset!r}; use 'sine' or 'csv:PATH'")
 
 
@@ -188,158 +146,42 @@ def _build_sine(config) -> Job:
     return Job(data, model, RegressionTask(), train_config(config), evaluate=evaluate)
 
 
-# -- real series from a CSV file ------------------------------------------------------------------
+# -- one series from a CSV file, one LSTM per transform chain (lstm_jax.forecast.single) ----------
 
-@dataclasses.dataclass
-class _Series:
-    """The series of a csv run, split: train (fit + validation span) and test."""
-
-    loaded: series_lib.LoadedSeries
-    train_T: np.ndarray
-    test_T: np.ndarray
-    season: int
-    season_source: str
-    val_size: int
-
-    @classmethod
-    def load(cls, config) -> _Series:
-        d = config.data
-        path = config.dataset[len("csv:"):]
-        if not d.column:
-            raise ConfigError("--dataset=csv:PATH needs --column=NAME")
-        if d.test_size < 1:
-            raise ConfigError("--dataset=csv:PATH needs --test_size=N >= 1 (the last N values are the test)")
-        if d.season < 0:
-            raise ConfigError(f"--season must be >= 0, got {d.season}")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", series_lib.MissingValuesWarning)
-            loaded = series_lib.load_csv(path, d.column, d.date_column or None, d.missing)
-        for w in caught:  # one line, not Python's two-line warning with a source excerpt
-            print(f"warning: {w.message}", file=sys.stderr, flush=True)
-        values_T = loaded.values_T
-        if len(values_T) - d.test_size < 8:
-            raise DataError(f"{path} has {len(values_T)} values: too few to hold out {d.test_size} for the test "
-                            f"and still train on at least 8")
-        train_T, test_T = values_T[: -d.test_size], values_T[-d.test_size:]
-        # Everything until the scoring sees train_T only.
-        season = d.season or series_lib.detect_season(train_T)
-        val_size = d.val_size or max(1, min(d.test_size, len(train_T) // 4))
-        return cls(loaded, train_T, test_T, season, "given" if d.season else "detected", val_size)
+def split_of(config: ml_collections.ConfigDict) -> SeriesSplit:
+    """The config's csv series, split into training and test parts."""
+    d = config.data
+    return SeriesSplit.load(config.dataset[len("csv:"):], d.column, test_size=d.test_size, season=d.season,
+                            val_size=d.val_size, date_column=d.date_column or None, missing=d.missing)
 
 
 def candidates(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict] | None:
     """transform='auto' on a csv series: one run per transform chain the recipe proposes."""
     if not config.dataset.startswith("csv:") or config.data.transform != "auto":
         return None
-    s = _Series.load(config)
-    specs = [c.spec for c in series_lib.transform_candidates(s.train_T, s.season, s.val_size)]
+    s = split_of(config)
+    specs = single.transform_specs(s)
     print(f"{s.loaded.column}: {len(s.loaded.values_T)} values, the last {len(s.test_T)} are the test; season "
           f"{s.season} ({s.season_source}); transforms tried: {', '.join(specs)}", flush=True)
     out = {}
     for spec in specs:
         c = ml_collections.ConfigDict(config.to_dict())
         c.data.transform = spec
-        out[series_lib.parse_transform(spec, s.season).name] = c
+        out[single.transform_name(spec, s.season)] = c
     return out
 
 
-def choose(summaries: dict[str, dict]) -> tuple[str, str]:
-    """Kept by multi-step validation MAPE, the headline metric; by MAE where MAPE is undefined (a zero)."""
-    key = "val_multistep_mape" if all(s["val_multistep_mape"] is not None for s in summaries.values()) else "val_multistep_mae"
-    return min(summaries, key=lambda n: summaries[n][key]), key
-
-
-def _auto_window(season: int, n_fit: int) -> int:
-    """Two seasons (at least 16 steps; 24 without a season), but at most a third of the fitting part."""
-    want = max(2 * season, 16) if season > 1 else 24
-    return max(2, min(want, n_fit // 3))
-
-
-def references(train_T: np.ndarray, steps: int, season: int, statistical: bool, log=print) -> dict[str, np.ndarray]:
-    """Naive, seasonal naive and (with statsforecast) AutoETS, AutoTheta, AutoARIMA on ``train_T``."""
-
-    return {k: v[0] for k, v in reference_forecasts([train_T], steps, season, statistical=statistical, log=log).items()}
-
-
-def _build_csv(config, s: _Series) -> Job:
+def _build_csv(config) -> Job:
     d = config.data
-    if d.transform == "auto":
-        raise ConfigError("transform=auto tries several chains: run it through train_and_evaluate")
-    chain = series_lib.parse_transform(d.transform, s.season).fit(s.train_T)
-    z_T = chain.forward(s.train_T)
-    val_size, test_size = s.val_size, len(s.test_T)
-    n_fit = len(z_T) - val_size  # transformed values the training windows may draw targets from
-    if n_fit < 2:
-        raise DataError(f"after the transform {chain.name} and {val_size} validation values, {max(n_fit, 0)} "
-                        f"training values are left: use a smaller --val_size or --test_size")
-    window = d.window or _auto_window(s.season, n_fit)
-    if d.strategy not in ("direct", "recursive"):
-        raise ConfigError(f"strategy must be direct or recursive, got {d.strategy!r}")
-    if d.strategy == "recursive":
-        horizon = 1
-    else:
-        horizon = d.horizon or max(1, min(test_size, n_fit - window - MIN_TRAIN_WINDOWS + 1))
-    if window + horizon > n_fit:
-        raise DataError(f"--window={window} plus a horizon of {horizon} is longer than the training part: it "
-                        f"leaves {n_fit} values to train on (after the transform {chain.name} and {val_size} "
-                        f"values for validation)")
-    # Windows whose targets end in the last val_size values validate (early stopping, the choice of
-    # checkpoint); the others train. The test span is in neither.
-    x_NxWx1, y_NxH = data_lib.windows(z_T, window, horizon)
-    is_val_N = np.arange(len(x_NxWx1)) + window + horizon - 1 >= len(z_T) - val_size
-    n_train = int((~is_val_N).sum())
-    repeats = max(1, -(-MIN_STEPS_PER_EPOCH * config.batch_size // n_train))
-    info = {"name": "csv", "path": os.path.abspath(config.dataset[len("csv:"):]), "column": s.loaded.column,
-            "length": len(s.loaded.values_T), "missing_filled": s.loaded.num_missing, "test_size": test_size,
-            "val_size": val_size, "transform": chain.name, "train_windows": n_train, "train_repeats": repeats}
-    data = data_lib.Dataset(
-        data_lib.Split(np.tile(x_NxWx1[~is_val_N], (repeats, 1, 1)), np.tile(y_NxH[~is_val_N], (repeats, 1))),
-        data_lib.Split(x_NxWx1[is_val_N], y_NxH[is_val_N]), info=info)
-    model = Forecaster(1, model_config(config.model), horizon=horizon, rngs=nnx.Rngs(rng_streams(config.seed)["params"]))
-    print(f"[{chain.name}] {d.strategy}, window {window}, horizon {horizon}", flush=True)
+    s = split_of(config)
+    chain = single.TransformRun(s, d.transform, model_config=model_config(config.model), seed=config.seed,
+                                batch_size=config.batch_size, window=d.window, strategy=d.strategy,
+                                horizon=d.horizon, statistical=d.statistical)
+    return Job(chain.data, chain.model, RegressionTask(), train_config(config), evaluate=chain.evaluate,
+               finish=chain.finish)
 
-    def forecast(trainer: Trainer, history_T: np.ndarray, steps: int) -> np.ndarray:
-        """The ``steps`` values after ``history_T``, both in original units."""
-        def predict(windows_NxW):
-            x = windows_NxW[..., None].astype(np.float32)
-            return trainer.predict(data_lib.Split(x, np.zeros((len(x), horizon), np.float32)))
 
-        z_H = series_lib.block_forecast(predict, chain.forward(history_T), steps, window)
-        return chain.inverse(z_H, history_T)
-
-    fit_T, val_T = s.train_T[:-val_size], s.train_T[-val_size:]
-
-    def evaluate(trainer: Trainer) -> dict:
-        # The validation span forecast multi-step from the values before it, in original units.
-        val = series_lib.forecast_metrics(val_T, forecast(trainer, fit_T, val_size))
-        val_base = {n: series_lib.forecast_metrics(val_T, p)
-                    for n, p in series_lib.baseline_forecasts(fit_T, val_size, s.season).items()}
-        # Scoring: the test span is read here only, after training and the choice of checkpoint.
-        pred_T = forecast(trainer, s.train_T, test_size)
-        base = references(s.train_T, test_size, s.season, config.data.statistical)
-        metrics = lambda p: series_lib.forecast_metrics(s.test_T, p, s.train_T, s.season)  # noqa: E731
-        out = {f"test_{k}": v for k, v in metrics(pred_T).items()}
-        out["baselines"] = {n: {**{f"test_{k}": v for k, v in metrics(p).items()},
-                                **{f"val_{k}": v for k, v in val_base.get(n, {}).items()}} for n, p in base.items()}
-        out.update({f"val_multistep_{k}": (v if np.isfinite(v) else None) for k, v in val.items()})
-        out.update({"season": s.season, "season_source": s.season_source, "transform": chain.name,
-                    "strategy": d.strategy, "window": window, "horizon": horizon, "val_size": val_size,
-                    "forecast": pred_T.tolist()})
-        if s.loaded.dates_T:
-            out["test_dates"] = [s.loaded.dates_T[len(s.train_T)], s.loaded.dates_T[-1]]
-        print(f"[{chain.name}] validation MAE {val['mae']:.4g}, MAPE {val['mape']:.3f}%", flush=True)
-        return out
-
-    def finish(trainer: Trainer, summary: dict) -> None:
-
-        values_T = s.loaded.values_T
-        shown = min(len(values_T), max(4 * test_size, 3 * s.season, 100))  # enough past to judge the forecast
-        base = references(s.train_T, test_size, s.season, config.data.statistical, log=lambda _: None)
-        plots.forecast(values_T[-shown:], shown - test_size, np.array(summary["forecast"]),
-                       os.path.join(trainer.workdir, "forecast.png"), baselines=base,
-                       title=f"{s.loaded.column}: the last {shown} values; test forecast by {chain.name}")
-
-    return Job(data, model, RegressionTask(), train_config(config), evaluate=evaluate, finish=finish)
+EXPERIMENT = Experiment(build=build, candidates=candidates, choose=single.choose, runs_itself=runs_itself, run=run)
 
 
 # -- the command line -----------------------------------------------------------------------------

@@ -1,16 +1,20 @@
 """``train_and_evaluate(config, workdir)``: the one entry point every experiment runs through.
 
-An experiment module (``config.experiment`` names it: ``binary``, ``forecast``, ...) turns a config
-into a ``Job``: the data, the model, the task and the training settings, plus what to add to the
-summary once the model holds its best weights (``evaluate``) and what to draw (``finish``). This
-module does the rest, the same way for every experiment: the ``Trainer``, fit, evaluation, the
-summary and the pictures.
+An experiment module (``config.experiment`` names it: ``binary``, ``forecast``, ...) exports its
+hooks as one ``Experiment``, ``EXPERIMENT``; ``train_and_evaluate`` calls them and nothing else:
 
-A recipe that trains several models and combines them (the forecasting ensemble) gives
-``runs_itself(config)`` and ``run(config, workdir, ...)``, and writes its run itself.
-A recipe that tries several variants and keeps one (the CSV forecaster's transform chains) gives
-``candidates(config)``; each variant is a whole run of its own in ``<workdir>/candidates/<name>``,
-and the one its ``choose`` picks, on validation data only, becomes the run's summary.
+* ``build(config) -> Job`` (every experiment): the data, the model, the task and the training
+  settings, plus what to add to the summary once the model holds its best weights (``evaluate``)
+  and what to draw (``finish``). This module does the rest, the same way for every experiment:
+  the ``Trainer``, fit, evaluation, the summary and the pictures.
+* ``candidates(config)`` and ``choose(summaries)`` (optional, together): a recipe that tries several
+  variants and keeps one (the CSV forecaster's transform chains, classify's models). Each variant
+  is a whole run of its own in ``<workdir>/candidates/<name>``, and the one ``choose`` picks, on
+  validation data only, becomes the run's summary. ``candidates`` returns None where the config
+  asks for one run.
+* ``runs_itself(config)`` and ``run(config, workdir, *, resume, log, source)`` (optional, together):
+  a recipe that trains several models and combines them (the forecasting ensemble) and writes its
+  run itself, for the configs ``runs_itself`` accepts.
 """
 
 from __future__ import annotations
@@ -50,11 +54,41 @@ class Job:
     finish: Callable[[Trainer, dict], None] | None = None
 
 
+Config = ml_collections.ConfigDict
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """The hooks of one experiment (see the module docstring); each module exports one as ``EXPERIMENT``."""
+
+    build: Callable[[Config], Job]
+    # Variants of a config, each trained as a run of its own, or None for one run; and the choice among them.
+    candidates: Callable[[Config], dict[str, Config] | None] | None = None
+    choose: Callable[[dict[str, dict]], tuple[str, str]] | None = None
+    # Whether a config is a recipe that writes its run itself, and that run (returning its summary).
+    runs_itself: Callable[[Config], bool] | None = None
+    run: Callable[..., dict[str, Any]] | None = None
+
+    def __post_init__(self):
+        if (self.candidates is None) != (self.choose is None):
+            raise TypeError("an Experiment gives candidates and choose together, or neither")
+        if (self.runs_itself is None) != (self.run is None):
+            raise TypeError("an Experiment gives runs_itself and run together, or neither")
+
+
 def experiment_module(config: ml_collections.ConfigDict):
     try:
         return importlib.import_module(EXPERIMENTS[config.experiment])
     except KeyError:
         raise ConfigError(f"unknown experiment {config.experiment!r}; one of {', '.join(EXPERIMENTS)}") from None
+
+
+def experiment(config: ml_collections.ConfigDict) -> Experiment:
+    """The ``Experiment`` that ``config.experiment`` names (its module's ``EXPERIMENT``)."""
+    found = experiment_module(config).EXPERIMENT
+    if not isinstance(found, Experiment):
+        raise TypeError(f"{EXPERIMENTS[config.experiment]}.EXPERIMENT is not an Experiment")
+    return found
 
 
 def train_config(config: ml_collections.ConfigDict, **resolved) -> TrainConfig:
@@ -86,13 +120,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     Returns the summary (also in ``<workdir>/summary.json``). ``source`` (optional) records where
     the config came from (file, overrides) in the summary.
     """
-    module = experiment_module(config)
-    if hasattr(module, "runs_itself") and module.runs_itself(config):
+    exp = experiment(config)
+    if exp.runs_itself is not None and exp.runs_itself(config):
         # A recipe that trains many models itself (an ensemble) writes its own run.
-        return module.run(config, workdir, resume=resume, log=log, source=source)
-    candidates = module.candidates(config) if hasattr(module, "candidates") else None
+        return exp.run(config, workdir, resume=resume, log=log, source=source)
+    candidates = exp.candidates(config) if exp.candidates is not None else None
     if not candidates:
-        return _train_one(module, config, workdir, resume=resume, log=log, source=source)
+        return _train_one(exp, config, workdir, resume=resume, log=log, source=source)
     files = Workdir(workdir, resume=resume)  # refuses a used workdir before any candidate starts
     record = to_jsonable(config)
     if resume:
@@ -101,8 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     summaries, folders = {}, {}
     for name, cand in candidates.items():
         folders[name] = os.path.join(files.path, "candidates", re.sub(r"[^\w.-]+", "-", name))
-        summaries[name] = _train_one(module, cand, folders[name], resume=resume, log=log, source=source)
-    chosen, by = module.choose(summaries)
+        summaries[name] = _train_one(exp, cand, folders[name], resume=resume, log=log, source=source)
+    chosen, by = exp.choose(summaries)
     summary = dict(summaries[chosen])
     summary.update({
         "chosen": chosen, "chosen_by": by,
@@ -118,8 +152,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     return summary
 
 
-def _train_one(module, config, workdir, *, resume, log, source) -> dict[str, Any]:
-    job: Job = module.build(config)
+def _train_one(exp: Experiment, config, workdir, *, resume, log, source) -> dict[str, Any]:
+    job: Job = exp.build(config)
     record = to_jsonable(config)
     trainer = Trainer(job.model, job.task, job.data, job.train, workdir, resume=resume, record=record, log=log)
     try:

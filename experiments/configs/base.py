@@ -79,7 +79,7 @@ def forecast(**overrides) -> ml_collections.ConfigDict:
     c.experiment = "forecast"
     c.dataset = "sine"  # sine | csv:PATH | tsf:PATH
     c.data = ml_collections.ConfigDict({
-        "window": 0,  # input steps; 0: 50 for sine, two seasons (or 24) for csv
+        "window": 0,  # input steps; 0: 50 for sine, automatic for csv/tsf (lstm_jax.forecast.rules)
         "val_fraction": 0.2,  # sine: the last share of the windows, unshuffled
         "column": "",  # csv: the column to forecast
         "date_column": "",  # csv: an optional column of dates, recorded beside the forecast
@@ -90,14 +90,14 @@ def forecast(**overrides) -> ml_collections.ConfigDict:
         "strategy": "direct",  # csv: direct | recursive
         "horizon": 0,  # csv, direct: values per model call; 0: the whole test span (capped)
         "val_size": 0,  # csv: values at the end of the training part for validation; 0: automatic
-        "recipe": "transforms",  # csv: transforms (one LSTM per transform chain) | ensemble (forecast_recipe)
+        "recipe": "transforms",  # csv: transforms (lstm_jax.forecast.single) | ensemble (lstm_jax.forecast.recipe)
         "id_column": "",  # long-format csv: the column naming each series (a global model over all of them)
         "time_column": "",  # long-format csv: the column that orders each series' rows
         "covariates": "",  # csv: other columns (comma-separated) whose past values feed the model
         "quantiles": "",  # e.g. 0.1,0.5,0.9: quantile outputs, pinball loss, interval coverage and width
-        "statistical": True,  # fit AutoETS, AutoTheta and AutoARIMA beside (needs statsforecast)
+        "statistical": True,  # the statistical references AutoETS, AutoTheta, AutoARIMA beside (needs statsforecast)
     })
-    # The ensemble recipe (lstm_jax/forecast/recipe.py). Training fields and model.hidden_size
+    # The ensemble recipe (lstm_jax.forecast.recipe). Training fields and model.hidden_size
     # are the config's own; these say how many members and how each series is normalised.
     c.ensemble = ml_collections.ConfigDict({
         "input_multiples": (1.0, 1.5, 2.0),  # look-backs, in units of the base window

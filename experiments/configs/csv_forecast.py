@@ -15,14 +15,14 @@ with the covariates (univariate AutoARIMA 0.190). Each run also fits AutoETS, Au
 AutoARIMA (``pip install -e '.[baselines]'``) on the same training part and reports them beside
 the LSTM and the naive forecasts. Measured results (seed 0, 2 shared CPU cores): docs/forecasting.md.
 
-The recipe (``lstm_jax/forecast/recipe.py``): an ensemble of LSTMs over level-normalised
+The recipe (``lstm_jax.forecast.recipe``): an ensemble of LSTMs over level-normalised
 windows, per-series log / seasonal-profile / MASE scaling, direct multi-step outputs trained with
 the pinball loss, early stopping on the validation span and a refit on the whole training part,
 the median over look-backs and seeds. ``--id_column`` (and ``--time_column``) read a long-format
 file and train one global model over every series; ``--covariates=A,B`` feeds past values of other
 columns; ``--quantiles=0.1,0.5,0.9`` adds an interval. ``--recipe=transforms`` is the previous
-recipe: one LSTM per transform chain (``lstm_jax.data.series.transform_candidates``), the better on the
-validation span kept.
+recipe: one LSTM per transform chain (``lstm_jax.forecast.single``), the better on the
+validation span kept. The automatic windows of both: ``lstm_jax.forecast.rules``.
 """
 
 from experiments.configs import base

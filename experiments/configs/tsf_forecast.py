@@ -9,11 +9,11 @@ AutoARIMA 4.516, naive 5.446; with --quantiles=0.1,0.5,0.9 the 80% interval cove
 test values (mean MASE 4.682). The last ``@horizon`` values of each series
 are its test (``--test_size`` overrides), the season comes from ``@frequency`` (``--season``
 overrides); the summary reports the means over series (``test_mase``, ``test_smape``, ...) beside
-the naive forecast and statsforecast's AutoETS, AutoTheta and AutoARIMA on the same splits, and
+the reference forecasts (naive; statsforecast's AutoETS, AutoTheta and AutoARIMA) on the same splits, and
 ``per_series.csv`` each series' own. MASE is scaled by the in-sample seasonal-naive error (the
 naive one for yearly data), as the M4 competition scores it. Measured results: docs/forecasting.md.
 
-The recipe is the csv one (``lstm_jax/forecast/recipe.py``); here every series gives windows
+The recipe is the csv one (``lstm_jax.forecast.recipe``); here every series gives windows
 to one model, each relative to its own level (log where the series is positive and doubles).
 """
 

@@ -1,4 +1,4 @@
-"""Real univariate series: loading, invertible transforms, season detection, baselines, metrics.
+"""Real univariate series: loading, invertible transforms, season detection, naive forecasts, metrics.
 
 Everything here is NumPy (float64) and model-free; ``experiments/forecast.py`` puts an LSTM on top.
 Names end in their shape: ``x_T`` is a series of T values, ``z_H`` a forecast of H values.
@@ -454,7 +454,7 @@ def detect_season(x_T: np.ndarray, *, max_period: int | None = None, min_acf: fl
     return best_lag
 
 
-# -- baselines and metrics ------------------------------------------------------------------------
+# -- naive forecasts and metrics ------------------------------------------------------------------
 
 def naive(history_T: np.ndarray, steps: int) -> np.ndarray:
     """The last observed value, repeated: [steps]."""
@@ -522,9 +522,13 @@ def interval_metrics(actual_H: np.ndarray, lower_H: np.ndarray, upper_H: np.ndar
     return {"coverage": float(np.mean((y >= lo) & (y <= hi))), "width": float(np.mean(hi - lo))}
 
 
-def baseline_forecasts(history_T: np.ndarray, steps: int, season: int) -> dict[str, np.ndarray]:
-    """The reference forecasts every result is reported beside: naive and seasonal naive."""
+def naive_forecasts(history_T: np.ndarray, steps: int, season: int) -> dict[str, np.ndarray]:
+    """The naive references: ``naive`` and ``seasonal_naive`` (the statistical ones, and both kinds
+    together, are in ``lstm_jax.forecast.references``)."""
     return {"naive": naive(history_T, steps), "seasonal_naive": seasonal_naive(history_T, steps, season)}
+
+
+baseline_forecasts = naive_forecasts  # the name it had before
 
 
 # -- choosing the transform -----------------------------------------------------------------------

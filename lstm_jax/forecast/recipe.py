@@ -35,8 +35,13 @@ Nothing here reads the test span: ``GlobalRecipe.fit`` takes the training parts 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
+import json
+import multiprocessing
 import os
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -47,7 +52,9 @@ from lstm_jax.data import panel as panel_lib
 from lstm_jax.data import series as series_lib
 from lstm_jax.data.dataset import Dataset, Split
 from lstm_jax.errors import ConfigError, DataError
+from lstm_jax.forecast import rules
 from lstm_jax.forecast import statistical as statistical_lib
+from lstm_jax.forecast.references import reference_forecasts
 from lstm_jax.nn.models import Forecaster, ModelConfig
 from lstm_jax.train.config import TrainConfig
 from lstm_jax.train.loop import Trainer
@@ -69,8 +76,8 @@ class RecipeConfig:
     patience: int = 10
     learning_rate: float = 3e-3
     batch_size: int = 64
-    min_steps_per_epoch: int = 20  # short data repeat their windows so patience counts enough steps
-    min_train_windows: int = 32  # an automatic model horizon is shortened until training keeps this many
+    min_steps_per_epoch: int = rules.MIN_STEPS_PER_EPOCH  # short data repeat their windows so patience counts enough steps
+    min_train_windows: int = rules.MIN_TRAIN_WINDOWS  # an automatic model horizon is shortened until training keeps this many
     refit: bool = True
     quantiles: tuple[float, ...] = (0.5,)
     level: str = "auto"  # last | none | auto (chosen by stand-ins on the validation span)
@@ -78,15 +85,8 @@ class RecipeConfig:
     deseason: bool = True
     season_profile: str = "auto"  # all | recent | auto (the first member fitted with each; lower validation MASE)
     recent_seasons: int = 6  # the seasons a 'recent' profile is fitted on (a Holt-Winters-like memory)
-    window: int = 0  # the base input window; 0: automatic (base_window)
+    window: int = 0  # the base input window; 0: automatic (rules.ensemble_window)
     model_kwargs: dict = dataclasses.field(default_factory=dict)
-
-
-def base_window(season: int, horizon: int, n_fit: int) -> int:
-    """Two seasons (at least 16 steps), or the horizon (at least 6) without a season; at most a third
-    of the shortest fitting part for single series (panels pad short series instead)."""
-    want = max(2 * season, 16) if season > 1 else max(horizon, 6)
-    return max(2, min(want, max(n_fit // 3, 2)))
 
 
 def wants_log(train_T: np.ndarray, setting: str) -> bool:
@@ -155,14 +155,15 @@ class GlobalRecipe:
             self.level, self.level_scores = config.level, {}
         self.single = len(self.train_parts) == 1
         n_fit = min(n_train) - val_size
-        base = config.window or base_window(season, horizon, n_fit if self.single else max(n_train) * 3)
+        # The base window is capped by the shortest fitting part for one series; panels pad short series.
+        base = config.window or rules.ensemble_window(season, horizon, n_fit if self.single else max(n_train) * 3)
         if self.single and config.window and config.window + 1 > n_fit:
             raise DataError(f"--window={config.window} is longer than the {n_fit} training values before the "
                             f"validation span: use a smaller --window, --val_size or --test_size")
         self.input_sizes = sorted({max(2, round(base * m)) for m in config.input_multiples})
         if self.single:  # a single series gets no padded windows: keep enough of them
             self.input_sizes = [s for s in self.input_sizes if s <= max(2, n_fit // 3)] or [max(2, n_fit // 3)]
-            self.model_horizon = max(1, min(horizon, n_fit - max(self.input_sizes) - config.min_train_windows + 1))
+            self.model_horizon = rules.model_horizon(horizon, n_fit, max(self.input_sizes), config.min_train_windows)
             self.min_input = None  # = the input size
         else:
             self.model_horizon = horizon
@@ -178,7 +179,7 @@ class GlobalRecipe:
 
     def _dataset(self, train: panel_lib.Windows, val: panel_lib.Windows, info: dict) -> Dataset:
         bs = self.config.batch_size
-        reps = max(1, -(-self.config.min_steps_per_epoch * bs // len(train)))
+        reps = rules.epoch_repeats(len(train), bs, self.config.min_steps_per_epoch)
         return Dataset(Split(np.tile(train.x_NxLxD, (reps, 1, 1)), np.tile(train.y_NxH, (reps, 1))),
                        Split(val.x_NxLxD, val.y_NxH), info={**info, "train_windows": len(train), "repeats": reps})
 
@@ -281,32 +282,7 @@ class GlobalRecipe:
         return self._median(self._test_preds)
 
 
-# -- references and scores ---------------------------------------------------------------------------
-
-def reference_forecasts(train_parts: Sequence[np.ndarray], steps: int, season: int, *, statistical: bool = True,
-                        log: Callable[[str], None] = print, fitted=None) -> dict[str, list[np.ndarray]]:
-    """What every forecast is reported beside, per series: naive, seasonal naive (with a season) and,
-    with statsforecast installed, AutoETS, AutoTheta and AutoARIMA fitted on the same training parts
-    (one line says when they are skipped). A model statsforecast cannot fit on some series is left
-    out of the references altogether, so that every mean is over the same series."""
-
-    out: dict[str, list[np.ndarray]] = {"naive": [series_lib.naive(t, steps) for t in train_parts]}
-    if season > 1:
-        out["seasonal_naive"] = [series_lib.seasonal_naive(t, steps, season) if len(t) >= season
-                                 else series_lib.naive(t, steps) for t in train_parts]
-    if not statistical:
-        return out
-    # ``fitted()``: the result of ``baselines.statistical_forecasts_many`` started earlier (see ``run``).
-    per_series = fitted() if fitted is not None else \
-        statistical_lib.statistical_forecasts_many(train_parts, steps, season)
-    if per_series is None:
-        log(statistical_lib.SKIPPED)
-        return out
-    for name in statistical_lib.MODELS:
-        if all(name in p for p in per_series):
-            out[name] = [p[name] for p in per_series]
-    return out
-
+# -- scores (the reference forecasts: lstm_jax.forecast.references) -----------------------------------
 
 def score(test_parts: Sequence[np.ndarray], preds: Sequence[np.ndarray], train_parts: Sequence[np.ndarray],
           season: int) -> list[dict[str, float]]:
@@ -349,10 +325,6 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
     For one series the summary's ``test_*`` are its metrics; for many, their means over series
     (``test_mase``, ``test_smape``, ...), with each series' own in ``per_series.csv``.
     """
-    import json
-    import time
-
-
     t0 = time.perf_counter()
     H, season, V = problem.test_size, problem.season, problem.val_size
     for name, v in zip(problem.names, problem.values):
@@ -376,9 +348,6 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
     # the network trains: on 2 cores the run takes about the longer of the two, not their sum.
     pool = fitted = None
     if statistical:
-        import multiprocessing
-
-
         pool = multiprocessing.get_context("spawn").Pool(1)
         fitted = pool.apply_async(statistical_lib.statistical_forecasts_many, (train, H, season)).get
     n = len(train)
@@ -427,6 +396,7 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
 
     summary: dict = {f"test_{k}": _finite(v) for k, v in means["lstm_jax"].items()}
     summary.update({f"val_multistep_{k}": _finite(v) for k, v in val_means["lstm_jax"].items()})
+    # The references' scores (naive and statistical; the summary's key for them has always been "baselines").
     summary["baselines"] = {name: {**{f"test_{k}": _finite(v) for k, v in means[name].items()},
                                    **{f"val_{k}": _finite(v) for k, v in val_means.get(name, {}).items()}}
                             for name in refs}
@@ -465,9 +435,6 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
 
 
 def write_per_series(path: str, names, values, scores, q_forecasts, quantiles, test) -> None:
-    import csv
-    import io
-
     models = list(scores)
     metrics = list(scores["lstm_jax"][0])
     buf = io.StringIO()

@@ -1,4 +1,6 @@
-"""Statistical baselines from statsforecast (an optional dependency): AutoETS, AutoTheta, AutoARIMA.
+"""The statistical reference forecasts, from statsforecast (an optional dependency): AutoETS, AutoTheta, AutoARIMA.
+
+With the naive ones they are the references every forecast is scored beside (``references``).
 
 The one place lstm_jax touches statsforecast (``pip install -e '.[baselines]'``; tested with 2.1).
 Each model is fitted on a training part with a given season and forecasts the ``steps`` values
@@ -29,6 +31,7 @@ from lstm_jax.errors import DataError
 
 MODELS = ("AutoETS", "AutoTheta", "AutoARIMA")
 EXACT_SEASON_MAX = 12  # monthly and quarterly data; weekly (52) and longer seasons use the approximation
+# The one line a run prints without statsforecast (quoted as is in docs/forecasting.md).
 SKIPPED = "statistical baselines skipped: statsforecast is not installed (pip install -e '.[baselines]')"
 
 
@@ -72,9 +75,9 @@ def statistical_forecasts(train_T: np.ndarray, steps: int, season: int = 1,
         raise DataError(f"unknown statistical model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
     y = np.asarray(train_T, np.float64)
     if y.ndim != 1 or len(y) < 3 or not np.all(np.isfinite(y)):
-        raise DataError(f"statistical baselines need a finite 1-D training part of at least 3 values, got {y.shape}")
+        raise DataError(f"statistical forecasts need a finite 1-D training part of at least 3 values, got {y.shape}")
     if steps < 1:
-        raise DataError(f"statistical baselines need steps >= 1, got {steps}")
+        raise DataError(f"statistical forecasts need steps >= 1, got {steps}")
     m = int(season) if season > 1 and len(y) >= 2 * season else 1
     out = {}
     for name in models:
