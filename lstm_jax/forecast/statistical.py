@@ -7,17 +7,13 @@ Each model is fitted on a training part with a given season and forecasts the ``
 after it at once, the way the M competitions score them. Without statsforecast, ``available()``
 is False and ``SKIPPED`` is the one line a run prints.
 
-Cost: statsforecast 2.x no longer compiles with numba (its models are C++ in ``coreforecast`` and
-``statsforecast._lib``), so there is no first-run compilation; importing it took 5 s to 19 s on the 2 shared CPU cores
-(load average 1 to 25; pandas, scipy, statsmodels), and the first AutoARIMA fit about 5 s more.
-AutoARIMA is the slowest model to fit: ~0.4 s on the 90-value Nile series, about a minute for
-the 90 M1 yearly series together under load, 20 s on El Niño (season 12). Its exact likelihood
-costs grow with the seasonal period (the state space has about ``season * P`` dimensions): with a
-season of 52 (weekly data) an exact stepwise search on CO2's 2,180 values did not finish in 18
-minutes. Above ``EXACT_SEASON_MAX`` AutoARIMA therefore selects its model by conditional sum of
-squares (statsforecast's ``approximation=True``, what R's ``auto.arima`` does for long or
-high-frequency series): 27 s on CO2, test MAPE 0.167 %. At seasons up to 12 the fit stays exact,
-statsforecast's default, which reproduces ``../shared/data/forecast/README.md``.
+Cost: statsforecast 2.x has no first-run compilation, but importing it is slow, so it is imported
+only when a run asks for statistical forecasts. AutoARIMA's exact likelihood grows with the seasonal
+period (its state space has about ``season * P`` dimensions), so above ``EXACT_SEASON_MAX`` it
+selects its model by conditional sum of squares (statsforecast's ``approximation=True``, what R's
+``auto.arima`` does for long or high-frequency series); at seasons up to 12 the fit stays exact,
+statsforecast's default, which reproduces ``../shared/data/forecast/README.md``. The measured
+import and fit times: ``docs/results.md``, "Design measurements".
 """
 
 from __future__ import annotations
