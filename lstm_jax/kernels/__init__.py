@@ -12,6 +12,11 @@
 :func:`choose` resolves ``'auto'`` and checks a forced choice; :func:`run` runs one. The native and
 cuDNN calls run per batch shard with several devices (:mod:`~lstm_jax.kernels.sharding`), so
 ``'auto'`` picks them on one device or many.
+
+Each backend module has ``supports(cell)`` and ``layer(cell, ...)``. The XLA and native layers take
+time-major ``x_TxBxD`` with a ``mask_TxB`` (their scans and kernels step over the leading axis);
+cuDNN's takes what ``jax.experimental.rnn`` takes, batch-first ``x_BxTxD`` with ``lengths_B``, so
+that no transpose is added around it.
 """
 
 from __future__ import annotations
