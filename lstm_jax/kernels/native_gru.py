@@ -11,13 +11,13 @@ run in a fixed order, so the gradients are the same bits from run to run.
 :func:`gru_layer` is the differentiable entry point (``jax.custom_vjp``). Semantics are those of
 ``layers.scan_cell`` with ``GRUCell.step``: past a row's length the carry is frozen and the output
 is zero. float32, tanh and sigmoid, on the CPU. The handlers live in the same extension as the
-LSTM's (``lstm_jax._native``), exported as C symbols and wrapped here with ctypes. The
-environment variables of :mod:`lstm_jax.kernels.native` (threads, ISA, huge pages) apply to them too.
+LSTM's (``lstm_jax._native``), whose module exports them as PyCapsules beside the LSTM's; they share
+its runtime, so the environment variables of :mod:`lstm_jax.kernels.native` (threads, ISA, huge
+pages) apply to them too.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -36,30 +36,13 @@ except ImportError:  # built without a compiler, or an unsupported platform
     _native = None
 
 Array = jax.Array
-_TARGETS = {"lstm_jax_gru_fwd": "LstmJaxGruForward", "lstm_jax_gru_fwd_infer": "LstmJaxGruForwardInfer",
-            "lstm_jax_gru_bwd": "LstmJaxGruBackward", "lstm_jax_gru_bwd_no_dx": "LstmJaxGruBackwardNoDx"}
-
-
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    """The extension as a C library (the process's own copy: dlopen returns the loaded one), or None
-    when it is missing or predates the GRU kernels."""
-    if _native is None:
-        return None
-    try:
-        lib = ctypes.CDLL(_native.__file__)
-        for symbol in (*_TARGETS.values(), "LstmJaxGruIsa", "LstmJaxGruThreads"):
-            getattr(lib, symbol)
-    except (OSError, AttributeError):
-        return None
-    lib.LstmJaxGruIsa.restype = ctypes.c_char_p
-    lib.LstmJaxGruThreads.restype = ctypes.c_int
-    return lib
+_TARGETS = {"lstm_jax_gru_fwd": "gru_fwd", "lstm_jax_gru_fwd_infer": "gru_fwd_infer",
+            "lstm_jax_gru_bwd": "gru_bwd", "lstm_jax_gru_bwd_no_dx": "gru_bwd_no_dx"}
 
 
 def built() -> bool:
     """Whether the extension was built with the GRU kernels and imports."""
-    return _library() is not None
+    return _native is not None and all(hasattr(_native, name) for name in _TARGETS.values())
 
 
 def available() -> bool:
@@ -69,21 +52,20 @@ def available() -> bool:
 
 def isa() -> str | None:
     """The kernel the CPU got: 'avx512', 'avx2' or 'generic' (None when not built)."""
-    return _library().LstmJaxGruIsa().decode() if built() else None
+    return _native.isa if built() else None
 
 
 def threads() -> int | None:
     """The most threads one call uses (None when not built)."""
-    return _library().LstmJaxGruThreads() if built() else None
+    return _native.threads if built() else None
 
 
 @functools.cache
 def _register() -> None:
-    lib = _library()
-    if lib is None:
+    if not built():
         raise ConfigError("the native GRU needs lstm_jax._native built with its GRU kernels (see setup.py)")
-    for target, symbol in _TARGETS.items():
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    for target, name in _TARGETS.items():
+        jax.ffi.register_ffi_target(target, getattr(_native, name), platform="cpu")
 
 
 def _mask(mask_TxB: Array | None, T: int, B: int) -> Array:
