@@ -126,6 +126,13 @@ bool huge_pages_wanted() {
   return on;
 }
 
+// TEMPORARY (issue 22's measurement): LSTM_JAX_XLA_ADVICE=0 turns the advice over XLA's memory off,
+// read on every call so that one process can alternate with and without it.
+bool xla_advice_now() {
+  const char* env = std::getenv("LSTM_JAX_XLA_ADVICE");
+  return huge_pages_wanted() && (env == nullptr || std::strcmp(env, "0") != 0);
+}
+
 constexpr size_t kAdviseMinBytes = size_t{8} << 20;  // below this, faults cost less than reading the maps
 
 struct Output {
@@ -193,13 +200,13 @@ AdviceCache& advice_cache() {
 
 // Huge pages over one buffer alone (unless turned off).
 void advise_buffer(void* p, size_t bytes) {
-  if (huge_pages_wanted()) advise_huge_pages(p, bytes);
+  if (xla_advice_now()) advise_huge_pages(p, bytes);
 }
 
 // Huge pages around these buffers: per mapping, over the span of the buffers it holds widened by
 // their total size on each side (within the mapping); a buffer in no such mapping gets them alone.
 void advise_outputs(std::initializer_list<std::pair<void*, size_t>> buffers) {
-  if (!huge_pages_wanted()) return;
+  if (!xla_advice_now()) return;
   std::vector<Output> outputs;
   Spans spans;
   size_t bytes = 0;
