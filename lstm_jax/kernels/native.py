@@ -33,7 +33,7 @@ Where the extension is missing (no compiler at install time) :func:`available` i
 thread count (default: the CPUs this process may use); ``LSTM_JAX_NATIVE_ISA=avx2|generic``
 forces a narrower kernel; ``LSTM_JAX_NATIVE_HUGEPAGES=0`` stops the kernels asking Linux for
 transparent huge pages over their outputs and over the block of XLA's temporaries that holds them
-(which a training step otherwise faults in afresh 4 KB at a time: see ``csrc/lstm_cpu.cc``). All
+(which a training step otherwise faults in afresh 4 KB at a time: see ``csrc/runtime.cc``). All
 are read once.
 """
 
