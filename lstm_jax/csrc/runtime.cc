@@ -107,12 +107,14 @@ ParallelFor on_pool(ffi::ThreadPool& pool) {
 // training step's 90 MB, 23,000 page faults at 4 KB. The forward kernel's outputs (the residuals
 // and out) lie in that block, and so do the buffers XLA fills for the backward kernel (the
 // cotangent of out). So the training forward asks for transparent huge pages (2 MB: 512 times
-// fewer faults) over the block around its outputs, not only over the outputs: that cut a step's
-// faults from 5,400 to 1,300 and its time by about 5%. The block is the unnamed anonymous mapping
-// that holds the outputs (found in /proc/self/maps, about 0.1 ms). The kernel may have merged it
-// with neighbouring mappings, so the advice stops at the outputs' own size beyond them on either
-// side, which covers the block's other temporaries without reaching far into memory that is not
-// this call's. Advice changes no contents. LSTM_JAX_NATIVE_HUGEPAGES=0 turns all of it off.
+// fewer faults) over the block around its outputs, not only over the outputs. Kept after issue 22's
+// measurement in one process, alternating with and without it: without it a training step took
+// 1.01-1.29x as long at B=64 H=128 (one layer, bidirectional, stacked) and 1.12-1.15x at B=128 H=256.
+// The block is the unnamed anonymous mapping that holds the outputs (found in /proc/self/maps, about
+// 0.1 ms). The kernel may have merged it with neighbouring mappings, so the advice stops at the
+// outputs' own size beyond them on either side, which covers the block's other temporaries without
+// reaching far into memory that is not this call's. Advice changes no contents.
+// LSTM_JAX_NATIVE_HUGEPAGES=0 turns all of it off.
 
 std::atomic<int64_t> advised_blocks{0};  // blocks advised so far (for the tests)
 
@@ -124,13 +126,6 @@ bool huge_pages_wanted() {
     return env == nullptr || std::strcmp(env, "0") != 0;
   }();
   return on;
-}
-
-// TEMPORARY (issue 22's measurement): LSTM_JAX_XLA_ADVICE=0 turns the advice over XLA's memory off,
-// read on every call so that one process can alternate with and without it.
-bool xla_advice_now() {
-  const char* env = std::getenv("LSTM_JAX_XLA_ADVICE");
-  return huge_pages_wanted() && (env == nullptr || std::strcmp(env, "0") != 0);
 }
 
 constexpr size_t kAdviseMinBytes = size_t{8} << 20;  // below this, faults cost less than reading the maps
@@ -200,13 +195,13 @@ AdviceCache& advice_cache() {
 
 // Huge pages over one buffer alone (unless turned off).
 void advise_buffer(void* p, size_t bytes) {
-  if (xla_advice_now()) advise_huge_pages(p, bytes);
+  if (huge_pages_wanted()) advise_huge_pages(p, bytes);
 }
 
 // Huge pages around these buffers: per mapping, over the span of the buffers it holds widened by
 // their total size on each side (within the mapping); a buffer in no such mapping gets them alone.
 void advise_outputs(std::initializer_list<std::pair<void*, size_t>> buffers) {
-  if (!xla_advice_now()) return;
+  if (!huge_pages_wanted()) return;
   std::vector<Output> outputs;
   Spans spans;
   size_t bytes = 0;
