@@ -29,10 +29,10 @@ def _extensions():
     return [Extension(
         "lstm_jax._native",
         sources=[os.path.join(csrc, f) for f in
-                 ("lstm_cpu.cc", "kernel_generic.cc", "kernel_avx2.cc", "kernel_avx512.cc",
-                  "gru_cpu.cc", "gru_kernel_generic.cc", "gru_kernel_avx2.cc", "gru_kernel_avx512.cc")],
+                 ("runtime.cc", "lstm_cpu.cc", "gru_cpu.cc", "kernel_generic.cc", "kernel_avx2.cc", "kernel_avx512.cc")],
         include_dirs=[include, csrc],
-        depends=[os.path.join(csrc, f) for f in ("kernel.h", "kernel.inc", "gru_kernel.h", "gru_kernel.inc")],
+        depends=[os.path.join(csrc, f) for f in ("runtime.h", "kernel_common.h", "simd.inc", "kernel.h", "kernel.inc",
+                                                 "gru_kernel.h", "gru_kernel.inc")],
         language="c++",
         # fp-contract: the tiles' a*b+c become FMAs (ISO C++ mode would leave them as two roundings).
         extra_compile_args=["-std=c++17", "-O3", "-ffp-contract=fast", "-fvisibility=hidden", "-pthread"],

@@ -1,133 +1,21 @@
-// The GRU recurrence as XLA FFI custom calls on CPU, in the lstm_jax._native extension.
+// The GRU recurrence as XLA FFI custom calls on CPU, exported as PyCapsules of lstm_jax._native.
 //
-//   LstmJaxGruForward       (x, W, b, U, b_hn, h0, mask) -> (out, hT, gates)   for training
-//   LstmJaxGruForwardInfer  (x, W, b, U, b_hn, h0, mask) -> (out, hT)          without residuals
-//   LstmJaxGruBackward      (gates, dout, W, U, dhT, mask, x, out, h0) -> (db, db_hn, dWU, dx, dh0)
-//   LstmJaxGruBackwardNoDx  the same without dx, for an input that needs no gradient
+//   gru_fwd        (x, W, b, U, b_hn, h0, mask) -> (out, hT, gates)   for training
+//   gru_fwd_infer  (x, W, b, U, b_hn, h0, mask) -> (out, hT)          without residuals
+//   gru_bwd        (gates, dout, W, U, dhT, mask, x, out, h0) -> (db, db_hn, dWU, dx, dh0)
+//   gru_bwd_no_dx  the same without dx, for an input that needs no gradient
 //
-// Shapes and semantics: gru_kernel.h. The module's init (lstm_cpu.cc) lists the LSTM handlers
-// only, so these four are exported as C symbols of the shared object (default visibility, unlike
-// the rest of it) and lstm_jax/native_gru.py wraps them with ctypes and jax.ffi.pycapsule.
-//
-// The kernel choice (LSTM_JAX_NATIVE_ISA), the thread count (LSTM_JAX_NATIVE_THREADS) and the
-// thread-pool adapter are copies of lstm_cpu.cc's, whose definitions are local to that file; they
-// read the same variables, so both cells run the same ISA on the same number of threads.
-#include <sched.h>
-
-#include <algorithm>
-#include <atomic>
-#include <condition_variable>
+// Shapes and semantics: gru_kernel.h. The module (runtime.cc) exports these handlers with the
+// LSTM's, and they run on the same runtime (runtime.h): the same kernel build, thread count and
+// thread-pool adapter.
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <utility>
 
-#include "gru_kernel.h"
-#include "xla/ffi/api/ffi.h"
+#include "runtime.h"
 
-namespace ffi = xla::ffi;
 namespace lj = lstm_jax_native;
+using namespace lj::runtime;
 
 namespace {
-
-struct Isa {
-  const char* name;
-  void (*forward)(const lj::GruFwdArgs&);
-  void (*backward)(const lj::GruBwdArgs&);
-};
-
-Isa pick_isa() {
-  const char* force = std::getenv("LSTM_JAX_NATIVE_ISA");
-  const std::string want = force ? force : "";
-#if defined(__x86_64__) || defined(_M_X64)
-  __builtin_cpu_init();
-  if ((want.empty() || want == "avx512") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
-    return {"avx512", lj::gru_avx512::gru_forward, lj::gru_avx512::gru_backward};
-  if ((want.empty() || want == "avx512" || want == "avx2") && __builtin_cpu_supports("avx2") &&
-      __builtin_cpu_supports("fma"))
-    return {"avx2", lj::gru_avx2::gru_forward, lj::gru_avx2::gru_backward};
-#endif
-  return {"generic", lj::gru_generic::gru_forward, lj::gru_generic::gru_backward};
-}
-
-const Isa& isa() {
-  static const Isa chosen = pick_isa();
-  return chosen;
-}
-
-int default_threads() {
-  if (const char* env = std::getenv("LSTM_JAX_NATIVE_THREADS")) {
-    const int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-#if defined(__linux__)
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-#endif
-  return 1;
-}
-
-int threads() {
-  static const int n = default_threads();
-  return n;
-}
-
-// lj::ParallelFor on XLA's intra-op thread pool, the caller taking part (see lstm_cpu.cc).
-lj::ParallelFor on_pool(ffi::ThreadPool& pool) {
-  return [&pool](int64_t n, const std::function<void(int64_t)>& f) {
-    struct State {
-      std::atomic<int64_t> next{0}, done{0};
-      int64_t n = 0;
-      const std::function<void(int64_t)>* f = nullptr;
-      std::mutex m;
-      std::condition_variable cv;
-    };
-    auto state = std::make_shared<State>();
-    state->n = n;
-    state->f = &f;
-    auto work = [state] {
-      for (int64_t i; (i = state->next.fetch_add(1)) < state->n;) {
-        (*state->f)(i);
-        if (state->done.fetch_add(1) + 1 == state->n) {
-          std::lock_guard<std::mutex> hold(state->m);
-          state->cv.notify_all();
-        }
-      }
-    };
-    for (int64_t k = 1; k < std::min<int64_t>(n, threads()); ++k) pool.Schedule(decltype(work)(work));
-    work();
-    std::unique_lock<std::mutex> hold(state->m);
-    state->cv.wait(hold, [&] { return state->done.load() == state->n; });
-  };
-}
-
-// Huge pages over a large output (the residuals: 13 MB at B=64, T=100, H=128) that the kernel
-// first-touches, unless LSTM_JAX_NATIVE_HUGEPAGES=0 (as the LSTM handlers do for single buffers).
-void advise_buffer(void* p, size_t bytes) {
-  static const bool on = [] {
-    const char* env = std::getenv("LSTM_JAX_NATIVE_HUGEPAGES");
-    return env == nullptr || std::strcmp(env, "0") != 0;
-  }();
-  if (on) lj::advise_huge_pages(p, bytes);
-}
-
-template <typename Buf>
-bool has_dims(const Buf& b, std::initializer_list<int64_t> want) {
-  auto d = b.dimensions();
-  if (d.size() != want.size()) return false;
-  size_t k = 0;
-  for (int64_t w : want)
-    if (d[k++] != w) return false;
-  return true;
-}
-
-using F32 = ffi::Buffer<ffi::F32>;
-using Pred = ffi::Buffer<ffi::PRED>;
-using Out = ffi::ResultBuffer<ffi::F32>;
 
 ffi::Error forward(ffi::ThreadPool& pool, const F32& x, const F32& W, const F32& b, const F32& U, const F32& bhn,
                    const F32& h0, const Pred& mask, Out& out, Out& hT, Out* gates) {
@@ -144,7 +32,7 @@ ffi::Error forward(ffi::ThreadPool& pool, const F32& x, const F32& W, const F32&
                                        "expected");
   if (gates) advise_buffer((*gates)->untyped_data(), (*gates)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
-  isa().forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), bhn.typed_data(),
+  isa().gru_forward({T, B, I, H, x.typed_data(), W.typed_data(), b.typed_data(), U.typed_data(), bhn.typed_data(),
                  h0.typed_data(), mask.typed_data(), out->typed_data(), hT->typed_data(),
                  gates ? (*gates)->typed_data() : nullptr, threads(), &parallel});
   return ffi::Error::Success();
@@ -178,7 +66,7 @@ ffi::Error backward(ffi::ThreadPool& pool, const F32& gates, const F32& dout, co
                                        "dx [T, B, I], dh0 [B, H] expected");
   if (dx) advise_buffer((*dx)->untyped_data(), (*dx)->size_bytes());
   const lj::ParallelFor parallel = on_pool(pool);
-  isa().backward({T, B, I, H, gates.typed_data(), dout.typed_data(), W.typed_data(), U.typed_data(), dhT.typed_data(),
+  isa().gru_backward({T, B, I, H, gates.typed_data(), dout.typed_data(), W.typed_data(), U.typed_data(), dhT.typed_data(),
                   mask.typed_data(), x.typed_data(), out.typed_data(), h0.typed_data(), db->typed_data(),
                   dbhn->typed_data(), dWU->typed_data(), dx ? (*dx)->typed_data() : nullptr, dh0->typed_data(),
                   threads(), &parallel});
@@ -195,41 +83,15 @@ ffi::Error BackwardNoDx(ffi::ThreadPool pool, F32 gates, F32 dout, F32 W, F32 U,
   return backward(pool, gates, dout, W, U, dhT, mask, x, out, h0, db, dbhn, dWU, nullptr, dh0);
 }
 
-template <int N, typename Binding>
-auto f32_args(Binding b) {
-  if constexpr (N == 1) return std::move(b).template Arg<F32>();
-  else return f32_args<N - 1>(std::move(b).template Arg<F32>());
-}
-
-template <int N, typename Binding>
-auto f32_rets(Binding b) {
-  if constexpr (N == 1) return std::move(b).template Ret<F32>();
-  else return f32_rets<N - 1>(std::move(b).template Ret<F32>());
-}
-
 // Forward: a thread pool, x, W, b, U, b_hn, h0, mask; first results out, hT.
-auto forward_binding() { return f32_rets<2>(f32_args<6>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()); }
+auto forward_binding() { return f32_rets<2>(bind_f32_args<6>().Arg<Pred>()); }
 
 // Backward: a thread pool; gates, dout, W, U, dhT, mask, x, out, h0; first results db, db_hn, dWU.
-auto backward_binding() {
-  return f32_rets<3>(f32_args<3>(f32_args<5>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
-}
+auto backward_binding() { return f32_rets<3>(f32_args<3>(bind_f32_args<5>().Arg<Pred>())); }
 
 }  // namespace
-
-// The handlers, visible outside the shared object (it is built with -fvisibility=hidden).
-#define LSTM_JAX_EXPORT extern "C" __attribute__((visibility("default"))) XLA_FFI_Error*
-LSTM_JAX_EXPORT LstmJaxGruForward(XLA_FFI_CallFrame*);
-LSTM_JAX_EXPORT LstmJaxGruForwardInfer(XLA_FFI_CallFrame*);
-LSTM_JAX_EXPORT LstmJaxGruBackward(XLA_FFI_CallFrame*);
-LSTM_JAX_EXPORT LstmJaxGruBackwardNoDx(XLA_FFI_CallFrame*);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxGruForward, Forward, f32_rets<1>(forward_binding()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxGruForwardInfer, ForwardInfer, forward_binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxGruBackward, Backward, f32_rets<2>(backward_binding()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxGruBackwardNoDx, BackwardNoDx, f32_rets<1>(backward_binding()));
-
-// The kernel the GRU handlers run ("avx512", "avx2" or "generic") and their thread count, for
-// lstm_jax.native_gru (and its tests of each build).
-extern "C" __attribute__((visibility("default"))) const char* LstmJaxGruIsa() { return isa().name; }
-extern "C" __attribute__((visibility("default"))) int LstmJaxGruThreads() { return threads(); }

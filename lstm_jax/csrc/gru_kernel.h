@@ -12,7 +12,7 @@
 //             dx = [a_r, a_z, a_n] W^T,  dh_{t-1} = dh z + [a_r, a_z, g] U^T,
 //             dW = sum x^T [a_r, a_z, a_n],  dU = sum h_{t-1}^T [a_r, a_z, g],
 //             db = sum [a_r, a_z, a_n],  db_hn = sum g.
-// As in the LSTM kernels (kernel.h), whose Scratch and ParallelFor this reuses: the input
+// As in the LSTM kernels (kernel.h): the input
 // projection runs in the same register tile as the recurrent product, rows are split into blocks
 // that run the whole sequence with no synchronisation, the gate gradients of a few steps stay in
 // cache and go straight into the weight gradient, and the reductions run in a fixed order.
@@ -21,7 +21,7 @@
 
 #include <cstdint>
 
-#include "kernel.h"
+#include "kernel_common.h"
 
 namespace lstm_jax_native {
 
@@ -61,16 +61,13 @@ struct GruBwdArgs {
   const ParallelFor* parallel;
 };
 
-#define LSTM_JAX_DECLARE_GRU_ISA(ns)         \
-  namespace ns {                             \
-  void gru_forward(const GruFwdArgs& a);     \
-  void gru_backward(const GruBwdArgs& a);    \
+// In each ISA build, beside the LSTM's kernels.
+#define LSTM_JAX_DECLARE_GRU(ns)          \
+  namespace ns::gru {                     \
+  void forward(const GruFwdArgs& a);      \
+  void backward(const GruBwdArgs& a);     \
   }
-
-LSTM_JAX_DECLARE_GRU_ISA(gru_generic)
-#if defined(__x86_64__) || defined(_M_X64)
-LSTM_JAX_DECLARE_GRU_ISA(gru_avx2)
-LSTM_JAX_DECLARE_GRU_ISA(gru_avx512)
-#endif
+LSTM_JAX_ISAS(LSTM_JAX_DECLARE_GRU)
+#undef LSTM_JAX_DECLARE_GRU
 
 }  // namespace lstm_jax_native

@@ -1,4 +1,4 @@
-// The kernels for AVX2 + FMA: 8-float vectors, 16 registers (a 2 x 4 tile).
+// The LSTM and GRU kernels for AVX2 + FMA: 8-float vectors, 16 registers (a 2 x 4 tile).
 #if defined(__x86_64__) || defined(_M_X64)
 #include <algorithm>
 #include <cstdint>
@@ -18,6 +18,7 @@
 #define LJ_STREAM(p, v) _mm256_stream_ps((p), (__m256)(v))
 #define LJ_FENCE() _mm_sfence()
 #include "kernel.inc"
+#include "gru_kernel.inc"
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

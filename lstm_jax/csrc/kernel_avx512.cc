@@ -1,4 +1,4 @@
-// The kernels for AVX-512: 16-float vectors, 32 registers (a 6 x 4 tile).
+// The LSTM and GRU kernels for AVX-512: 16-float vectors, 32 registers (a 6 x 4 tile).
 #if defined(__x86_64__) || defined(_M_X64)
 #include <algorithm>
 #include <cstdint>
@@ -22,6 +22,7 @@
 #define LJ_STREAM(p, v) _mm512_stream_ps((p), (__m512)(v))
 #define LJ_FENCE() _mm_sfence()
 #include "kernel.inc"
+#include "gru_kernel.inc"
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

@@ -1,4 +1,4 @@
-// lstm_jax._native: the LSTM recurrence as XLA FFI custom calls on CPU, exported as PyCapsules.
+// The LSTM recurrence as XLA FFI custom calls on CPU, exported as PyCapsules of lstm_jax._native.
 //
 //   lstm_fwd          (x, W, b, U, p, R, c0, h0, a0, mask) -> (out, cT, hT, aT, gates, cprev)   for training
 //   lstm_fwd_infer    (x, W, b, U, p, R, c0, h0, a0, mask) -> (out, cT, hT, aT)      without residuals
@@ -12,261 +12,18 @@
 // row's valid prefix). p and dp are the peepholes [N, 3H] and their gradient, [N, 0] without them;
 // R and dR FGR's gate recurrence [N, 3H, 3H] and its gradient, and a0, aT, daT, da0 the gates part
 // of its carry [N, B, 3H], all with 0 for 3H in the other variants.
-// Shapes and semantics: kernel.h. The kernel is chosen once, by what the CPU supports.
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#include <sched.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <condition_variable>
+// Shapes and semantics: kernel.h. The module (runtime.cc) exports these handlers with the GRU's;
+// the kernel build and the thread count are the runtime's (runtime.h).
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <functional>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "kernel.h"
-#include "xla/ffi/api/ffi.h"
+#include "runtime.h"
 
-namespace ffi = xla::ffi;
 namespace lj = lstm_jax_native;
+using namespace lj::runtime;
 
 namespace {
-
-struct Isa {
-  const char* name;
-  void (*forward)(const lj::FwdArgs*, int64_t);
-  void (*backward)(const lj::BwdArgs*, int64_t);
-};
-
-Isa pick_isa() {
-  const char* force = std::getenv("LSTM_JAX_NATIVE_ISA");  // for tests: run a narrower kernel
-  const std::string want = force ? force : "";
-#if defined(__x86_64__) || defined(_M_X64)
-  __builtin_cpu_init();
-  if ((want.empty() || want == "avx512") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
-    return {"avx512", lj::avx512::forward, lj::avx512::backward};
-  if ((want.empty() || want == "avx512" || want == "avx2") && __builtin_cpu_supports("avx2") &&
-      __builtin_cpu_supports("fma"))
-    return {"avx2", lj::avx2::forward, lj::avx2::backward};
-#endif
-  return {"generic", lj::generic::forward, lj::generic::backward};
-}
-
-const Isa& isa() {
-  static const Isa chosen = pick_isa();
-  return chosen;
-}
-
-// The CPUs this process may run on, or LSTM_JAX_NATIVE_THREADS.
-int default_threads() {
-  if (const char* env = std::getenv("LSTM_JAX_NATIVE_THREADS")) {
-    const int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-#if defined(__linux__)
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-#endif
-  return 1;
-}
-
-int threads() {
-  static const int n = default_threads();
-  return n;
-}
-
-// lj::ParallelFor on XLA's intra-op thread pool. The caller takes part: workers claim indices from
-// a counter, so all the work gets done even if no pooled thread is free, and a task that starts
-// after everything is claimed returns at once (it holds the shared state, never the caller's).
-lj::ParallelFor on_pool(ffi::ThreadPool& pool) {
-  return [&pool](int64_t n, const std::function<void(int64_t)>& f) {
-    struct State {
-      std::atomic<int64_t> next{0}, done{0};
-      int64_t n = 0;
-      const std::function<void(int64_t)>* f = nullptr;
-      std::mutex m;
-      std::condition_variable cv;
-    };
-    auto state = std::make_shared<State>();
-    state->n = n;
-    state->f = &f;  // only called for claimed indices, all of which finish before this returns
-    auto work = [state] {
-      for (int64_t i; (i = state->next.fetch_add(1)) < state->n;) {
-        (*state->f)(i);
-        if (state->done.fetch_add(1) + 1 == state->n) {
-          std::lock_guard<std::mutex> hold(state->m);
-          state->cv.notify_all();
-        }
-      }
-    };
-    // threads() workers in all, the caller among them. The caller is often not one of the pool's
-    // threads (JAX runs the executable on its own), and a worker per index would put threads() + 1
-    // of them on threads() cores, time-slicing blocks that each want a core's L2.
-    for (int64_t k = 1; k < std::min<int64_t>(n, threads()); ++k)
-      pool.Schedule(decltype(work)(work));  // Schedule takes an rvalue
-    work();
-    std::unique_lock<std::mutex> hold(state->m);
-    state->cv.wait(hold, [&] { return state->done.load() == state->n; });
-  };
-}
-
-// -- huge pages for XLA's temporaries -------------------------------------------------------------
-//
-// XLA:CPU allocates each execution's temporaries as one block, a fresh anonymous mapping, and
-// unmaps it at the end, so every step first-touches all of it again: at B=128, T=100, H=256 a
-// training step's 90 MB, 23,000 page faults at 4 KB. The forward kernel's outputs (the residuals
-// and out) lie in that block, and so do the buffers XLA fills for the backward kernel (the
-// cotangent of out). So the training forward asks for transparent huge pages (2 MB: 512 times
-// fewer faults) over the block around its outputs, not only over the outputs: that cut a step's
-// faults from 5,400 to 1,300 and its time by about 5%. The block is the unnamed anonymous mapping
-// that holds the outputs (found in /proc/self/maps, about 0.1 ms). The kernel may have merged it
-// with neighbouring mappings, so the advice stops at the outputs' own size beyond them on either
-// side, which covers the block's other temporaries without reaching far into memory that is not
-// this call's. Advice changes no contents. LSTM_JAX_NATIVE_HUGEPAGES=0 turns all of it off.
-
-bool huge_pages_wanted() {
-  static const bool on = [] {
-    const char* env = std::getenv("LSTM_JAX_NATIVE_HUGEPAGES");
-    return env == nullptr || std::strcmp(env, "0") != 0;
-  }();
-  return on;
-}
-
-std::atomic<int64_t> advised_blocks{0};  // blocks advised so far (for the tests)
-
-// Huge pages over one buffer alone (unless turned off).
-void advise_buffer(void* p, size_t bytes) {
-  if (huge_pages_wanted()) lj::advise_huge_pages(p, bytes);
-}
-
-constexpr size_t kAdviseMinBytes = size_t{8} << 20;  // below this, faults cost less than reading the maps
-
-struct Output {
-  uintptr_t begin, end;
-  uintptr_t map_lo = 0, map_hi = 0;  // the unnamed anonymous mapping that holds it, if any
-};
-
-// Fills in each output's mapping, from /proc/self/maps.
-void find_mappings(std::vector<Output>& outputs) {
-#if defined(__linux__)
-  FILE* maps = std::fopen("/proc/self/maps", "r");
-  if (maps == nullptr) return;
-  char line[4096];
-  while (std::fgets(line, sizeof line, maps)) {
-    unsigned long lo, hi, inode;
-    int name = 0;
-    if (std::sscanf(line, "%lx-%lx %*s %*s %*s %lu %n", &lo, &hi, &inode, &name) < 3) continue;
-    const bool unnamed_anonymous = inode == 0 && (line[name] == '\n' || line[name] == '\0');
-    for (Output& o : outputs)
-      if (unnamed_anonymous && lo <= o.begin && o.end <= hi) o.map_lo = lo, o.map_hi = hi;
-  }
-  std::fclose(maps);
-#else
-  (void)outputs;
-#endif
-}
-
-// Whether every buffer's first page is already in memory: the block is one XLA reused from an
-// earlier call, not a fresh mapping, so advice now would change nothing (advice given to it before
-// still holds) and reading /proc/self/maps (about 1 ms in a process with JAX's many mappings) is saved.
-bool already_touched(const std::vector<Output>& outputs) {
-#if defined(__linux__)
-  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  for (const Output& o : outputs) {
-    unsigned char resident = 0;
-    if (mincore(reinterpret_cast<void*>(o.begin & ~(page - 1)), 1, &resident) != 0 || !(resident & 1)) return false;
-  }
-  return true;
-#else
-  (void)outputs;
-  return false;
-#endif
-}
-
-// The ranges advised for the outputs of the last few fresh blocks. XLA maps a step's block anew
-// each time, but at the same address with the same layout, so a training loop would read
-// /proc/self/maps in every forward call of every step (about 1.5% of a two-layer step's CPU); when
-// a call's outputs come back exactly where an earlier call's were, the same ranges are advised
-// again without reading it. Were another mapping of another size ever to hold them at those
-// addresses, the advice could reach at most the outputs' size past its ends, and advice changes
-// no contents.
-using Spans = std::vector<std::pair<uintptr_t, uintptr_t>>;
-struct AdviceCache {
-  static constexpr size_t kEntries = 16;  // a step's forward calls (one per layer or stack of layers)
-  std::mutex mutex;
-  std::vector<std::pair<Spans, Spans>> entries;  // (outputs, ranges advised), the latest last
-};
-
-AdviceCache& advice_cache() {
-  static AdviceCache* cache = new AdviceCache;  // never destroyed: FFI calls may outlive static destructors
-  return *cache;
-}
-
-// Huge pages around these buffers: per mapping, over the span of the buffers it holds widened by
-// their total size on each side (within the mapping); a buffer in no such mapping gets them alone.
-void advise_outputs(std::initializer_list<std::pair<void*, size_t>> buffers) {
-  if (!huge_pages_wanted()) return;
-  std::vector<Output> outputs;
-  Spans spans;
-  size_t bytes = 0;
-  for (auto [p, n] : buffers) {
-    outputs.push_back({reinterpret_cast<uintptr_t>(p), reinterpret_cast<uintptr_t>(p) + n});
-    spans.emplace_back(outputs.back().begin, outputs.back().end);
-    bytes += n;
-  }
-  if (bytes < kAdviseMinBytes || already_touched(outputs)) return;
-  AdviceCache& cache = advice_cache();
-  std::lock_guard<std::mutex> hold(cache.mutex);
-  auto hit = std::find_if(cache.entries.begin(), cache.entries.end(), [&](const auto& e) { return e.first == spans; });
-  if (hit == cache.entries.end()) {
-    Spans ranges;
-    find_mappings(outputs);
-    std::vector<uintptr_t> done;  // the mappings advised by this call, by start
-    for (const Output& o : outputs) {
-      if (o.map_hi == 0) {
-        ranges.emplace_back(o.begin, o.end);
-        continue;
-      }
-      if (std::find(done.begin(), done.end(), o.map_lo) != done.end()) continue;
-      done.push_back(o.map_lo);
-      uintptr_t lo = o.begin, hi = o.end, held = 0;
-      for (const Output& q : outputs)
-        if (q.map_lo == o.map_lo) lo = std::min(lo, q.begin), hi = std::max(hi, q.end), held += q.end - q.begin;
-      lo = lo - o.map_lo > held ? lo - held : o.map_lo;
-      hi = o.map_hi - hi > held ? hi + held : o.map_hi;
-      ranges.emplace_back(lo, hi);
-    }
-    if (cache.entries.size() == AdviceCache::kEntries) cache.entries.erase(cache.entries.begin());
-    cache.entries.emplace_back(std::move(spans), std::move(ranges));
-    hit = cache.entries.end() - 1;
-  }
-  for (auto [lo, hi] : hit->second) lj::advise_huge_pages(reinterpret_cast<void*>(lo), hi - lo);
-  advised_blocks.fetch_add(1);
-}
-
-template <typename Buf>
-bool has_dims(const Buf& b, std::initializer_list<int64_t> want) {
-  auto d = b.dimensions();
-  if (d.size() != want.size()) return false;
-  size_t k = 0;
-  for (int64_t w : want)
-    if (d[k++] != w) return false;
-  return true;
-}
-
-using F32 = ffi::Buffer<ffi::F32>;
-using Pred = ffi::Buffer<ffi::PRED>;
-using Out = ffi::ResultBuffer<ffi::F32>;
 
 // The layers' shape (N layers of one variant, side by side: see kernel.h), read from U [N, H, G].
 struct Shape {
@@ -510,23 +267,9 @@ ffi::Error LnBackward(ffi::ThreadPool pool, F32 cprev, F32 nhu, F32 rstd, F32 do
 
 }  // namespace
 
-// A binding with N >= 1 more float32 arguments, or results. (A Binding cannot be moved, only
-// passed on as a temporary, so the recursion ends at one.)
-template <int N, typename Binding>
-auto f32_args(Binding b) {
-  if constexpr (N == 1) return std::move(b).template Arg<F32>();
-  else return f32_args<N - 1>(std::move(b).template Arg<F32>());
-}
-
-template <int N, typename Binding>
-auto f32_rets(Binding b) {
-  if constexpr (N == 1) return std::move(b).template Ret<F32>();
-  else return f32_rets<N - 1>(std::move(b).template Ret<F32>());
-}
-
 // The two forward handlers share their arguments (a thread pool, x, W, b, U, p, R, c0, h0, a0, mask)
 // and first results (out, cT, hT, aT); the variant attribute comes last.
-static auto forward_binding() { return f32_rets<4>(f32_args<9>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()); }
+static auto forward_binding() { return f32_rets<4>(bind_f32_args<9>().Arg<Pred>()); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForward, Forward,
                               f32_rets<2>(forward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
@@ -536,50 +279,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxForwardInfer, ForwardInfer,
 
 // The backward handlers' arguments (a thread pool; gates, cprev, dout, W, U, p, R, dcT, dhT, daT,
 // mask, x, out, h0, a0) and first results (db, dWU, dp, dR).
-static auto backward_binding() {
-  return f32_rets<4>(f32_args<4>(f32_args<10>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
-}
+static auto backward_binding() { return f32_rets<4>(f32_args<4>(bind_f32_args<10>().Arg<Pred>())); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackward, Backward,
                               f32_rets<4>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxLnForward, LnForward,
-                              f32_rets<6>(f32_args<6>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxLnForward, LnForward, f32_rets<6>(bind_f32_args<6>().Arg<Pred>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxLnBackward, LnBackward,
-                              f32_rets<5>(f32_args<2>(f32_args<10>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).Arg<Pred>()))
-                                  .Attr<int32_t>("with_dx"));
+                              f32_rets<5>(f32_args<2>(bind_f32_args<10>().Arg<Pred>())).Attr<int32_t>("with_dx"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmJaxBackwardNoDx, BackwardNoDx,
                               f32_rets<3>(backward_binding()).Attr<int32_t>("variant").Attr<int32_t>("reversed"));
 
-// -- the Python module -----------------------------------------------------------------------------
-
-static PyObject* capsule(void* fn) { return PyCapsule_New(fn, nullptr, nullptr); }
-
-static PyObject* py_advised_blocks(PyObject*, PyObject*) { return PyLong_FromLongLong(advised_blocks.load()); }
-
-static PyMethodDef native_methods[] = {
-    {"advised_blocks", py_advised_blocks, METH_NOARGS,
-     "How many of XLA's temporary blocks the training forward has asked huge pages for."},
-    {nullptr, nullptr, 0, nullptr}};
-
-static PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_native",
-                                    "The native CPU LSTM recurrence (XLA FFI handlers as PyCapsules).", -1,
-                                    native_methods};
-
-PyMODINIT_FUNC PyInit__native(void) {
-  PyObject* m = PyModule_Create(&native_module);
-  if (m == nullptr) return nullptr;
-  if (PyModule_AddObject(m, "lstm_fwd", capsule(reinterpret_cast<void*>(LstmJaxForward))) < 0 ||
-      PyModule_AddObject(m, "lstm_fwd_infer", capsule(reinterpret_cast<void*>(LstmJaxForwardInfer))) < 0 ||
-      PyModule_AddObject(m, "lstm_bwd", capsule(reinterpret_cast<void*>(LstmJaxBackward))) < 0 ||
-      PyModule_AddObject(m, "lstm_bwd_no_dx", capsule(reinterpret_cast<void*>(LstmJaxBackwardNoDx))) < 0 ||
-      PyModule_AddObject(m, "lstm_ln_fwd", capsule(reinterpret_cast<void*>(LstmJaxLnForward))) < 0 ||
-      PyModule_AddObject(m, "lstm_ln_bwd", capsule(reinterpret_cast<void*>(LstmJaxLnBackward))) < 0 ||
-      PyModule_AddStringConstant(m, "isa", isa().name) < 0 || PyModule_AddIntConstant(m, "threads", threads()) < 0) {
-    Py_DECREF(m);
-    return nullptr;
-  }
-  return m;
-}

@@ -6,7 +6,7 @@ The C++ kernels in ``lstm_jax/csrc`` are built into ``lstm_jax._native`` by ``pi
 thread count (default: the CPUs this process may use); ``LSTM_JAX_NATIVE_ISA=avx2|generic``
 forces a narrower kernel; ``LSTM_JAX_NATIVE_HUGEPAGES=0`` stops the kernels asking Linux for
 transparent huge pages over their outputs and over the block of XLA's temporaries that holds them
-(which a training step otherwise faults in afresh 4 KB at a time: see ``csrc/lstm_cpu.cc``). All
+(which a training step otherwise faults in afresh 4 KB at a time: see ``csrc/runtime.cc``). All
 are read once.
 """
 
@@ -21,8 +21,11 @@ except ImportError:  # built without a compiler, or an unsupported platform
     _native = None
 
 Array = jax.Array
+# XLA's target name -> the capsule the module exports (csrc/runtime.cc's module init lists them all).
 _TARGETS = {"lstm_jax_fwd": "lstm_fwd", "lstm_jax_fwd_infer": "lstm_fwd_infer", "lstm_jax_bwd": "lstm_bwd",
-            "lstm_jax_bwd_no_dx": "lstm_bwd_no_dx", "lstm_jax_ln_fwd": "lstm_ln_fwd", "lstm_jax_ln_bwd": "lstm_ln_bwd"}
+            "lstm_jax_bwd_no_dx": "lstm_bwd_no_dx", "lstm_jax_ln_fwd": "lstm_ln_fwd", "lstm_jax_ln_bwd": "lstm_ln_bwd",
+            "lstm_jax_gru_fwd": "gru_fwd", "lstm_jax_gru_fwd_infer": "gru_fwd_infer", "lstm_jax_gru_bwd": "gru_bwd",
+            "lstm_jax_gru_bwd_no_dx": "gru_bwd_no_dx"}
 _registered = False
 
 
@@ -47,7 +50,7 @@ def threads() -> int | None:
 
 
 def register_targets() -> None:
-    """Registers the LSTM kernels' FFI targets with XLA, once."""
+    """Registers every kernel's FFI target (the LSTM family's and the GRU's) with XLA, once."""
     global _registered
     if not _registered:
         for target, name in _TARGETS.items():

@@ -11,14 +11,13 @@ run in a fixed order, so the gradients are the same bits from run to run.
 :func:`gru_layer` is the differentiable entry point (``jax.custom_vjp``). Semantics are those of
 ``nn.layers.scan_cell`` with ``GRUCell.step``: past a row's length the carry is frozen and the output
 is zero. float32, tanh and sigmoid, on the CPU. The handlers live in the same extension as the
-LSTM's (``lstm_jax._native``), exported as C symbols and wrapped here with ctypes. The
-environment variables of :mod:`.build` (threads, ISA, huge pages) apply to them too.
+LSTM's (``lstm_jax._native``), whose module exports them as PyCapsules beside the LSTM's; they share
+its runtime, so the environment variables of :mod:`.build` (threads, ISA, huge
+pages) apply to them too.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from collections.abc import Callable
 
 import jax
@@ -27,74 +26,19 @@ import jax.numpy as jnp
 from lstm_jax.errors import ConfigError
 from lstm_jax.kernels import sharding, xla
 from lstm_jax.kernels.common import Static, dense
+from lstm_jax.kernels.native.build import available, register_targets
+from lstm_jax.kernels.native.build import mask as mask_of
 from lstm_jax.kernels.sharding import BATCH, REPLICATED, TIME_BATCH
 from lstm_jax.nn.cells import ACTIVATIONS, GRUCell, get_activation
 
-try:
-    from lstm_jax import _native
-except ImportError:  # built without a compiler, or an unsupported platform
-    _native = None
-
 Array = jax.Array
-_TARGETS = {"lstm_jax_gru_fwd": "LstmJaxGruForward", "lstm_jax_gru_fwd_infer": "LstmJaxGruForwardInfer",
-            "lstm_jax_gru_bwd": "LstmJaxGruBackward", "lstm_jax_gru_bwd_no_dx": "LstmJaxGruBackwardNoDx"}
-
-
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    """The extension as a C library (the process's own copy: dlopen returns the loaded one), or None
-    when it is missing or predates the GRU kernels."""
-    if _native is None:
-        return None
-    try:
-        lib = ctypes.CDLL(_native.__file__)
-        for symbol in (*_TARGETS.values(), "LstmJaxGruIsa", "LstmJaxGruThreads"):
-            getattr(lib, symbol)
-    except (OSError, AttributeError):
-        return None
-    lib.LstmJaxGruIsa.restype = ctypes.c_char_p
-    lib.LstmJaxGruThreads.restype = ctypes.c_int
-    return lib
-
-
-def built() -> bool:
-    """Whether the extension was built with the GRU kernels and imports."""
-    return _library() is not None
-
-
-def available() -> bool:
-    """Whether the native GRU can run here: built, and JAX's default backend is the CPU."""
-    return built() and jax.default_backend() == "cpu"
-
-
-def isa() -> str | None:
-    """The kernel the CPU got: 'avx512', 'avx2' or 'generic' (None when not built)."""
-    return _library().LstmJaxGruIsa().decode() if built() else None
-
-
-def threads() -> int | None:
-    """The most threads one call uses (None when not built)."""
-    return _library().LstmJaxGruThreads() if built() else None
-
-
-@functools.cache
-def _register() -> None:
-    lib = _library()
-    if lib is None:
-        raise ConfigError("the native GRU needs lstm_jax._native built with its GRU kernels (see setup.py)")
-    for target, symbol in _TARGETS.items():
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
-
-
-def _mask(mask_TxB: Array | None, T: int, B: int) -> Array:
-    return jnp.ones((T, B), bool) if mask_TxB is None else jnp.asarray(mask_TxB).astype(bool)
 
 
 def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, b_hn_H: Array, h0_BxH: Array,
             mask_TxB: Array | None, *, save: bool):
     """The forward kernel: (out [T, B, H], hT [B, H]) and, with ``save``, the residuals of the
     backward pass, (r, z, n, h U_n + b_hn) per step: [T, B, 4H]."""
-    _register()
+    register_targets()
     T, B, _ = x_TxBxI.shape
     H = U_HxG.shape[0]
     f32 = jnp.float32
@@ -108,7 +52,7 @@ def forward(x_TxBxI: Array, W_IxG: Array, b_G: Array, U_HxG: Array, b_hn_H: Arra
     in_specs = (TIME_BATCH, REPLICATED, REPLICATED, REPLICATED, REPLICATED, BATCH, TIME_BATCH)
     out_specs = (TIME_BATCH, BATCH) + ((TIME_BATCH,) if save else ())
     run = sharding.per_shard(lambda *args: tuple(call(*args)), mesh, in_specs, out_specs)
-    return run(x_TxBxI, W_IxG, b_G, U_HxG, b_hn_H, h0_BxH, _mask(mask_TxB, T, B))
+    return run(x_TxBxI, W_IxG, b_G, U_HxG, b_hn_H, h0_BxH, mask_of(mask_TxB, T, B))
 
 
 def backward(gates_TxBx4H: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array, dhT_BxH: Array,
@@ -118,7 +62,7 @@ def backward(gates_TxBx4H: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
     ``mask_TxB`` must mark a prefix of each row. Returns (db [3H], db_hn [H], dWU [I + H, 3H]
     (dW over dU), dx [T, B, I] (None without ``with_dx``), dh0 [B, H]).
     """
-    _register()
+    register_targets()
     T, B, G4 = gates_TxBx4H.shape
     H, I = G4 // 4, W_IxG.shape[0]
     f32 = jnp.float32
@@ -140,7 +84,7 @@ def backward(gates_TxBx4H: Array, dout_TxBxH: Array, W_IxG: Array, U_HxG: Array,
     in_specs = (TIME_BATCH, TIME_BATCH, REPLICATED, REPLICATED, BATCH, TIME_BATCH, TIME_BATCH, TIME_BATCH, BATCH)
     out_specs = (REPLICATED,) * 3 + ((TIME_BATCH,) if with_dx else ()) + (BATCH,)
     run = sharding.per_shard(shard, mesh, in_specs, out_specs)
-    results = run(gates_TxBx4H, dout_TxBxH, W_IxG, U_HxG, dhT_BxH, _mask(mask_TxB, T, B), x_TxBxI, out_TxBxH,
+    results = run(gates_TxBx4H, dout_TxBxH, W_IxG, U_HxG, dhT_BxH, mask_of(mask_TxB, T, B), x_TxBxI, out_TxBxH,
                   h0_BxH)
     if with_dx:
         return tuple(results)
