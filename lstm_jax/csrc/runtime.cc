@@ -107,9 +107,9 @@ ParallelFor on_pool(ffi::ThreadPool& pool) {
 // training step's 90 MB, 23,000 page faults at 4 KB. The forward kernel's outputs (the residuals
 // and out) lie in that block, and so do the buffers XLA fills for the backward kernel (the
 // cotangent of out). So the training forward asks for transparent huge pages (2 MB: 512 times
-// fewer faults) over the block around its outputs, not only over the outputs. Kept after issue 22's
-// measurement in one process, alternating with and without it: without it a training step took
-// 1.01-1.29x as long at B=64 H=128 (one layer, bidirectional, stacked) and 1.12-1.15x at B=128 H=256.
+// fewer faults) over the block around its outputs, not only over the outputs. It is kept because a
+// side-by-side measurement shows it worth more than 5% of a training step at the recorded shapes
+// (docs/results.md, "Huge pages over XLA's temporaries").
 // The block is the unnamed anonymous mapping that holds the outputs (found in /proc/self/maps, about
 // 0.1 ms). The kernel may have merged it with neighbouring mappings, so the advice stops at the
 // outputs' own size beyond them on either side, which covers the block's other temporaries without
