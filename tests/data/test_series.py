@@ -12,7 +12,7 @@ import pytest
 from lstm_jax.data import series
 from lstm_jax.errors import ConfigError, DataError
 
-SHARED_FORECAST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "forecast"
+SHARED_FORECAST = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "forecast"
 
 
 # The transform-chain recipe (the ensemble one is tested in process in test_forecast_recipe.py).
