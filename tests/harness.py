@@ -204,10 +204,15 @@ def kernel_build_result(procs: dict[tuple[str, int], subprocess.Popen], isa: str
 
 # -- experiments as a user runs them ------------------------------------------------------------------------
 
+def _module(name: str) -> str:
+    """``experiments.<name>``, or ``name`` itself when dotted (``benchmarks.benchmark``)."""
+    return name if "." in name else f"experiments.{name}"
+
+
 def run_experiment(name: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """Runs ``python -m experiments.<name> *args`` from the repository root and captures its output."""
     return subprocess.run(
-        [sys.executable, "-m", f"experiments.{name}", *args],
+        [sys.executable, "-m", _module(name), *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -219,7 +224,7 @@ def run_experiment(name: str, *args: str, timeout: float = 240) -> subprocess.Co
 def start_experiment(name: str, *args: str) -> subprocess.Popen:
     """Starts an experiment without waiting, so that several jax start-ups can overlap."""
     return subprocess.Popen(
-        [sys.executable, "-m", f"experiments.{name}", *args],
+        [sys.executable, "-m", _module(name), *args],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

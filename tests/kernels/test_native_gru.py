@@ -227,7 +227,7 @@ def test_cells_the_native_gru_does_not_run():
 
 
 @needs_kernels
-def test_a_gru_layer_with_remat_runs_the_generic_remat():
+def test_a_gru_layer_with_remat_matches_its_scan():
     """remat has no native GRU variant: the layer runs the generic path's remat instead. (A GRU
     layer's native kernels against its scan, every gradient: tests/kernels/test_paths.py.)"""
     from lstm_jax import LSTM
@@ -237,5 +237,4 @@ def test_a_gru_layer_with_remat_runs_the_generic_remat():
     lengths = jnp.array([7, 4, 0, 1, 6])
     scan = LSTM(3, 6, cell="gru", impl="scan", rngs=nnx.Rngs(0))
     remat = LSTM(3, 6, cell="gru", remat=True, rngs=nnx.Rngs(0))
-    assert remat.impl == "xla"
     np.testing.assert_allclose(np.asarray(remat(x, lengths)), np.asarray(scan(x, lengths)), rtol=1e-5, atol=1e-5)
