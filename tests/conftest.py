@@ -42,10 +42,10 @@ def shared_data_dir():
 # `pytest -m "not slow"` is the plumbing and one reference check of each layer: configs, data,
 # metrics, tasks, files, the loop, the NumPy references of the cell and layer. It leaves out what
 # takes long on 2 cores (compilation, mostly): every test that starts an experiment as a separate
-# process, the sweeps over every cell, implementation and kernel build, the multi-device files, and
+# process, the in-process end-to-end runs, the sweeps over every cell, implementation and kernel build, the multi-device files, and
 # the longest in-process runs listed below. CI runs everything.
 SLOW_FIXTURES = {"run_experiment", "start_experiment"}
-SLOW_MODULES = {"test_experiments.py", "test_parallel.py", "test_kernels.py", "test_cell_variants.py",
+SLOW_MODULES = {"test_parallel.py", "test_kernels.py", "test_cell_variants.py",
                 "test_native.py", "test_native_gru.py", "test_native_variants.py", "test_native_builds.py",
                 "test_native_bidirectional.py", "test_sharded_kernels.py", "test_multiclass_models.py",
                 "test_forecast_recipe.py", "test_cudnn.py", "test_xla.py", "test_paths.py", "test_dropout.py", "test_classify.py",
@@ -61,7 +61,9 @@ SLOW_TESTS = {
     "test_cell_variants.py": ("test_every_cell_trains", "test_backward_matches_finite_differences",
                               "test_user_cell_registers_and_trains"),
     "test_dropout.py": ("test_classifier_trains_with_every_dropout",),
-    "test_datasets.py": ("test_lstm_fcn_train_step_changes_every_parameter", "test_lstm_fcn_shape_and_lengths"),
+    "test_datasets.py": ("test_lstm_fcn_train_step_changes_every_parameter", "test_lstm_fcn_shape_and_lengths",
+                         "test_binary_recipe_yields_to_flags", "test_binary_on_a_real_ucr_set"),
+    "test_series.py": ("test_csv_forecast_end_to_end",),
 }
 
 

@@ -232,3 +232,44 @@ def start_experiment(name: str, *args: str) -> subprocess.Popen:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
+
+def run_front_end(name: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m experiments.<name> *args`` in this process: the front-end's own ``define_flags``
+    and ``main`` through ``common.run`` (flag parsing, one-line errors, exit codes), with its stdout
+    and stderr captured. Returns what :func:`run_experiment` returns, without the process start-up.
+
+    The flags it defines are removed afterwards, so that the next run defines them again; the
+    persistent compilation cache stays off (it is a process-wide setting that a test must not make).
+    """
+    import contextlib
+    import importlib
+    import io
+
+    from absl import flags
+
+    from experiments import common
+
+    module = importlib.import_module(f"experiments.{name}")
+    FLAGS = flags.FLAGS
+    before, was_parsed = set(FLAGS), FLAGS.is_parsed()
+    argv, cache = sys.argv, os.environ.get("LSTM_JAX_COMPILATION_CACHE")
+    sys.argv = [f"experiments/{name}.py", *args]
+    os.environ["LSTM_JAX_COMPILATION_CACHE"] = "0"
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            common.run(module.main, define=module.define_flags)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        if cache is None:
+            os.environ.pop("LSTM_JAX_COMPILATION_CACHE", None)
+        else:
+            os.environ["LSTM_JAX_COMPILATION_CACHE"] = cache
+        for flag in set(FLAGS) - before:
+            delattr(FLAGS, flag)
+        if not was_parsed:
+            FLAGS.unparse_flags()
+    return subprocess.CompletedProcess([sys.executable, "-m", f"experiments.{name}", *args], code, out.getvalue(),
+                                       err.getvalue())
