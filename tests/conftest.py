@@ -55,13 +55,14 @@ SLOW_TESTS = {
                                    "test_a_trained_job_model"),
     "test_readme.py": ("test_python_api_block",),
     "test_loop.py": ("test_trainer_resume_continues", "test_fit_leaves", "test_profile_steps",
-                     "test_every_parameter_changes", "test_nan_after_resume"),
+                     "test_every_parameter_changes", "test_nan_after_resume", "test_select_last"),
     "test_cells.py": ("test_bptt_gradients_match_finite_differences",),
     "test_native.py": ("test_weight_gradient_partials", "test_huge_pages"),
     "test_cell_variants.py": ("test_every_cell_trains", "test_backward_matches_finite_differences",
                               "test_user_cell_registers_and_trains"),
     "test_dropout.py": ("test_classifier_trains_with_every_dropout",),
     "test_datasets.py": ("test_lstm_fcn_train_step_changes_every_parameter", "test_lstm_fcn_shape_and_lengths",
+                         "test_lstm_fcn_config_errors",
                          "test_binary_recipe_yields_to_flags", "test_binary_on_a_real_ucr_set"),
     "test_series.py": ("test_csv_forecast_end_to_end",),
 }
@@ -71,7 +72,7 @@ SLOW_TESTS = {
 QUICK = {"test_paths.py::test_path_matches_the_scan[xla-lstm-fwd-full-carry_none]",
          "test_native.py::test_native_matches_the_xla_fast_path[False]",
          "test_paths.py::test_path_matches_the_scan[native-gru-fwd-lengths-carry_given]",
-         "test_kernels.py::test_generic_fast_path_takes_a_users_subclass"}
+         "test_paths.py::test_path_matches_the_scan[xla-gru-fwd-lengths-carry_given]"}
 
 
 def pytest_collection_modifyitems(config, items):
