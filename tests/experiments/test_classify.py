@@ -9,6 +9,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from harness import run_front_end
 
 from experiments import classify, ucr
 from experiments.configs import classify as classify_config
@@ -116,7 +117,7 @@ def test_config_errors_name_the_field(tmp_path):
         classify.candidates(config)
 
 
-def test_front_end_errors_are_one_line(tmp_path, start_experiment):
+def test_front_end_errors_are_one_line(tmp_path):
     """One class in train, and a binary run on three classes: one 'error:' line each, exit 2."""
     root = write_three_class_ts(tmp_path / "data")
     one = tmp_path / "data" / "One"
@@ -140,12 +141,11 @@ def test_front_end_errors_are_one_line(tmp_path, start_experiment):
              ("binary", ["--dataset=ucr:Tri", f"--data_dir={root}"],
               "Tri has 3 classes (down, flat, up); a binary task needs exactly 2: use python -m experiments.classify "
               "for 3 classes")]
-    procs = [(start_experiment(exp, *args, f"--workdir={tmp_path / f'run{i}'}"), msg, tmp_path / f"run{i}")
-             for i, (exp, args, msg) in enumerate(cases)]
-    for proc, msg, workdir in procs:
-        out, err = proc.communicate(timeout=300)
-        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-        assert proc.returncode == 2 and lines[-1] == f"error: {msg}", err
+    for i, (exp, args, msg) in enumerate(cases):  # in process: the front-end's code, without a start-up each
+        workdir = tmp_path / f"run{i}"
+        proc = run_front_end(exp, *args, f"--workdir={workdir}")
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        assert proc.returncode == 2 and lines[-1] == f"error: {msg}", proc.stderr
         assert not workdir.exists()
 
 

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import max_rel_err
 from flax import nnx
+from harness import max_rel_err
 
 from lstm_jax.errors import ConfigError
 from lstm_jax.kernels.native import gru as native_gru
@@ -227,25 +227,14 @@ def test_cells_the_native_gru_does_not_run():
 
 
 @needs_kernels
-def test_a_gru_layer_takes_the_native_kernels_and_matches_its_scan():
-    """LSTM(cell='gru') picks the native GRU by itself; outputs and every gradient match impl='scan'."""
+def test_a_gru_layer_with_remat_matches_its_scan():
+    """remat has no native GRU variant: the layer runs the generic path's remat instead. (A GRU
+    layer's native kernels against its scan, every gradient: tests/kernels/test_paths.py.)"""
     from lstm_jax import LSTM
 
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(5, 7, 3)), jnp.float32)
     lengths = jnp.array([7, 4, 0, 1, 6])
-    auto = LSTM(3, 6, cell="gru", rngs=nnx.Rngs(0))
     scan = LSTM(3, 6, cell="gru", impl="scan", rngs=nnx.Rngs(0))
-    assert auto.impl == "native" and scan.impl == "scan"
-
-    def loss(layer, x):
-        h, (h_T,) = layer(x, lengths, return_carry=True)
-        return jnp.sum(jnp.sin(h)) + jnp.sum(h_T ** 2)
-
-    got = nnx.value_and_grad(loss, argnums=(0, 1))(auto, x)
-    want = nnx.value_and_grad(loss, argnums=(0, 1))(scan, x)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-    # remat has no native GRU variant: the layer runs the generic path's remat instead.
     remat = LSTM(3, 6, cell="gru", remat=True, rngs=nnx.Rngs(0))
     np.testing.assert_allclose(np.asarray(remat(x, lengths)), np.asarray(scan(x, lengths)), rtol=1e-5, atol=1e-5)

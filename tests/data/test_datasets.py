@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from harness import run_front_end
 
 from lstm_jax import metrics as M
 from lstm_jax.data import archives
@@ -433,11 +434,11 @@ def _error_cases(root: pathlib.Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-def test_binary_errors_are_one_line(tmp_path, start_experiment):
+def test_binary_errors_are_one_line(tmp_path):
     cases = _error_cases(tmp_path)
-    procs = {name: start_experiment("binary", *args, f"--workdir={tmp_path / 'run'}") for name, (args, _) in cases.items()}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
+    for name, (args, _) in cases.items():  # in process (tests/harness.py's run_front_end)
+        proc = run_front_end("binary", *args, f"--workdir={tmp_path / 'run'}")
+        out, err = proc.stdout, proc.stderr
         lines = err.strip().splitlines()
         assert proc.returncode != 0, name
         assert len(lines) == 1 and lines[0].startswith("error:"), (name, err)
@@ -445,11 +446,11 @@ def test_binary_errors_are_one_line(tmp_path, start_experiment):
         assert "Traceback" not in err + out
 
 
-def test_binary_recipe_yields_to_flags(tmp_path, run_experiment):
+def test_binary_recipe_yields_to_flags(tmp_path):
     make_ucr(tmp_path, "Toy", toy_rows(24, labels=(1, 2)), toy_rows(10, labels=(1, 2), seed=5))
     workdir = tmp_path / "toy"
-    r = run_experiment("binary", "--dataset=ucr:Toy", f"--data_dir={tmp_path}", "--model=lstm", "--hidden_size=4",
-                       "--epochs=1", "--quiet", f"--workdir={workdir}")
+    r = run_front_end("binary", "--dataset=ucr:Toy", f"--data_dir={tmp_path}", "--model=lstm", "--hidden_size=4",
+                      "--epochs=1", "--quiet", f"--workdir={workdir}")
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((workdir / "summary.json").read_text())
     cfg = s["config"]
@@ -462,10 +463,10 @@ def test_binary_recipe_yields_to_flags(tmp_path, run_experiment):
     assert sum(map(sum, s["test_confusion_matrix"])) == 10
 
 
-def test_binary_on_a_real_ucr_set(shared_data_dir, tmp_path, run_experiment):
+def test_binary_on_a_real_ucr_set(shared_data_dir, tmp_path):
     workdir = tmp_path / "ecg"
-    r = run_experiment("binary", "--dataset=ucr:ECG200", f"--data_dir={shared_data_dir / 'ucr'}",
-                       "--epochs=1", "--quiet", f"--workdir={workdir}")
+    r = run_front_end("binary", "--dataset=ucr:ECG200", f"--data_dir={shared_data_dir / 'ucr'}",
+                      "--epochs=1", "--quiet", f"--workdir={workdir}")
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((workdir / "summary.json").read_text())
     assert s["labels"] == {"-1": 0, "1": 1}

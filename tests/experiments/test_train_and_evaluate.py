@@ -17,7 +17,7 @@ from experiments.configs import base
 from experiments.train import train_and_evaluate
 from lstm_jax.errors import ConfigError
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "configs"
 CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "base"))
 
 

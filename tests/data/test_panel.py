@@ -10,7 +10,7 @@ import pytest
 from lstm_jax.data import panel, series
 from lstm_jax.errors import ConfigError, DataError
 
-SHARED_M1 = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "forecast" / "m1_yearly_dev.tsf"
+SHARED_M1 = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "forecast" / "m1_yearly_dev.tsf"
 
 TSF = """# a comment
 @relation test

@@ -1,7 +1,7 @@
 """The whole cuDNN code path on any backend, with jax's pure reference ``lstm_ref`` in place of cuDNN
-(tests/cudnn_fake.py): the auto choice, reverse, Bidirectional, zero lengths, every gradient, a loss
-on the final carry alone, the float32 carry and the explicit precision. The real kernel is tested in
-tests/test_fast.py on a GPU (benchmarks/gpu_check.sh)."""
+(tests/cudnn_fake.py): Bidirectional with a zero length and one past T, the float32 carry and the
+explicit precision. Reverse, lengths, every gradient and a loss on the final carry alone are
+tests/kernels/test_paths.py's cudnn cases (on a GPU, the real kernel: benchmarks/gpu_check.sh)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close
 from flax import nnx
+from harness import assert_close
 
 from lstm_jax.kernels import cudnn
 from lstm_jax.nn.layers import LSTM, Bidirectional
@@ -45,19 +45,6 @@ def data(seed, bidirectional=False):
     k = jax.random.split(jax.random.key(seed), 3)
     carry = (0.5 * jax.random.normal(k[1], (B, H)), 0.5 * jax.random.normal(k[2], (B, H)))
     return jax.random.normal(k[0], (B, T, D)), ((carry, carry) if bidirectional else carry)
-
-
-@pytest.mark.parametrize("reverse,with_lengths,carry_only", [(False, True, False), (True, True, True),
-                                                             (True, False, False), (False, False, True)])
-def test_cudnn_path_matches_scan(fake_cudnn, reverse, with_lengths, carry_only):
-    layer = LSTM(D, H, reverse=reverse, rngs=nnx.Rngs(0))
-    assert layer.impl == "cudnn"  # the auto choice
-    x, carry = data(1)
-    lengths = jnp.asarray(LENGTHS) if with_lengths else None
-    got = results(layer, x, lengths, carry, carry_only)
-    assert fake_cudnn, "the cuDNN stand-in was never called"
-    ref = results(LSTM(D, H, reverse=reverse, impl="scan", rngs=nnx.Rngs(0)), x, lengths, carry, carry_only)
-    assert_close(got, ref)
 
 
 def test_bidirectional_on_cudnn_matches_scan(fake_cudnn):

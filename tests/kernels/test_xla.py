@@ -1,4 +1,6 @@
-"""The fast paths of the standard cell match the generic scan, forward and gradients."""
+"""The fast paths of the standard cell beyond tests/kernels/test_paths.py: the forward alone, other
+activations, bf16, the raw kernels against NumPy, a bidirectional layer, the auto choice, the cuDNN
+weight layout and an install without the native kernels."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close
 from flax import nnx
+from harness import B, D, H, assert_close, inputs, value_and_grads
 
 from lstm_jax.errors import ConfigError
 from lstm_jax.kernels import cudnn, native
@@ -15,30 +17,6 @@ from lstm_jax.kernels import xla as fast
 from lstm_jax.kernels.native import lstm as native_lstm
 from lstm_jax.nn.cells import LSTMCell
 from lstm_jax.nn.layers import LSTM, Bidirectional
-
-B, T, D, H = 6, 13, 5, 8  # T = 13 is no multiple of remat's chunk, so its padding is exercised too
-LENGTHS = np.array([13, 1, 0, 5, 13, 7])
-
-
-def inputs(seed=0):
-    k = jax.random.split(jax.random.key(seed), 4)
-    x = jax.random.normal(k[0], (B, T, D))
-    carry = (jax.random.normal(k[1], (B, H)), jax.random.normal(k[2], (B, H)))
-    w_out = jax.random.normal(k[3], (B, T, H))
-    return x, carry, w_out
-
-
-def value_and_grads(layer, x, lengths, carry, w_out):
-    """Outputs, final carry and the gradients of a loss touching all of them, w.r.t. params, x, carry."""
-    graphdef, params = nnx.split(layer)
-
-    def loss(params, x, carry):
-        out, (c, h) = nnx.merge(graphdef, params)(x, lengths, carry, return_carry=True)
-        return jnp.sum(jnp.sin(out) * w_out) + jnp.sum(1.3 * c) + jnp.sum(h * h), (out, c, h)
-
-    (_, aux), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, x, carry)
-    return aux, grads
-
 
 # The XLA fast path everywhere; the native kernels where they are built and the backend is the CPU.
 FAST = ["xla", pytest.param("native", marks=pytest.mark.skipif(not native.available(),
@@ -49,70 +27,30 @@ def make(impl, reverse=False, **kw):
     return LSTM(D, H, impl=impl, reverse=reverse, rngs=nnx.Rngs(0), **kw)
 
 
-# Each option on and off, in pairs that cover every two of them together.
-COMBOS = [(False, False, False), (False, True, True), (True, False, True), (True, True, False)]
-
-
-@pytest.mark.parametrize("impl", FAST)
-@pytest.mark.parametrize("reverse,with_lengths,with_carry", COMBOS)
-def test_fast_matches_scan(impl, reverse, with_lengths, with_carry):
-    x, carry, w = inputs()
-    lengths = jnp.asarray(LENGTHS) if with_lengths else None
-    carry = carry if with_carry else None
-    ref = value_and_grads(make("scan", reverse), x, lengths, carry, w)
-    got = value_and_grads(make(impl, reverse), x, lengths, carry, w)
-    assert_close(got, ref)
-
-
 @pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("T_long", [40, 37])  # chunks of 20 steps; a prime length, chunks of one step
 def test_forward_alone_matches_scan(impl, T_long):
     """Without a gradient the fast path projects the sequence chunk by chunk."""
-    x = jax.random.normal(jax.random.key(9), (B, T_long, D))
-    lengths = jnp.asarray([T_long, 1, 0, 5, T_long - 3, 21])
+    x, lengths, _, _ = inputs(make("scan"), 9, steps=T_long)
     ref = make("scan", reverse=True)(x, lengths, return_carry=True)
     got = make(impl, reverse=True)(x, lengths, return_carry=True)
     assert_close(got, ref)
 
 
-@pytest.mark.parametrize("impl", FAST)
-def test_gradient_through_the_final_carry_alone(impl):
-    """pooling='last' reads only the final carry: the outputs' cotangent is then a symbolic zero."""
-    x, _, _ = inputs(10)
-    lengths = jnp.asarray(LENGTHS)
-    grads = []
-    for name in ("scan", impl):
-        graphdef, params = nnx.split(make(name))
-        loss = lambda p, x, graphdef=graphdef: jnp.sum(
-            jnp.sin(nnx.merge(graphdef, p)(x, lengths, return_carry=True)[1][1]))
-        grads.append(jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x))
-    assert_close(grads[1], grads[0])
-
-
-@pytest.mark.parametrize("impl", FAST)
-def test_remat_matches_scan(impl):
-    x, carry, w = inputs(1)
-    lengths = jnp.asarray(LENGTHS)
-    ref = value_and_grads(make("scan", reverse=True), x, lengths, carry, w)
-    got = value_and_grads(make(impl, reverse=True, remat=True), x, lengths, carry, w)
-    assert_close(got, ref)
-
-
 @pytest.mark.parametrize("activation,recurrent_activation", [("relu", "sigmoid"), ("linear", "tanh")])
 def test_other_activations_match_scan(activation, recurrent_activation):
-    x, carry, w = inputs(2)
+    x, lengths, carry, w = inputs(make("scan"), 2)
     kw = dict(activation=activation, recurrent_activation=recurrent_activation)
-    lengths = jnp.asarray(LENGTHS)
     ref = value_and_grads(make("scan", **kw), 0.5 * x, lengths, carry, w)
     got = value_and_grads(make("xla", **kw), 0.5 * x, lengths, carry, w)
     assert_close(got, ref)
 
 
 def test_bf16_keeps_the_cell_state_in_float32():
-    x, carry, w = inputs(3)
+    x, _, carry, w = inputs(make("scan"), 3)
     ref = value_and_grads(make("scan"), x, None, carry, w)
     layer = make("xla", dtype=jnp.bfloat16)
-    (out, c, h), grads = value_and_grads(layer, x, None, carry, w)
+    (out, (c, h)), grads = value_and_grads(layer, x, None, carry, w)
     assert out.dtype == c.dtype == h.dtype == jnp.float32
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
     assert_close((out, c, h), ref[0], tol=5e-2)
@@ -122,7 +60,7 @@ def test_bf16_keeps_the_cell_state_in_float32():
 @pytest.mark.parametrize("impl", FAST)
 def test_raw_lstm_matches_a_numpy_lstm(impl, np_reference):
     np_lstm, cell_weights = np_reference
-    x, _, _ = inputs(4)
+    x = inputs(make("scan"), 4)[0]
     cell = make("xla").cell
     W, U, b = cell_weights(cell)
     zeros = jnp.zeros((B, H))
@@ -135,9 +73,7 @@ def test_raw_lstm_matches_a_numpy_lstm(impl, np_reference):
 
 @pytest.mark.parametrize("impl", FAST)
 def test_bidirectional_fast_matches_scan(impl):
-    x, _, w = inputs(5)
-    w = jnp.concatenate([w, -w], axis=-1)
-    lengths = jnp.asarray(LENGTHS)
+    x, lengths, _, w = inputs(Bidirectional.create(D, H, rngs=nnx.Rngs(0)), 5)
     results = []
     for name in ("scan", impl):
         layer = Bidirectional.create(D, H, impl=name, rngs=nnx.Rngs(0))
@@ -156,11 +92,12 @@ def test_auto_picks_the_fast_path_for_the_standard_cell_only():
     assert make("auto").impl == backend_default
     assert make("auto", remat=True).impl == ("native" if native.available() else "xla")
     assert make("auto", dtype=jnp.bfloat16).impl == "xla"  # the native and cuDNN kernels are float32
-    # Other activations and other cells take the generic fast path (tests/test_kernels.py).
+    # Other activations and other cells take the generic fast path (tests/kernels/test_kernels.py).
     assert make("auto", activation="gelu").impl == "xla"
-    # Greff's variants have native kernels of their own (tests/test_native_variants.py).
+    # Greff's variants and the GRU have native kernels of their own (tests/kernels/test_paths.py).
     assert LSTM(D, H, cell="peephole", rngs=nnx.Rngs(0)).impl == ("native" if native.available() else "xla")
     assert LSTM(D, H, cell="np", rngs=nnx.Rngs(0)).impl == ("native" if native.available() else "xla")
+    assert LSTM(D, H, cell="gru", rngs=nnx.Rngs(0)).impl == ("native" if native.available() else "xla")
 
     # Any other subclass of LSTMCell is an ablation: even one with the same maths takes the generic path.
     class Same(LSTMCell):
@@ -192,38 +129,11 @@ def test_cudnn_weight_layout_matches_scan_on_any_backend():
         return rnn.lstm_ref(x, h0, c0, *unpacked, seq_lengths, input_size, hidden_size, num_layers, dropout,
                             bidirectional)
 
-    x, carry, _ = inputs(8)
     layer = make("scan")
-    lengths = jnp.asarray(LENGTHS)
+    x, lengths, carry, _ = inputs(layer, 8)
     ref_out, (ref_c, ref_h) = layer(x, lengths, carry, return_carry=True)
     (c, h), out = cudnn.layer(layer.cell, x, lengths, carry, run=reference)
     assert_close((out, c, h), (ref_out, ref_c, ref_h))
-
-
-needs_cudnn = pytest.mark.skipif(not cudnn.available(), reason="needs a CUDA GPU with cuDNN")
-
-
-@needs_cudnn
-@pytest.mark.parametrize("reverse,with_lengths,with_carry", [(False, False, False), (False, True, True),
-                                                             (True, True, False)])
-def test_cudnn_matches_scan(reverse, with_lengths, with_carry):
-    x, carry, w = inputs(6)
-    lengths = jnp.asarray(LENGTHS) if with_lengths else None
-    carry = carry if with_carry else None
-    with jax.default_matmul_precision("highest"):
-        ref = value_and_grads(make("scan", reverse), x, lengths, carry, w)
-        got = value_and_grads(make("cudnn", reverse), x, lengths, carry, w)
-    assert_close(got, ref)
-
-
-@needs_cudnn
-def test_fast_matches_scan_on_gpu():
-    x, carry, w = inputs(7)
-    lengths = jnp.asarray(LENGTHS)
-    with jax.default_matmul_precision("highest"):
-        ref = value_and_grads(make("scan"), x, lengths, carry, w)
-        got = value_and_grads(make("xla"), x, lengths, carry, w)
-    assert_close(got, ref)
 
 
 _WITHOUT_NATIVE = """

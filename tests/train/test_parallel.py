@@ -1,6 +1,9 @@
 """Data parallelism, multi-process jobs, exact resume and checkpoint safety, end to end.
 
-Each case runs an experiment in a subprocess, because the device count is fixed when jax starts.
+The multi-device and multi-process runs are subprocesses, because the device count is fixed when
+jax starts; their one-device references, the resumed runs and the refused ones run in this
+process through the same front-end code (``run_front_end``, tests/harness.py), while the
+subprocesses run.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import subprocess
 import sys
 
 import pytest
+from harness import run_front_end
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def run(module: str, *args: str, devices: int = 1, timeout: float = 300, wait: bool = True):
@@ -49,39 +53,33 @@ def error_lines(proc) -> list[str]:
 
 
 class OneDeviceRun:
-    """The reference: ``module`` for one epoch on one device, started at once so that it overlaps
-    the test's own run; :meth:`summary` waits for it."""
+    """The reference: ``module`` for one epoch on this process's one device, run in process when a
+    test first asks for its :meth:`summary` (after starting its own subprocesses, so the two overlap)."""
 
     def __init__(self, tmp_path_factory, module: str):
         self.wd = tmp_path_factory.mktemp(f"one_{module}") / "run"
-        self.proc = run(module, "--epochs=1", f"--workdir={self.wd}", wait=False)
+        self.module = module
         self._summary = None
 
     def summary(self) -> dict:
         if self._summary is None:
-            _, err = self.proc.communicate(timeout=300)
-            assert self.proc.returncode == 0, err
+            proc = run_front_end(self.module, "--quiet", "--epochs=1", f"--workdir={self.wd}")
+            assert proc.returncode == 0, proc.stderr
             self._summary = summary(self.wd)
         return self._summary
 
 
-def one_device_reference(tmp_path_factory, module: str):
-    """A module fixture's body: the reference run, stopped at teardown if a test left it running."""
-    ref = OneDeviceRun(tmp_path_factory, module)
-    yield ref
-    ref.proc.kill()
-    ref.proc.communicate()
-
-
 @pytest.fixture(scope="module")
 def one_device_run(tmp_path_factory):
-    yield from one_device_reference(tmp_path_factory, "binary")
+    return OneDeviceRun(tmp_path_factory, "binary")
 
 
 def test_four_devices_match_one(one_device_run, tmp_path):
-    proc = run("binary", "--epochs=1", f"--workdir={tmp_path / 'run'}", devices=4)
-    assert proc.returncode == 0, proc.stderr
-    four, one = summary(tmp_path / "run"), one_device_run.summary()
+    proc = run("binary", "--epochs=1", f"--workdir={tmp_path / 'run'}", devices=4, wait=False)
+    one = one_device_run.summary()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    four = summary(tmp_path / "run")
     assert four["num_devices"] == 4 and one["num_devices"] == 1
     assert four["test_loss"] == pytest.approx(one["test_loss"], abs=1e-4)
     assert four["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=2e-3)
@@ -89,7 +87,7 @@ def test_four_devices_match_one(one_device_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def one_device_forecast(tmp_path_factory):
-    yield from one_device_reference(tmp_path_factory, "forecast")
+    return OneDeviceRun(tmp_path_factory, "forecast")
 
 
 def test_two_processes_match_one(one_device_forecast, tmp_path):
@@ -105,6 +103,7 @@ def test_two_processes_match_one(one_device_forecast, tmp_path):
         for k in range(2)
     ]
     try:
+        one = one_device_forecast.summary()
         results = [p.communicate(timeout=600) for p in procs]
     finally:
         for p in procs:  # never leave a half of the job waiting on its peer
@@ -113,7 +112,7 @@ def test_two_processes_match_one(one_device_forecast, tmp_path):
         assert p.returncode == 0, err
     s = summary(wd)
     assert (s["num_processes"], s["num_devices"]) == (2, 4)
-    assert s["val_mse"] == pytest.approx(one_device_forecast.summary()["val_mse"], rel=1e-4)
+    assert s["val_mse"] == pytest.approx(one["val_mse"], rel=1e-4)
     # One report per job (gloo's own C++ notes on stdout are not ours to silence).
     assert "val_mse" in results[0][0] and "val_mse" not in results[1][0]
 
@@ -126,13 +125,12 @@ def test_batch_must_divide_by_devices(tmp_path):
 
 
 def test_exact_resume(tmp_path):
+    """Four epochs straight, and two then two more after a resume: the same model (in process)."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    procs = [run("forecast", "--epochs=4", f"--workdir={straight}", wait=False),  # the two at once
-             run("forecast", "--epochs=2", f"--workdir={split}", wait=False)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-    proc = run("forecast", "--epochs=4", "--resume", f"--workdir={split}")
+    for epochs, wd in ((4, straight), (2, split)):
+        proc = run_front_end("forecast", "--quiet", f"--epochs={epochs}", f"--workdir={wd}")
+        assert proc.returncode == 0, proc.stderr
+    proc = run_front_end("forecast", "--quiet", "--epochs=4", "--resume", f"--workdir={split}")
     assert proc.returncode == 0, proc.stderr
     a, b = summary(straight)["val_mse"], summary(split)["val_mse"]
     assert b == pytest.approx(a, rel=1e-6)
@@ -146,7 +144,7 @@ def _snapshot(path: pathlib.Path) -> dict[str, bytes]:
 
 def _copy_of_one_device_forecast(ref: OneDeviceRun, tmp_path) -> pathlib.Path:
     """A finished one-epoch forecast workdir of the test's own: a copy of the reference run's."""
-    ref.summary()  # waits for it
+    ref.summary()  # runs it, once
     wd = tmp_path / "run"
     shutil.copytree(ref.wd, wd)
     return wd
@@ -160,7 +158,7 @@ def test_corrupted_checkpoint_is_refused_and_kept(one_device_forecast, tmp_path)
     for p in victims:  # truncate every array file, as a full disk or killed copy would
         p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
     before = _snapshot(wd)
-    proc = run("forecast", "--epochs=2", "--resume", f"--workdir={wd}")
+    proc = run_front_end("forecast", "--quiet", "--epochs=2", "--resume", f"--workdir={wd}")
     assert proc.returncode != 0
     lines = error_lines(proc)
     assert len(lines) == 1 and lines[0].startswith("error:") and "unreadable" in lines[0], proc.stderr
@@ -171,7 +169,7 @@ def test_corrupted_checkpoint_is_refused_and_kept(one_device_forecast, tmp_path)
 def test_used_workdir_is_refused_without_resume(one_device_forecast, tmp_path):
     wd = _copy_of_one_device_forecast(one_device_forecast, tmp_path)
     before = _snapshot(wd)
-    proc = run("forecast", "--epochs=1", f"--workdir={wd}")
+    proc = run_front_end("forecast", "--quiet", "--epochs=1", f"--workdir={wd}")
     assert proc.returncode != 0
     lines = error_lines(proc)
     assert len(lines) == 1 and "already holds a run" in lines[0]

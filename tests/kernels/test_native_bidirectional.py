@@ -11,31 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from test_native_variants import max_rel_err, randomize
+from harness import D, H, inputs, max_rel_err, randomize, value_and_grads
 
 from lstm_jax.kernels import native
 from lstm_jax.nn.layers import LSTM, Bidirectional, LSTMStack
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
-
-T, B, D, H = 11, 29, 3, 40
-
-
-def inputs(seed, batch=B):
-    k = jax.random.split(jax.random.key(seed), 2)
-    return jax.random.normal(k[0], (batch, T, D)), jax.random.randint(k[1], (batch,), 0, T + 1)
-
-
-def value_and_grads(model, x, lengths, carry=None):
-    """A loss on the outputs and every final state; its value, outputs and gradients (parameters, x, carry)."""
-    graphdef, params = nnx.split(model)
-
-    def loss(params, x, carry):
-        out, final = nnx.merge(graphdef, params)(x, lengths, carry, return_carry=True)
-        state = sum(jnp.sum(jnp.cos(k + 1.0) * c) for k, c in enumerate(jax.tree.leaves(final)))
-        return jnp.sum(jnp.sin(out)) + state, out
-
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, x, carry)
 
 
 @pytest.mark.parametrize("name", ["lstm", "peephole", "nig", "cifg"])
@@ -44,19 +25,16 @@ def test_one_call_runs_both_directions_and_matches_the_scan(name, with_lengths):
     got = randomize(Bidirectional.create(D, H, cell=name, rngs=nnx.Rngs(0)), 1)
     ref = randomize(Bidirectional.create(D, H, cell=name, impl="scan", rngs=nnx.Rngs(0)), 1)
     assert got.forward.impl == got.backward.impl == "native" and got._fusable(None)
-    x, lengths = inputs(2)
+    x, lengths, carry, w = inputs(got, 2)  # a random initial carry for each direction
     lengths = lengths if with_lengths else None
-    k = jax.random.split(jax.random.key(3), 4)
-    carry = (((jax.random.normal(k[0], (B, H)), jax.random.normal(k[1], (B, H))),
-              (jax.random.normal(k[2], (B, H)), jax.random.normal(k[3], (B, H)))))
-    assert max_rel_err(value_and_grads(got, x, lengths, carry), value_and_grads(ref, x, lengths, carry)) <= 1e-5
+    assert max_rel_err(value_and_grads(got, x, lengths, carry, w), value_and_grads(ref, x, lengths, carry, w)) <= 1e-5
 
 
 def test_nothing_is_reversed_or_concatenated_around_the_kernels():
     """One forward and one backward kernel call for both directions, and no reversal of x or outputs."""
     model = Bidirectional.create(D, H, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
-    x, lengths = inputs(4)
+    x, lengths, _, _ = inputs(model, 4)
 
     def loss(params):
         return jnp.sum(jnp.sin(nnx.merge(graphdef, params)(x, lengths)))
@@ -69,12 +47,12 @@ def test_nothing_is_reversed_or_concatenated_around_the_kernels():
 
 def test_a_stack_of_bidirectional_layers_sums_both_directions_input_gradients():
     """The second layer's dx comes from both directions (the kernel's dx [2, T, B, I], summed)."""
-    x, lengths = inputs(5)
     got = randomize(LSTMStack(D, H, num_layers=2, bidirectional=True, cell="peephole", rngs=nnx.Rngs(0)), 6)
     ref = randomize(LSTMStack(D, H, num_layers=2, bidirectional=True, cell="peephole", impl="scan",
                               rngs=nnx.Rngs(0)), 6)
     assert got.layers[1]._fusable(None)
-    assert max_rel_err(value_and_grads(got, x, lengths), value_and_grads(ref, x, lengths)) <= 1e-5
+    x, lengths, _, w = inputs(got, 5)
+    assert max_rel_err(value_and_grads(got, x, lengths, None, w), value_and_grads(ref, x, lengths, None, w)) <= 1e-5
 
 
 def test_layers_that_cannot_share_a_call_run_apart():
@@ -85,15 +63,15 @@ def test_layers_that_cannot_share_a_call_run_apart():
     assert not Bidirectional.create(D, H, remat=True, rngs=nnx.Rngs(0))._fusable(None)
     dropping = Bidirectional.create(D, H, input_dropout=0.1, rngs=nnx.Rngs(0))
     assert dropping._fusable(None) and not dropping._fusable(jax.random.key(0))
-    x, lengths = inputs(7)
+    x, lengths, _, _ = inputs(mixed, 7)
     scan = Bidirectional(LSTM(D, H, impl="scan", rngs=nnx.Rngs(0)),
                          LSTM(D, H, cell="peephole", impl="scan", reverse=True, rngs=nnx.Rngs(1)))
     np.testing.assert_allclose(np.asarray(mixed(x, lengths)), np.asarray(scan(x, lengths)), atol=1e-5, rtol=1e-5)
 
 
 def test_a_batch_of_one_row_and_an_empty_row():
-    x, _ = inputs(8, batch=1)
     got = randomize(Bidirectional.create(D, H, cell="noaf", rngs=nnx.Rngs(0)), 9)
     ref = randomize(Bidirectional.create(D, H, cell="noaf", impl="scan", rngs=nnx.Rngs(0)), 9)
-    for lengths in (jnp.array([T]), jnp.array([0]), jnp.array([1])):
-        assert max_rel_err(value_and_grads(got, x, lengths), value_and_grads(ref, x, lengths)) <= 1e-5
+    x, _, carry, w = inputs(got, 8, batch=1)
+    for lengths in (jnp.array([x.shape[1]]), jnp.array([0]), jnp.array([1])):
+        assert max_rel_err(value_and_grads(got, x, lengths, carry, w), value_and_grads(ref, x, lengths, carry, w)) <= 1e-5

@@ -13,13 +13,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from harness import REPO_ROOT, TESTS
 
 from lstm_jax.kernels import native
 
 SCRIPT = r"""
-import json, sys
-sys.path.insert(0, "tests")
+import json
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -84,7 +83,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def four_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONPATH=str(REPO_ROOT))
+               XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(TESTS)]))
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -114,7 +113,7 @@ def test_every_native_layer_runs_its_kernels_per_shard(four_devices, case):
 
 
 def test_generic_fast_path_shards_like_any_xla_code(four_devices):
-    r = four_devices["gru_fast"]
+    r = four_devices["gru_xla"]
     assert r["impl"] == "xla" and not r["all_gather"] and r["err"] <= 1e-5
 
 

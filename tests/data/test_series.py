@@ -8,11 +8,12 @@ import pathlib
 
 import numpy as np
 import pytest
+from harness import run_front_end
 
 from lstm_jax.data import series
 from lstm_jax.errors import ConfigError, DataError
 
-SHARED_FORECAST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "forecast"
+SHARED_FORECAST = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "forecast"
 
 
 # The transform-chain recipe (the ensemble one is tested in process in test_forecast_recipe.py).
@@ -20,21 +21,6 @@ SHARED_FORECAST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data
 # tested on a short series in test_train_and_evaluate.py.)
 ELNINO_FLAGS = ("--column=sst", "--date_column=month", "--test_size=36", "--epochs=1", "--quiet", "--recipe=transforms",
                 "--statistical=false")
-
-
-@pytest.fixture(scope="module")
-def elnino_run(tmp_path_factory, start_experiment):
-    """A tiny real run (``../shared/data/forecast/elnino_monthly.csv``), started once and early so
-    that it overlaps the error runs; None when the shared data is absent."""
-    path = SHARED_FORECAST / "elnino_monthly.csv"
-    if not path.is_file():
-        yield None
-        return
-    workdir = tmp_path_factory.mktemp("elnino") / "run"
-    proc = start_experiment("forecast", f"--dataset=csv:{path}", *ELNINO_FLAGS, f"--workdir={workdir}")
-    yield proc, path, workdir
-    if proc.poll() is None:
-        proc.kill()
 
 
 def write(tmp_path, text: str, name: str = "s.csv"):
@@ -260,7 +246,7 @@ def _assert_one_error_line(returncode: int, stderr: str, needle: str) -> None:
     assert needle in errors[0], errors[0]
 
 
-def test_csv_errors_are_one_line_each(tmp_path, start_experiment, elnino_run):
+def test_csv_errors_are_one_line_each(tmp_path):
     gaps = write(tmp_path, "t,v\n1,1\n2,\n3,3\n4,4\n", "gaps.csv")
     bad = write(tmp_path, "t,v\n1,1\n2,x\n", "bad.csv")
     short = write(tmp_path, "t,v\n" + "".join(f"{k},{k % 5}\n" for k in range(30)), "short.csv")
@@ -271,18 +257,19 @@ def test_csv_errors_are_one_line_each(tmp_path, start_experiment, elnino_run):
         "refused gaps": ([f"--dataset=csv:{gaps}", "--column=v", "--test_size=1", "--missing=error"], "1 missing value"),
         "window too long": ([f"--dataset=csv:{short}", "--column=v", "--test_size=5", "--window=100"], "--window=100"),
     }
-    procs = {name: start_experiment("forecast", *args, f"--workdir={tmp_path / name.replace(' ', '_')}")
-             for name, (args, _) in cases.items()}
-    for name, proc in procs.items():
-        _, err = proc.communicate(timeout=240)
-        _assert_one_error_line(proc.returncode, err, cases[name][1])
+    for name, (args, needle) in cases.items():  # in process (tests/harness.py's run_front_end)
+        proc = run_front_end("forecast", *args, f"--workdir={tmp_path / name.replace(' ', '_')}")
+        _assert_one_error_line(proc.returncode, proc.stderr, needle)
 
 
-def test_csv_forecast_end_to_end_on_a_real_series(elnino_run):
-    if elnino_run is None:
+def test_csv_forecast_end_to_end_on_a_real_series(tmp_path):
+    """A tiny real run (``../shared/data/forecast/elnino_monthly.csv``), in process."""
+    path = SHARED_FORECAST / "elnino_monthly.csv"
+    if not path.is_file():
         pytest.skip(f"no shared forecasting data at {SHARED_FORECAST}")
-    proc, path, workdir = elnino_run
-    stdout, stderr = proc.communicate(timeout=240)
+    workdir = tmp_path / "run"
+    proc = run_front_end("forecast", f"--dataset=csv:{path}", *ELNINO_FLAGS, f"--workdir={workdir}")
+    stdout, stderr = proc.stdout, proc.stderr
     assert proc.returncode == 0, stderr
     summary = json.loads((workdir / "summary.json").read_text())
     for key in ("test_mape", "test_smape", "test_rmse", "test_mae"):

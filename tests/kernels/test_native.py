@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import max_rel_err
+from harness import max_rel_err
 
 from lstm_jax.kernels import native
 from lstm_jax.kernels import xla as fast

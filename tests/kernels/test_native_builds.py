@@ -8,34 +8,33 @@ processes of all the builds run at once.
 from __future__ import annotations
 
 import pytest
-from conftest import ISA_SPLITS, kernel_build_result, start_kernel_builds
+from harness import ISA_SPLITS, kernel_build_result, start_kernel_builds
 
+# The cases: the raw LSTM kernel (tests/kernels/test_native.py's problem), four variants and FGR
+# through their layers on the harness's problem (tests/harness.py), the raw GRU kernel.
 _SUBPROCESS = """
-import json, sys
-sys.path.insert(0, {tests!r})
-import test_native, test_native_fgr, test_native_gru, test_native_variants
-from conftest import max_rel_err
+import json, os, sys
+sys.path.insert(0, os.path.join("tests", "kernels"))
+import harness, test_native, test_native_gru
+from flax import nnx
 from lstm_jax.kernels import native
 from lstm_jax.kernels.native import gru as native_gru
-err = {{}}
+from lstm_jax.nn.layers import LSTM
+err = {}
 args = test_native.problem(3)
-err["lstm"] = max_rel_err(test_native.value_and_grads(True, *args), test_native.value_and_grads(False, *args))
-for name in ("peephole", "cifg", "noaf", "layernorm"):
-    got, ref = test_native_variants.pair(name, seed=11, reverse=name == "cifg")
-    x, lengths, carry = test_native_variants.problem(12)
-    v = test_native_variants.value_and_grads
-    err[name] = max_rel_err(v(got, x, lengths, carry), v(ref, x, lengths, carry))
-got, ref = test_native_fgr.pair(lambda impl: test_native_fgr.LSTM(test_native_fgr.D, test_native_fgr.H, cell="fgr",
-                                impl=impl, reverse=True, rngs=test_native_fgr.nnx.Rngs(0)), seed=13)
-x, lengths, carry = test_native_fgr.problem(14)
-v = test_native_fgr.value_and_grads
-err["fgr"] = max_rel_err(v(got, x, lengths, carry), v(ref, x, lengths, carry))
+err["lstm"] = harness.max_rel_err(test_native.value_and_grads(True, *args), test_native.value_and_grads(False, *args))
+for seed, name in enumerate(("peephole", "cifg", "noaf", "layernorm", "fgr")):
+    reverse = name in ("cifg", "fgr")
+    got, ref = (harness.randomize(LSTM(harness.D, harness.H, cell=name, impl=impl, reverse=reverse,
+                                       rngs=nnx.Rngs(0)), 11 + seed) for impl in ("native", "scan"))
+    case = harness.inputs(got, 20 + seed)
+    err[name] = harness.max_rel_err(harness.value_and_grads(got, *case), harness.value_and_grads(ref, *case))
 if native_gru.available():
     args = test_native_gru.problem(9)
     v = test_native_gru.value_and_grads
-    err["gru"] = max_rel_err(v(native_gru.gru_layer, *args), v(test_native_gru.scan_gru, *args))
-print(json.dumps({{"isa": native.isa(), "threads": native.threads(), "gru_isa": native_gru.isa(),
-                  "gru_threads": native_gru.threads(), "err": err}}))
+    err["gru"] = harness.max_rel_err(v(native_gru.gru_layer, *args), v(test_native_gru.scan_gru, *args))
+print(json.dumps({"isa": native.isa(), "threads": native.threads(), "gru_isa": native_gru.isa(),
+                  "gru_threads": native_gru.threads(), "err": err}))
 """
 
 

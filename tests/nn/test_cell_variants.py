@@ -344,5 +344,5 @@ def test_docs_show_the_tested_example():
     end = next(k for k, l in enumerate(src) if "example ends" in l)
     example = textwrap.dedent("\n".join(src[start:end]))
     assert len(example.strip().splitlines()) < 20
-    docs = open(os.path.join(os.path.dirname(__file__), "..", "docs", "cells.md")).read()
+    docs = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "cells.md")).read()
     assert f"```python\n{example}\n```" in docs
