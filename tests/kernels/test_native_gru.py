@@ -14,11 +14,12 @@ from flax import nnx
 from harness import max_rel_err
 
 from lstm_jax.errors import ConfigError
+from lstm_jax.kernels import native
 from lstm_jax.kernels.native import gru as native_gru
 from lstm_jax.nn.cells import GRUCell
 from lstm_jax.nn.layers import scan_cell
 
-needs_kernels = pytest.mark.skipif(not native_gru.available(), reason="native kernels not built, or not on CPU")
+needs_kernels = pytest.mark.skipif(not native.available(), reason="native kernels not built, or not on CPU")
 
 # B = 29 splits into uneven row blocks on any thread count, with a tile remainder; H = 40 is no
 # multiple of any vector width, so every kernel runs partial vectors and padded gate blocks.

@@ -49,15 +49,16 @@ def test_no_input_gradient_skips_dx_and_keeps_the_rest(name):
 
 def test_layernorm_skips_dx_where_x_needs_no_gradient():
     """Its backward call computes dW itself, and dx only when asked (the first layer of a model)."""
-    # (With the harness's draws, seeds 3 and 4 put one gradient leaf at 1.2e-5 of float32 noise,
-    # seeds 5 and 6 and 1 and 2 at 2e-6; the tolerance stays 1e-5.)
-    got, ref = pair("layernorm", seed=5)
-    x, lengths, carry, w = inputs(got, 6)
+    got, ref = pair("layernorm", seed=3)
+    x, lengths, carry, w = inputs(got, 4)
     graphdef, params = nnx.split(got)
     grad_hlo = jax.jit(jax.grad(lambda p: nnx.merge(graphdef, p)(x, lengths).sum())).lower(params).as_text()
     assert "lstm_jax_ln_bwd" in grad_hlo and "with_dx = 0 : i32" in grad_hlo
+    # 2e-5, not the harness's usual 1e-5: the kernel recomputes x W, its normalisation and the gates in
+    # the backward pass and sums in another order than the scan; on these draws one gradient leaf
+    # differs by 1.2e-5 of its scale (float32 rounding; other draws give 2e-6).
     assert max_rel_err(value_and_grads(got, x, lengths, carry, w, wrt_x=False),
-                       value_and_grads(ref, x, lengths, carry, w, wrt_x=False)) <= 1e-5
+                       value_and_grads(ref, x, lengths, carry, w, wrt_x=False)) <= 2e-5
 
 
 @pytest.mark.parametrize("name", ["peephole", "nfg", "layernorm", "fgr"])
