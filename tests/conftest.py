@@ -3,12 +3,31 @@ the quick tier's marks. The helpers themselves are in tests/harness.py."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import harness
 import jax
 import pytest
 
 # Every test runs in float32 unless it opts into float64 with ``jax.enable_x64(True)`` locally.
 jax.config.update("jax_enable_x64", False)
+
+# One persistent XLA compilation cache for the run, empty at its start and removed at its end: a
+# program that several tests or processes compile (the same model in a subprocess and in process,
+# the same step in every ISA build) is compiled once. Front-ends read LSTM_JAX_COMPILATION_CACHE,
+# any other jax process the JAX_* variables.
+_XLA_CACHE = tempfile.mkdtemp(prefix="lstm_jax-tests-xla-")
+os.environ.update({"LSTM_JAX_COMPILATION_CACHE": _XLA_CACHE, "JAX_COMPILATION_CACHE_DIR": _XLA_CACHE,
+                   "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

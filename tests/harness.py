@@ -238,8 +238,8 @@ def run_front_end(name: str, *args: str) -> subprocess.CompletedProcess:
     and ``main`` through ``common.run`` (flag parsing, one-line errors, exit codes), with its stdout
     and stderr captured. Returns what :func:`run_experiment` returns, without the process start-up.
 
-    The flags it defines are removed afterwards, so that the next run defines them again; the
-    persistent compilation cache stays off (it is a process-wide setting that a test must not make).
+    The flags it defines are removed afterwards, so that the next run defines them again. The
+    persistent compilation cache it turns on is the test run's own (conftest.py sets its folder).
     """
     import contextlib
     import importlib
@@ -252,9 +252,8 @@ def run_front_end(name: str, *args: str) -> subprocess.CompletedProcess:
     module = importlib.import_module(f"experiments.{name}")
     FLAGS = flags.FLAGS
     before, was_parsed = set(FLAGS), FLAGS.is_parsed()
-    argv, cache = sys.argv, os.environ.get("LSTM_JAX_COMPILATION_CACHE")
+    argv = sys.argv
     sys.argv = [f"experiments/{name}.py", *args]
-    os.environ["LSTM_JAX_COMPILATION_CACHE"] = "0"
     out, err, code = io.StringIO(), io.StringIO(), 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -263,10 +262,6 @@ def run_front_end(name: str, *args: str) -> subprocess.CompletedProcess:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sys.argv = argv
-        if cache is None:
-            os.environ.pop("LSTM_JAX_COMPILATION_CACHE", None)
-        else:
-            os.environ["LSTM_JAX_COMPILATION_CACHE"] = cache
         for flag in set(FLAGS) - before:
             delattr(FLAGS, flag)
         if not was_parsed:
