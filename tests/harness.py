@@ -172,16 +172,24 @@ def start_kernel_builds(script: str) -> dict[tuple[str, int], subprocess.Popen]:
     """Starts ``script`` (its last line of output a JSON object with at least the kernels' "isa";
     the tests folder is on its ``sys.path``) once per ``ISA_SPLITS`` entry, all at once, each in a
     process whose native kernels are fixed to that build and thread count (both are chosen once, at
-    import). Their JAX start-ups and compilations overlap; collect each with :func:`kernel_build_result`."""
+    import). The first runs alone and fills the run's compilation cache (conftest.py); the others,
+    whose programs are the same (the build is chosen inside the kernels, not in XLA's program), then
+    start together and mostly load them. Collect each with :func:`kernel_build_result`."""
     procs = {}
     for isa, threads in ISA_SPLITS:
         if isa != "generic" and os.uname().machine != "x86_64":
             continue
         env = dict(os.environ, LSTM_JAX_NATIVE_ISA=isa, LSTM_JAX_NATIVE_THREADS=str(threads), JAX_PLATFORMS="cpu",
                    PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(TESTS)]))
-        procs[isa, threads] = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, env=env,
-                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if not procs:
+            _BUILD_OUTPUT[proc.pid] = proc.communicate(timeout=300)
+        procs[isa, threads] = proc
     return procs
+
+
+_BUILD_OUTPUT: dict[int, tuple[str, str]] = {}  # (stdout, stderr) of the build processes already collected
 
 
 def kernel_build_result(procs: dict[tuple[str, int], subprocess.Popen], isa: str, threads: int) -> dict:
@@ -191,7 +199,7 @@ def kernel_build_result(procs: dict[tuple[str, int], subprocess.Popen], isa: str
         pytest.skip("an x86-64 kernel")
     proc = procs[isa, threads]
     try:
-        stdout, stderr = proc.communicate(timeout=300)
+        stdout, stderr = _BUILD_OUTPUT.get(proc.pid) or proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
