@@ -276,3 +276,13 @@ def run_front_end(name: str, *args: str) -> subprocess.CompletedProcess:
             FLAGS.unparse_flags()
     return subprocess.CompletedProcess([sys.executable, "-m", f"experiments.{name}", *args], code, out.getvalue(),
                                        err.getvalue())
+
+
+def assert_same_bits_on_repeat(run: Callable[[], object], times: int) -> None:
+    """``run()`` again ``times`` times gives the same bits as the first time (threads finishing their
+    row blocks in another order must not change a sum)."""
+    first = run()
+    for _ in range(times):
+        again = run()
+        for p, q in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
+            np.testing.assert_array_equal(np.asarray(p), np.asarray(q))

@@ -187,12 +187,17 @@ def test_benchmark_bad_shape_gives_one_error_line(runs):
     assert "Traceback" not in stdout
 
 
-def test_used_workdir_is_refused_then_resume_continues(runs, tmp_path):
+def used_workdir(runs, tmp_path):
+    """A copy of the basic run's finished workdir, and a snapshot of it."""
     rc, _, _, original = runs["basic"]
     assert rc == 0
     workdir = tmp_path / "wd"
     shutil.copytree(original, workdir)
-    before = snapshot(workdir)
+    return workdir, snapshot(workdir)
+
+
+def test_used_workdir_is_refused_then_resume_continues(runs, tmp_path):
+    workdir, before = used_workdir(runs, tmp_path)
 
     refused = run_front_end("binary", *SMALL, f"--workdir={workdir}")
     assert refused.returncode != 0
@@ -209,7 +214,7 @@ def test_used_workdir_is_refused_then_resume_continues(runs, tmp_path):
     assert len(re.findall(r"^epoch\s+\d+/2", resumed.stdout, re.M)) == 1
     records = read_metrics(workdir)
     assert [r["epoch"] for r in records] == [1, 2]
-    assert records[0] == read_metrics(original)[0]
+    assert records[0] == read_metrics(runs["basic"][3])[0]
     summary = read_json(workdir / "summary.json")
     assert summary["epochs_trained"] == 2
     assert summary["steps"] == 2 * records[0]["step"]
@@ -262,11 +267,7 @@ def test_a_file_as_workdir_is_refused_in_one_line(tmp_path):
 
 
 def test_resume_with_another_config_is_refused_naming_the_field(runs, tmp_path):
-    rc, _, _, original = runs["basic"]
-    assert rc == 0
-    workdir = tmp_path / "wd"
-    shutil.copytree(original, workdir)
-    before = snapshot(workdir)
+    workdir, before = used_workdir(runs, tmp_path)
     out = run_front_end("binary", "--epochs=2", "--hidden_size=8", "--learning_rate=0.01", "--resume",
                         f"--workdir={workdir}")
     assert out.returncode == 2
