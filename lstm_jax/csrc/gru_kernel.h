@@ -1,4 +1,4 @@
-// The native CPU GRU recurrence (PyTorch's convention, as lstm_jax.cells.GRUCell): the interface
+// The native CPU GRU recurrence (PyTorch's convention, as lstm_jax.nn.cells.GRUCell): the interface
 // between the FFI handlers (gru_cpu.cc) and the per-ISA kernels (gru_kernel.inc).
 //
 // Arrays are time-major and row-major; gate blocks (r, z, n) of width H:

@@ -10,7 +10,7 @@
 //             a few steps of it are kept in cache and added into the weight gradient as one matmul.
 // The mask must mark a prefix of each row (so h_{t-1} is out_{t-1} wherever dz_t is not zero).
 //
-// The same kernels run Greff et al.'s peephole LSTM and its one-change variants (lstm_jax.cells),
+// The same kernels run Greff et al.'s peephole LSTM and its one-change variants (lstm_jax.nn.cells),
 // chosen by a Variant (below): a gate left out is the constant 1 and has no weight block (the
 // blocks keep the order i, f, o, g of those present, G = NG H); with peepholes p [3H] (p_i, p_f,
 // p_o; zeros for an absent gate) i = sigmoid(z_i + p_i c), f = sigmoid(z_f + p_f c) and
@@ -71,7 +71,7 @@ inline bool known_variant(int v) {
   return false;
 }
 
-// kLayerNorm (lstm_jax.cells.LayerNormLSTMCell): z = α_x LN(x W) + b + α_h LN(h U) per gate block
+// kLayerNorm (lstm_jax.nn.cells.LayerNormLSTMCell): z = α_x LN(x W) + b + α_h LN(h U) per gate block
 // and h = o tanh(α_c LN(c_t) + β_c), LN(v) = (v - mean v) / sqrt(var v + 1e-5) over H. The tile
 // computes x W and h U apart (no bias: b is among the gains), and the kernels normalise them row by
 // row with the rest. The backward pass returns [dW; dU], dx, and the gradients of the gains and b

@@ -257,7 +257,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(LstmJaxGruBackwardNoDx);
 
 namespace {
 
-// Every handler, by the name it has in the module (lstm_jax.kernels.native and native_gru register them).
+// Every handler, by the name it has in the module (lstm_jax.kernels.native.build registers them all).
 constexpr std::pair<const char*, XLA_FFI_Error* (*)(XLA_FFI_CallFrame*)> kHandlers[] = {
     {"lstm_fwd", LstmJaxForward},         {"lstm_fwd_infer", LstmJaxForwardInfer},
     {"lstm_bwd", LstmJaxBackward},        {"lstm_bwd_no_dx", LstmJaxBackwardNoDx},
