@@ -197,7 +197,7 @@ def test_other_dtypes_and_shapes_are_refused():
 
 @needs_kernels
 def test_a_grucell_as_a_layer_matches_its_scan():
-    """gru_cell_layer on a GRUCell's own parameters: outputs, final carry and parameter gradients."""
+    """native_gru.layer on a GRUCell's own parameters: outputs, final carry and parameter gradients."""
     x, _, _, _, _, h0, mask = problem(12, (6, 9, 4, 24))
     cell = GRUCell(4, 24, rngs=nnx.Rngs(1))
     assert native_gru.supports(cell)
