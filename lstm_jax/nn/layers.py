@@ -186,6 +186,22 @@ class LSTM(nnx.Module):
         return (h_BxTxH, carry) if return_carry else h_BxTxH
 
 
+def use_impl(model: nnx.Module, impl: str) -> nnx.Module:
+    """Sets the recurrence implementation of every ``LSTM`` layer inside ``model``, in place; returns it.
+
+    For a program that must run where this package's kernels do not exist (``jax.export``, ONNX):
+    ``'portable'`` picks, per layer, ``'xla'`` where the cell supports it, else ``'scan'``; both are
+    plain XLA, with no native or cuDNN custom call. Any other ``impl`` is checked as ``LSTM`` checks it.
+    """
+    for _, layer in nnx.iter_graph(model):
+        if isinstance(layer, LSTM):
+            if impl == "portable":
+                layer.impl = "xla" if xla.supports(layer.cell) else "scan"
+            else:
+                layer.impl = kernels.choose(layer.cell, impl, remat=layer.remat,
+                                            recurrent_dropout=layer.recurrent_dropout)
+    return model
+
 
 class Bidirectional(nnx.Module):
     """A forward and a backward layer over the same input; outputs concatenated to [B, T, 2H].
