@@ -38,8 +38,8 @@ from lstm_jax import plots
 from lstm_jax.data import archives
 from lstm_jax.data.dataset import Dataset
 from lstm_jax.errors import ConfigError, MissingValuesWarning
-from lstm_jax.inference.run import ModelSpec, SeriesInputs
-from lstm_jax.nn.models import make_classifier
+from lstm_jax.inference.run import SeriesInputs
+from lstm_jax.nn.models import ModelSpec, make_classifier
 from lstm_jax.train import budget
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams

@@ -32,8 +32,8 @@ from flax import nnx
 
 from lstm_jax.data.dataset import Dataset
 from lstm_jax.errors import ConfigError
-from lstm_jax.inference.run import ModelSpec, SeriesInputs, write_record
-from lstm_jax.nn.models import ModelConfig
+from lstm_jax.inference.run import SeriesInputs, write_record
+from lstm_jax.nn.models import ModelConfig, ModelSpec
 from lstm_jax.train.config import TrainConfig
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.workdir import Workdir, to_jsonable

@@ -1,16 +1,21 @@
-"""A finished run, loaded back: its model with the best weights and the preprocessing it was fitted with.
+"""A finished run, loaded back: its networks with the best weights and the preprocessing they were fitted with.
 
     from lstm_jax.inference import load_run
     run = load_run("runs/classify-20261207-120000")
     table = run.predict_file("BasicMotions_TEST.ts")   # labels and probabilities, in the run's labels
     labels = run.predict(x_NxTxD, lengths_N)            # raw series: the run's normalisation is applied
 
-A run that can be loaded holds ``inference.json`` beside its ``summary.json``: what rebuilds the
-network (``ModelSpec``) and what turned raw series into its inputs on the training data
-(``SeriesInputs``: the label map, the normalisation and its training statistics). Experiments write
-it when a run ends (``write_record``); a run that chose among candidates loads the chosen one.
-Predictions use the training loop's own jitted ``predict_step`` with the run's evaluation batch
-size, so a reloaded run gives the training run's outputs bit for bit on the same machine.
+    run = load_run("runs/forecast-20261207-130000")     # the ensemble recipe
+    out = run.forecast_file("series.csv")               # the next horizon after each series' end
+
+A run that can be loaded holds ``inference.json`` beside its ``summary.json``. For a classifier
+(``ClassifierRun``): what rebuilds the network (``nn.models.ModelSpec``) and what turned raw series
+into its inputs on the training data (``SeriesInputs``: the label map, the normalisation and its
+training statistics). For the forecasting ensemble (``ForecastRun``): every member's network and
+checkpoint, and each series' transform chain fitted on its training part. Runs write it when they
+end; a run that chose among candidates loads the chosen one. Predictions use the training loop's
+own jitted ``predict_step`` over the run's evaluation batches (``Predictor``), so a reloaded run
+gives the training run's outputs bit for bit on the same machine.
 """
 
 from __future__ import annotations
@@ -28,46 +33,21 @@ import numpy as np
 import optax
 from flax import nnx
 
+from lstm_jax import plots
 from lstm_jax.data import archives
+from lstm_jax.data import panel as panel_lib
 from lstm_jax.data.dataset import Split, batches
-from lstm_jax.errors import CheckpointError, DataError
-from lstm_jax.nn.models import Forecaster, ModelConfig, make_classifier
+from lstm_jax.errors import CheckpointError, ConfigError, DataError
+from lstm_jax.forecast.problem import read_series
+from lstm_jax.forecast.recipe import forecast_blocks, member_median, to_original
+from lstm_jax.nn.models import ModelSpec
 from lstm_jax.train.checkpoint import Checkpointer
 from lstm_jax.train.steps import TrainState, predict_step
+from lstm_jax.train.workdir import INFERENCE_RECORD as RECORD
 from lstm_jax.train.workdir import atomic_write, to_jsonable
 
-RECORD = "inference.json"
 FORMAT = 1
 NORMS = ("series", "channel", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """What rebuilds a run's network: its kind, ``ModelConfig`` and constructor arguments."""
-
-    kind: str  # 'classifier' | 'forecaster'
-    config: ModelConfig
-    in_features: int
-    num_classes: int = 2  # classifier
-    length: int | None = None  # classifier: the series length it was built for ('lstm_fcn' needs it)
-    horizon: int = 1  # forecaster: outputs per call
-
-    def build(self, seed: int = 0) -> nnx.Module:
-        """The network with freshly drawn weights (``load_run`` then puts the run's in)."""
-        rngs = nnx.Rngs(seed)
-        if self.kind == "classifier":
-            return make_classifier(self.in_features, self.config, rngs, length=self.length,
-                                   num_classes=self.num_classes)
-        if self.kind == "forecaster":
-            return Forecaster(self.in_features, self.config, horizon=self.horizon, rngs=rngs)
-        raise CheckpointError(f"unknown model kind {self.kind!r} in {RECORD}")
-
-    def to_json(self) -> dict[str, Any]:
-        return to_jsonable(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ModelSpec:
-        return cls(**{**d, "config": ModelConfig(**d["config"])})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,23 +191,26 @@ def restore_params(model: nnx.Module, checkpoints: str, step: int) -> None:
     nnx.update(model, params)
 
 
-class _Loaded:
-    """The parts every loaded run has: its folder, summary, record, network and a jitted predict."""
+class Predictor:
+    """A network and the training loop's own jitted ``predict_step``, over batches of the run's
+    evaluation size: the outputs the training run's evaluation got, bit for bit."""
 
-    def __init__(self, folder: str, summary: dict[str, Any], record: dict[str, Any]):
-        self.workdir, self.summary, self.record = folder, summary, record
-        self.spec = ModelSpec.from_json(record["model"])
-        self.model = self.spec.build()
-        restore_params(self.model, os.path.join(folder, "checkpoints"), int(summary["best_epoch"]))
-        self.eval_batch_size = int(record["eval_batch_size"])
-        # The training loop's own predict step over the same batches: the same outputs bit for bit.
-        self._state = TrainState.create(self.model, optax.identity())
+    def __init__(self, model: nnx.Module, eval_batch_size: int):
+        self.model, self.eval_batch_size = model, int(eval_batch_size)
+        self._state = TrainState.create(model, optax.identity())
         self._predict = jax.jit(predict_step)
 
     def outputs(self, split: Split) -> np.ndarray:
         """The network's raw outputs for every row of ``split`` (logits, or forecasts)."""
         outs = [np.asarray(self._predict(self._state, b)) for b in batches(split, self.eval_batch_size)]
         return np.concatenate(outs)[: len(split)]
+
+
+def load_model(spec: ModelSpec, folder: str, epoch: int) -> nnx.Module:
+    """``spec``'s network with the weights of checkpoint ``epoch`` of the run in ``folder``."""
+    model = spec.build()
+    restore_params(model, os.path.join(folder, "checkpoints"), epoch)
+    return model
 
 
 @dataclasses.dataclass
@@ -258,11 +241,15 @@ class Predictions:
         return buf.getvalue()
 
 
-class ClassifierRun(_Loaded):
-    """A loaded classification run (``experiments.classify`` or ``experiments.binary``)."""
+class ClassifierRun:
+    """A loaded classification run (``experiments.classify`` or ``experiments.binary``): ``model``
+    holds the best checkpoint's weights, ``inputs`` the preprocessing fitted on the training data."""
 
     def __init__(self, folder: str, summary: dict[str, Any], record: dict[str, Any]):
-        super().__init__(folder, summary, record)
+        self.workdir, self.summary, self.record = folder, summary, record
+        self.spec = ModelSpec.from_json(record["model"])
+        self.model = load_model(self.spec, folder, int(summary["best_epoch"]))
+        self.predictor = Predictor(self.model, record["eval_batch_size"])
         self.inputs = SeriesInputs(**{**record["inputs"],
                                       "mean": None if record["inputs"]["mean"] is None else tuple(record["inputs"]["mean"]),
                                       "std": None if record["inputs"]["std"] is None else tuple(record["inputs"]["std"])})
@@ -273,7 +260,7 @@ class ClassifierRun(_Loaded):
 
     def predict_proba(self, x_NxTxD: np.ndarray, lengths_N: np.ndarray | None = None) -> np.ndarray:
         """Raw series [N, T, D] (NaN past a length is fine) -> class probabilities [N, K]."""
-        logits = self.outputs(self.prepare(x_NxTxD, lengths_N))
+        logits = self.predictor.outputs(self.prepare(x_NxTxD, lengths_N))
         if self.spec.num_classes == 2:
             p1 = np.asarray(jax.nn.sigmoid(logits), np.float64)
             return np.stack([1.0 - p1, p1], axis=1)
@@ -302,7 +289,90 @@ class ClassifierRun(_Loaded):
         return Predictions(self._labels(proba), proba, self.classes, true)
 
 
-def load_run(workdir: str) -> ClassifierRun:
+@dataclasses.dataclass
+class Forecasts:
+    """The next ``horizon`` steps after the end of each series: ``values`` [S] arrays [horizon, Q]
+    (one column per quantile, ``median_index`` the forecast), beside the ``histories`` they follow."""
+
+    ids: list[str]
+    values: list[np.ndarray]
+    quantiles: list[float]
+    median_index: int
+    histories: list[np.ndarray]
+
+    @property
+    def horizon(self) -> int:
+        return len(self.values[0])
+
+    def to_csv(self) -> str:
+        """Long format: ``id,step,forecast`` and, with several quantiles, one ``q<level>`` column each."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        several = len(self.quantiles) > 1
+        w.writerow(["id", "step", "forecast", *((f"q{q:g}" for q in self.quantiles) if several else ())])
+        for name, v in zip(self.ids, self.values):
+            for h in range(len(v)):
+                w.writerow([name, h + 1, f"{v[h, self.median_index]:.10g}",
+                            *((f"{x:.10g}" for x in v[h]) if several else ())])
+        return buf.getvalue()
+
+    def picture(self, path: str) -> str:
+        """The first series' recent values and its forecast (with the outer quantiles as a band)."""
+        history, v = self.histories[0], self.values[0]
+        shown = min(len(history), max(4 * len(v), 100))
+        band = (v[:, 0], v[:, -1]) if len(self.quantiles) > 1 else None
+        return plots.forecast(history[-shown:], shown, v[:, self.median_index], path, band=band,
+                              band_label=f"q{self.quantiles[0]:g}-q{self.quantiles[-1]:g}",
+                              title=f"{self.ids[0]}: the last {shown} values and the next {len(v)}")
+
+
+class ForecastRun:
+    """A loaded forecasting run (the ensemble recipe of ``experiments.forecast``): every member's
+    network with its checkpoint, and each series' transform chain fitted on its training part."""
+
+    def __init__(self, folder: str, summary: dict[str, Any], record: dict[str, Any]):
+        self.workdir, self.summary, self.record = folder, summary, record
+        e = self.ensemble = record["ensemble"]
+        self.spec = ModelSpec.from_json(e["spec"])
+        self.members = [(int(m["input_size"]), Predictor(load_model(self.spec, os.path.join(folder, m["run"]),
+                                                                    int(m["epoch"])), e["eval_batch_size"]))
+                        for m in e["members"]]
+        self.names = list(record["source"]["names"])
+        self.chains = {n: panel_lib.chain_from_state(s["chain"]) for n, s in zip(self.names, e["series"])}
+        self.quantiles = [float(q) for q in e["quantiles"]]
+
+    def forecast(self, names: list[str], values: list[np.ndarray]) -> Forecasts:
+        """The next ``horizon`` steps after each named series (values [T_i] from the series' start,
+        as the run read it), by every member, combined by the median as the run combined them."""
+        e = self.ensemble
+        if e["covariates"]:
+            raise ConfigError("this run reads covariates; forecasting it from new data is not supported yet")
+        unknown = [n for n in names if n not in self.chains]
+        if unknown:
+            raise DataError(f"series {', '.join(map(str, unknown[:5]))} {'were' if len(unknown) > 1 else 'was'} not "
+                            f"in the run (its series: {', '.join(map(str, self.names[:10]))}"
+                            f"{', ...' if len(self.names) > 10 else ''})")
+        if not names:
+            raise DataError("no series to forecast")
+        chains = [self.chains[n] for n in names]
+        values = [np.asarray(v, np.float64) for v in values]
+        z = [c.forward(v) for c, v in zip(chains, values)]
+        Q, H = len(self.quantiles), int(e["model_horizon"])
+        preds = []
+        for L, predictor in self.members:
+            predict = lambda x, p=predictor: p.outputs(Split(x, np.zeros((len(x), H * Q), np.float32)))  # noqa: E731
+            z_pred = forecast_blocks(predict, z, L, int(e["horizon"]), model_horizon=H, num_quantiles=Q,
+                                     median_index=int(e["median_index"]), level=e["level"], season=int(e["season"]))
+            preds.append(to_original(chains, z_pred, values))
+        return Forecasts(list(names), member_median(preds), self.quantiles, int(e["median_index"]), values)
+
+    def forecast_file(self, path: str) -> Forecasts:
+        """``forecast`` of every series in a file of the run's own format (its CSV columns, or .tsf)."""
+        names, values = read_series(path, self.record["source"])
+        return self.forecast(names, values)
+
+
+def load_run(workdir: str) -> ClassifierRun | ForecastRun:
     """The finished run in ``workdir`` with its best weights and preprocessing (see the module docstring)."""
     folder, summary = run_folder(workdir)
     record_path = os.path.join(folder, RECORD)
@@ -314,4 +384,6 @@ def load_run(workdir: str) -> ClassifierRun:
         raise CheckpointError(f"{record_path}: record format {record.get('format')!r}, this lstm_jax reads {FORMAT}")
     if record["model"]["kind"] == "classifier":
         return ClassifierRun(folder, summary, record)
+    if record["model"]["kind"] == "ensemble":
+        return ForecastRun(folder, summary, record)
     raise CheckpointError(f"{record_path}: runs of kind {record['model']['kind']!r} cannot be loaded yet")
