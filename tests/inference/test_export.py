@@ -270,3 +270,57 @@ def test_bad_requests_are_one_line_and_change_nothing(tmp_path):
     export_jax(model, done, length=4, step=False, overwrite=True)
     assert json.loads((done / "manifest.json").read_text())["functions"]["sequence"]["inputs"][0]["shape"][1] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["done", "file", "other"]
+
+
+# -- ONNX ----------------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # jax2onnx loads all its plugins on first use (about 7 s here)
+def test_onnx_graphs_match_the_model_in_onnx_runtime(tmp_path):
+    pytest.importorskip("jax2onnx", reason="ONNX export needs the export extra: pip install 'lstm_jax[export]'")
+    ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the export extra")
+    from lstm_jax.inference.onnx import export_onnx  # after the skip: it is the extra's one module
+
+    models = _models()
+    T = 6
+    for name in ("clf", "bi", "lstm_fcn"):
+        model = models[name]
+        folder = export_onnx(model, tmp_path / name, length=T, metadata={"model": name})
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["format"] == "onnx" and manifest["versions"]["jax2onnx"]
+        seq = ort.InferenceSession(str(folder / "sequence.onnx"), providers=["CPUExecutionProvider"])
+        assert [i.name for i in seq.get_inputs()] == ["x", "lengths"] and seq.get_inputs()[0].shape == ["B", T, D]
+        for B in (1, 4) if name == "clf" else (3,):  # B is symbolic
+            x, lengths = _inputs(B, T, seed=B)
+            want = np.asarray(model(x, lengths))
+            (got,) = seq.run(None, {"x": x, "lengths": lengths})
+            np.testing.assert_allclose(got, want, atol=TOL, rtol=0, err_msg=f"{name} B={B}")
+        assert ("step" in manifest["functions"]) == (name == "clf")
+
+    # The streaming step, from zeros, one call per step.
+    model, folder = models["clf"], tmp_path / "clf"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    step = ort.InferenceSession(str(folder / "step.onnx"), providers=["CPUExecutionProvider"])
+    x, lengths = _inputs(3, 9, seed=5)  # a longer T than the sequence graph's: the step has no T
+    state = {s["name"]: np.zeros([3 if d == "B" else d for d in s["shape"]], s["dtype"]) for s in manifest["state"]}
+    for t in range(x.shape[1]):
+        y, *new = step.run(None, {**state, "x": x[:, t], "valid": t < lengths})
+        state = dict(zip(state, new))
+    np.testing.assert_allclose(y, np.asarray(model(x, lengths)), atol=TOL, rtol=0)
+    assert _impls(model) == ["native", "native"]
+
+
+@pytest.mark.slow  # jax2onnx loads all its plugins on first use (about 7 s here)
+def test_onnx_refusals_are_one_line(tmp_path):
+    pytest.importorskip("jax2onnx", reason="ONNX export needs the export extra: pip install 'lstm_jax[export]'")
+    from lstm_jax.inference.onnx import export_onnx
+
+    model = Classifier(D, ModelConfig(hidden_size=3), rngs=nnx.Rngs(0))
+    callback = Classifier(D, ModelConfig(cell=HostCallbackCell, hidden_size=3), rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="jax2onnx cannot export this Classifier's sequence function") as err:
+        export_onnx(callback, tmp_path / "a", length=4, step=False)
+    assert "\n" not in str(err.value)
+    # jax2onnx 0.13 cannot trace the layers' masks (jnp.arange(T)[None, :]) with a symbolic T.
+    with pytest.raises(ConfigError, match="symbolic series length.*pass length=T") as err:
+        export_onnx(model, tmp_path / "b", step=False)
+    assert "\n" not in str(err.value)
+    assert not any(tmp_path.iterdir())
