@@ -324,3 +324,13 @@ def test_onnx_refusals_are_one_line(tmp_path):
         export_onnx(model, tmp_path / "b", step=False)
     assert "\n" not in str(err.value)
     assert not any(tmp_path.iterdir())
+
+
+def test_onnx_without_the_extra_is_one_line(tmp_path, monkeypatch):
+    from lstm_jax.inference.onnx import export_onnx  # imports jax2onnx only when called
+
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)  # as if it were not installed
+    model = Classifier(D, ModelConfig(hidden_size=3), rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match=r"pip install 'lstm_jax\[export\]'") as err:
+        export_onnx(model, tmp_path / "a", length=4)
+    assert "\n" not in str(err.value) and not any(tmp_path.iterdir())
