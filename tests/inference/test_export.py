@@ -134,7 +134,8 @@ def docs_consumer() -> str:
 @pytest.fixture(scope="module")
 def consumer_runs(tmp_path_factory):
     """Every model exported once (symbolic B, and T where the model allows it), run in the jax-only
-    Python on inputs of two batch sizes and lengths each; returns (models, expected, got, folders)."""
+    Python on inputs of batch sizes and lengths of their own (two pairs for the streaming classifier),
+    and the docs' snippet; returns (models, expected, got, folders)."""
     work = tmp_path_factory.mktemp("consumer")
     models = _models()
     folders = {name: export_jax(model, work / name, metadata={"model": name}) for name, model in models.items()}
