@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 from harness import run_front_end, write_three_class_ts
@@ -156,3 +157,21 @@ def test_a_run_without_a_record_says_so(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({"best_epoch": 1}))
     with pytest.raises(CheckpointError, match="no inference.json"):
         load_run(str(tmp_path))
+
+
+def test_export_front_end_writes_the_run_with_its_record_and_refuses_an_unknown_format(classifier_run, tmp_path):
+    wd, test_file, _, _ = classifier_run
+    out = tmp_path / "exported"
+    r = run_front_end("export", f"--workdir={wd}", "--format=jax", f"--output={out}")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metadata"]["run"]["inputs"]["labels"] == {"down": 0, "flat": 1, "up": 2}
+    run = load_run(wd)
+    x, lengths, _, _ = archives.read_inputs(test_file)
+    split = run.prepare(x, lengths)
+    exported = jax.export.deserialize(bytearray((out / "sequence.jax").read_bytes()))
+    np.testing.assert_allclose(np.asarray(exported.call(split.x, split.lengths)), run.predictor.outputs(split),
+                               atol=1e-5, rtol=0)
+    r = run_front_end("export", f"--workdir={wd}", "--format=tflite", f"--output={tmp_path / 'other'}")
+    assert r.returncode == 2 and r.stderr.strip() == "error: --format must be one of jax, onnx, got 'tflite'"
+    assert not (tmp_path / "other").exists()
