@@ -8,12 +8,13 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 
 import jax
 import numpy as np
 import pytest
-from harness import run_front_end, write_three_class_ts
+from harness import REPO_ROOT, run_front_end, write_three_class_ts
 
 from experiments import classify
 from experiments.configs import classify as classify_config
@@ -42,7 +43,8 @@ def classifier_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("classifier")
     root = write_three_class_ts(tmp / "data")
     config = classify_config.get_config()
-    config.model.hidden_size, config.model.conv_filters = (4,), (4, 4, 4)
+    # The recurrent classifier (it streams, for the README's block), pooling the mean of its outputs.
+    config.model.architecture, config.model.pooling, config.model.hidden_size = "lstm", "mean", (4,)
     config.data.min_epoch_rows, config.data.norm = 0, "channel"
     config.update({"epochs": 2, "dataset": "ucr:Tri", "data_dir": str(root)})
     job = classify.build(config)
@@ -175,3 +177,15 @@ def test_export_front_end_writes_the_run_with_its_record_and_refuses_an_unknown_
     r = run_front_end("export", f"--workdir={wd}", "--format=tflite", f"--output={tmp_path / 'other'}")
     assert r.returncode == 2 and r.stderr.strip() == "error: --format must be one of jax, onnx, got 'tflite'"
     assert not (tmp_path / "other").exists()
+
+
+def test_the_readme_block_runs_as_written(classifier_run):
+    wd, test_file, _, _ = classifier_run
+    block = next(b for b in re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+                 if "load_run" in b)
+    x, lengths, _, _ = archives.read_inputs(test_file)
+    run = load_run(wd)
+    x_t = run.prepare(x[:1], lengths[:1]).x[:, 0]
+    scope = {"x_NxTxD": x, "lengths_N": lengths, "x_t": x_t}
+    exec(compile(block.replace('"runs/R"', repr(wd)), "README.md", "exec"), scope)  # noqa: S102
+    assert scope["labels"] == run.predict(x, lengths) and scope["y_t"].shape == (1, 3)
