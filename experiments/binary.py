@@ -32,7 +32,8 @@ from lstm_jax import metrics as metrics_lib
 from lstm_jax import plots
 from lstm_jax.data import archives
 from lstm_jax.errors import ConfigError, MissingValuesWarning
-from lstm_jax.nn.models import make_classifier
+from lstm_jax.inference.run import SeriesInputs
+from lstm_jax.nn.models import ModelSpec, make_classifier
 from lstm_jax.train import budget
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams
@@ -80,6 +81,9 @@ def build(config: ml_collections.ConfigDict) -> Job:
         min_epoch_rows=config.data.min_epoch_rows, eval_batch_size=config.eval_batch_size)
     model = make_classifier(data.num_features, model_cfg, nnx.Rngs(rng_streams(config.seed)["params"]),
                             length=data.train.x.shape[1])
+    spec = ModelSpec("classifier", model_cfg, data.num_features, num_classes=2, length=data.train.x.shape[1])
+    inputs = SeriesInputs.from_info(data.info, features=data.num_features, length=data.train.x.shape[1],
+                                    missing=config.data.missing)
 
     def evaluate(trainer: Trainer) -> dict:
         out = {}
@@ -99,7 +103,7 @@ def build(config: ml_collections.ConfigDict) -> Job:
                                    title=f"{data.info.get('name', config.dataset)} (test)")
 
     return Job(data, model, BinaryTask(), train_config(config, epochs=epochs, eval_batch_size=eval_batch),
-               evaluate=evaluate, finish=finish)
+               evaluate=evaluate, finish=finish, spec=spec, inputs=inputs)
 
 
 EXPERIMENT = Experiment(build=build)  # what train_and_evaluate calls

@@ -38,7 +38,8 @@ from lstm_jax import plots
 from lstm_jax.data import archives
 from lstm_jax.data.dataset import Dataset
 from lstm_jax.errors import ConfigError, MissingValuesWarning
-from lstm_jax.nn.models import make_classifier
+from lstm_jax.inference.run import SeriesInputs
+from lstm_jax.nn.models import ModelSpec, make_classifier
 from lstm_jax.train import budget
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams
@@ -111,6 +112,9 @@ def build(config: ml_collections.ConfigDict) -> Job:
         min_epoch_rows=config.data.min_epoch_rows, eval_batch_size=config.eval_batch_size)
     model = make_classifier(data.num_features, model_cfg, nnx.Rngs(rng_streams(config.seed)["params"]),
                             length=data.train.x.shape[1], num_classes=K)
+    spec = ModelSpec("classifier", model_cfg, data.num_features, num_classes=K, length=data.train.x.shape[1])
+    inputs = SeriesInputs.from_info(data.info, features=data.num_features, length=data.train.x.shape[1],
+                                    missing=config.data.missing)
 
     def evaluate(trainer: Trainer) -> dict:
         out = {"labels": data.info["labels"], "num_classes": K,
@@ -140,7 +144,7 @@ def build(config: ml_collections.ConfigDict) -> Job:
             trainer.tb.flush()
 
     return Job(data, model, task, train_config(config, epochs=epochs, eval_batch_size=eval_batch),
-               evaluate=evaluate, finish=finish)
+               evaluate=evaluate, finish=finish, spec=spec, inputs=inputs)
 
 
 # -- several models, one chosen on validation -----------------------------------------------------

@@ -32,7 +32,8 @@ from flax import nnx
 
 from lstm_jax.data.dataset import Dataset
 from lstm_jax.errors import ConfigError
-from lstm_jax.nn.models import ModelConfig
+from lstm_jax.inference.run import SeriesInputs, write_record
+from lstm_jax.nn.models import ModelConfig, ModelSpec
 from lstm_jax.train.config import TrainConfig
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.workdir import Workdir, to_jsonable
@@ -52,6 +53,10 @@ class Job:
     evaluate: Callable[[Trainer], dict] | None = None
     # After the summary is written, on the primary process: pictures and other files.
     finish: Callable[[Trainer, dict], None] | None = None
+    # What lstm_jax.inference.load_run needs to load the finished run: the network, and how raw
+    # series became its inputs (written as inference.json when the run ends).
+    spec: ModelSpec | None = None
+    inputs: SeriesInputs | None = None
 
 
 Config = ml_collections.ConfigDict
@@ -163,6 +168,9 @@ def _train_one(exp: Experiment, config, workdir, *, resume, log, source) -> dict
         if source is not None:
             summary["config_source"] = source
         trainer.write_summary(summary)
+        if job.spec is not None and trainer.is_primary:
+            write_record(trainer.workdir, job.spec, job.inputs, eval_batch_size=job.train.eval_batch_size,
+                         experiment=config.experiment)
         if job.finish is not None and trainer.is_primary:
             job.finish(trainer, summary)
     finally:

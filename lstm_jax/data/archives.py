@@ -106,8 +106,8 @@ def load_ucr(name: str, data_dir: str | None, *, seed: int = 0, znorm: bool = Fa
         raise DataError(f"{name}: the training series have {xtr.shape[2]} channels, the test series {xte.shape[2]}")
     mapping = label_mapping(name, ytr, yte)
     T = max(xtr.shape[1], xte.shape[1])
-    train = _split(_pad_time(xtr, T), ltr, np.array([mapping[v] for v in ytr], np.float32))
-    test = _split(_pad_time(xte, T), lte, np.array([mapping[v] for v in yte], np.float32))
+    train = as_split(pad_time(xtr, T), ltr, np.array([mapping[v] for v in ytr], np.float32))
+    test = as_split(pad_time(xte, T), lte, np.array([mapping[v] for v in yte], np.float32))
     if (train.lengths is None) != (test.lengths is None):  # one variable-length split: both carry lengths
         train, test = (Split(s.x, s.y, np.full(len(s), T, np.int32) if s.lengths is None else s.lengths) for s in (train, test))
     train, val = stratified_split(train, val_fraction, seed)
@@ -129,15 +129,17 @@ def load_ucr(name: str, data_dir: str | None, *, seed: int = 0, znorm: bool = Fa
     return Dataset(train, val, test, info=info)
 
 
-def read_series_file(path: str, *, missing: str = "interpolate") -> tuple[np.ndarray, np.ndarray, list, int]:
+def read_series_file(path: str, *, missing: str = "interpolate", labelled: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray, list, int]:
     """A ``.tsv`` or ``.ts`` file -> (x [N, T, D] with NaN padding, lengths [N], raw labels, missing count).
 
     Values missing inside a series are interpolated (one ``MissingValuesWarning`` counts them) or,
-    with ``missing='error'``, refused.
+    with ``missing='error'``, refused. With ``labelled=False`` a ``.ts`` file may say
+    ``@classLabel false`` (series to classify); its labels are then None.
     """
     if not os.path.isfile(path):
         raise DataError(f"no such file: {path}")
-    rows = read_ts(path) if path.endswith(".ts") else read_tsv(path)
+    rows = read_ts(path, labelled=labelled) if path.endswith(".ts") else read_tsv(path)
     if not rows:
         raise DataError(f"{path} holds no series")
     return _stack(path, rows, missing=missing)
@@ -200,7 +202,7 @@ def _header_int(path: str, n: int, key: str, value: str) -> int:
     return v
 
 
-def read_ts(path: str) -> list[tuple[int, list[np.ndarray], object]]:
+def read_ts(path: str, *, labelled: bool = True) -> list[tuple[int, list[np.ndarray], object]]:
     """The sktime/aeon ``.ts`` format: @-headers, then ``@data`` rows ``dim1:dim2:...:label``.
 
     Values are comma-separated; '?' (and NaN) mark missing values. Every row is checked against the
@@ -219,7 +221,7 @@ def read_ts(path: str) -> list[tuple[int, list[np.ndarray], object]]:
                 low = key.lower()
                 if low == "@data":
                     in_data = True
-                    if head.get("classlabel") is False:
+                    if head.get("classlabel") is False and labelled:
                         raise DataError(f"{path}: '@classLabel false'; a classification file needs class labels")
                 elif low == "@classlabel":
                     has = _header_bool(path, n, key, value)
@@ -235,11 +237,14 @@ def read_ts(path: str) -> list[tuple[int, list[np.ndarray], object]]:
                 elif not low.startswith("@"):
                     raise DataError(f"{path}, line {n}: data before '@data'")
                 continue
-            *dims, label = line.split(":")
-            if not dims:
-                raise DataError(f"{path}, line {n}: expected 'values:label', got {line[:40]!r}")
+            if head.get("classlabel") is False:  # no label field: every field is a channel
+                dims, label = line.split(":"), None
+            else:
+                *dims, label = line.split(":")
+                if not dims:
+                    raise DataError(f"{path}, line {n}: expected 'values:label', got {line[:40]!r}")
+                label = _label(label)
             series = [_parse_floats(d.replace("?", "nan").split(","), path, n) for d in dims]
-            label = _label(label)
             _check_row(path, n, head, series, label)
             rows.append((n, series, label))
     if not in_data:
@@ -295,11 +300,11 @@ def _stack(path: str, rows, *, missing: str = "interpolate") -> tuple[np.ndarray
     return x, lengths, [label for _, _, label in rows], filled
 
 
-def _pad_time(x: np.ndarray, T: int) -> np.ndarray:
+def pad_time(x: np.ndarray, T: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, T - x.shape[1]), (0, 0)), constant_values=np.nan) if x.shape[1] < T else x
 
 
-def _split(x_NxTxD: np.ndarray, lengths_N: np.ndarray, y_N: np.ndarray) -> Split:
+def as_split(x_NxTxD: np.ndarray, lengths_N: np.ndarray, y_N: np.ndarray) -> Split:
     """NaN padding -> zeros; ``lengths`` only when some series is shorter than T."""
     T = x_NxTxD.shape[1]
     x = np.nan_to_num(x_NxTxD, nan=0.0).astype(np.float32)
@@ -341,37 +346,11 @@ def load_npz(path: str, *, seed: int = 0, znorm: bool = False, val_fraction: flo
              missing: str = "interpolate") -> Dataset:
     """``X`` [N, T, F] or [N, T], ``y`` [N] (any labels, e.g. integers 0..K-1), optional ``lengths`` [N]
     -> train / val / test (see the module docstring)."""
-    if not os.path.isfile(path):
-        raise DataError(f"no such file: {path}")
-    try:
-        arrays = np.load(path, allow_pickle=False)
-    except Exception as e:  # a corrupt or non-npz file: zipfile, pickle or value errors
-        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
-    with arrays:
-        missing_arrays = [k for k in ("X", "y") if k not in arrays.files]
-        if missing_arrays:
-            raise DataError(f"{path} lacks array {' and '.join(map(repr, missing_arrays))} (it has: {', '.join(arrays.files)})")
-        x, y = np.asarray(arrays["X"]), np.asarray(arrays["y"])
-        lengths = np.asarray(arrays["lengths"]) if "lengths" in arrays.files else None
-    if x.ndim == 2:
-        x = x[:, :, None]
-    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-        raise DataError(f"{path}: X must be [N, T, F] and y [N], got {x.shape} and {y.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{path}: X must be numeric, got dtype {x.dtype}")
+    x, lens, labels, filled = read_npz(path, missing=missing)
     N, T, _ = x.shape
-    if lengths is not None:
-        lengths = lengths.astype(np.int64)
-        if lengths.shape != (N,) or lengths.min() < 1 or lengths.max() > T:
-            raise DataError(f"{path}: lengths must be [N] with values in [1, {T}]")
-        past = np.arange(T)[None, :] >= lengths[:, None]
-        x = np.where(past[:, :, None], np.nan, x.astype(np.float64))
-    labels = [_label(str(v)) for v in y.tolist()]
     name = os.path.basename(path)
     mapping = label_mapping(name, labels)
-    x, lens, _, filled = _stack(path, [(i + 1, list(row.T), None) for i, row in enumerate(x.astype(np.float64))],
-                                missing=missing)
-    full = _split(x, lens, np.array([mapping[v] for v in labels], np.float32))
+    full = as_split(x, lens, np.array([mapping[v] for v in labels], np.float32))
     train, test = stratified_split(full, NPZ_TEST_FRACTION, 0)
     train, val = stratified_split(train, val_fraction, seed)
     if znorm:
@@ -389,6 +368,59 @@ def load_npz(path: str, *, seed: int = 0, znorm: bool = False, val_fraction: flo
                          for k, s in (("train", train), ("val", val), ("test", test))},
     }
     return Dataset(train, val, test, info=info)
+
+
+def read_npz(path: str, *, missing: str = "interpolate", labelled: bool = True
+             ) -> tuple[np.ndarray, np.ndarray, list | None, int]:
+    """An ``.npz`` of ``X`` [N, T, F] or [N, T], ``y`` [N] and optional ``lengths`` [N] -> (x [N, T, D]
+    with NaN past each length, lengths [N], labels (None when ``labelled=False`` and there is no
+    ``y``), missing count), as ``read_series_file``."""
+    if not os.path.isfile(path):
+        raise DataError(f"no such file: {path}")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except Exception as e:  # a corrupt or non-npz file: zipfile, pickle or value errors
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    with arrays:
+        missing_arrays = [k for k in (("X", "y") if labelled else ("X",)) if k not in arrays.files]
+        if missing_arrays:
+            raise DataError(f"{path} lacks array {' and '.join(map(repr, missing_arrays))} (it has: {', '.join(arrays.files)})")
+        x = np.asarray(arrays["X"])
+        y = np.asarray(arrays["y"]) if "y" in arrays.files else None
+        lengths = np.asarray(arrays["lengths"]) if "lengths" in arrays.files else None
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or (y is not None and (y.ndim != 1 or len(x) != len(y))):
+        raise DataError(f"{path}: X must be [N, T, F] and y [N], got {x.shape} and {None if y is None else y.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{path}: X must be numeric, got dtype {x.dtype}")
+    if len(x) == 0 or x.shape[1] == 0:
+        raise DataError(f"{path} holds no series (X has shape {x.shape})")
+    N, T, _ = x.shape
+    if lengths is not None:
+        lengths = lengths.astype(np.int64)
+        if lengths.shape != (N,) or lengths.min() < 1 or lengths.max() > T:
+            raise DataError(f"{path}: lengths must be [N] with values in [1, {T}]")
+        past = np.arange(T)[None, :] >= lengths[:, None]
+        x = np.where(past[:, :, None], np.nan, x.astype(np.float64))
+    labels = None if y is None else [_label(str(v)) for v in y.tolist()]
+    x, lens, _, filled = _stack(path, [(i + 1, list(row.T), None) for i, row in enumerate(x.astype(np.float64))],
+                                missing=missing)
+    return x, lens, labels, filled
+
+
+def read_inputs(path: str, *, missing: str = "interpolate", labelled: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, list | None, int]:
+    """Series to classify from a ``.ts``, ``.tsv`` or ``.npz`` file -> (x [N, T, D] with NaN past each
+    length, lengths [N], labels or None, missing count). Labels are optional unless ``labelled``."""
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a folder; give a .ts, .tsv or .npz file")
+    if path.endswith(".npz"):
+        return read_npz(path, missing=missing, labelled=labelled)
+    if not path.endswith((".ts", ".tsv", ".txt")):
+        raise DataError(f"{path}: unknown file type; series to classify come as .ts, .tsv or .npz")
+    x, lengths, labels, filled = read_series_file(path, missing=missing, labelled=labelled)
+    return x, lengths, (None if all(v is None for v in labels) else labels), filled
 
 
 # -- transforms -----------------------------------------------------------------------------------
@@ -446,19 +478,21 @@ def standardise_channels(ds: Dataset) -> Dataset:
     the level and scale of a channel differ between series, which is often the signal in multivariate
     sets (JapaneseVowels' cepstral levels tell the speakers apart)."""
     mean, std = channel_statistics(ds.train)
-    scale = np.where(std > 1e-8, std, 1.0)
-
-    def apply(split: Split | None) -> Split | None:
-        if split is None:
-            return None
-        N, T, _ = split.x.shape
-        lengths = np.full(N, T) if split.lengths is None else split.lengths
-        valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
-        z = np.where(valid, (split.x.astype(np.float64) - mean) / scale, 0.0).astype(np.float32)
-        return Split(z, split.y, split.lengths)
-
+    apply = lambda split: None if split is None else scale_channels(split, mean, std)  # noqa: E731
     info = {**ds.info, "channel_standardisation": {"mean": mean.tolist(), "std": std.tolist()}}
     return Dataset(apply(ds.train), apply(ds.val), apply(ds.test), info=info)
+
+
+def scale_channels(split: Split, mean: np.ndarray, std: np.ndarray) -> Split:
+    """Each channel of ``split`` as (x - mean) / std with given [D] statistics (a std of ~0 only
+    centres); padding stays zero."""
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    scale = np.where(std > 1e-8, std, 1.0)
+    N, T, _ = split.x.shape
+    lengths = np.full(N, T) if split.lengths is None else split.lengths
+    valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
+    z = np.where(valid, (split.x.astype(np.float64) - mean) / scale, 0.0).astype(np.float32)
+    return Split(z, split.y, split.lengths)
 
 # -- published baselines -------------------------------------------------------------------------
 

@@ -229,6 +229,35 @@ class MaseScale(series_lib._Affine):
 
 PROFILES = ("all", "recent")
 
+# Every transform a fitted chain may hold, by class name, for chain_state / chain_from_state.
+_TRANSFORMS = {cls.__name__: cls for cls in (series_lib.Log, series_lib.Difference, series_lib.Deseason,
+                                              series_lib.Standard, series_lib.MinMax, MaseScale)}
+
+
+def chain_state(chain: series_lib.Chain) -> list[dict]:
+    """A fitted chain as JSON-able records (class name and fitted attributes), for a run's files."""
+    out = []
+    for t in chain.transforms:
+        if type(t).__name__ not in _TRANSFORMS:
+            raise ConfigError(f"the transform {type(t).__name__} cannot be saved")
+        state = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(t).items()}
+        out.append({"class": type(t).__name__, "state": state})
+    return out
+
+
+def chain_from_state(records: Sequence[dict]) -> series_lib.Chain:
+    """The fitted chain ``chain_state`` wrote: the same transforms with the same fitted values."""
+    transforms = []
+    for r in records:
+        cls = _TRANSFORMS.get(r.get("class"))
+        if cls is None:
+            raise DataError(f"unknown transform {r.get('class')!r} in a saved chain")
+        t = cls.__new__(cls)
+        t.__dict__.update({k: (np.asarray(v, np.float64) if k == "means" and v is not None else v)
+                           for k, v in r["state"].items()})
+        transforms.append(t)
+    return series_lib.Chain(transforms)
+
 
 def series_transform(train_T: np.ndarray, *, log: bool, season: int = 1, deseason: bool = False,
                      scaling: str = "mase", profile: str = "all", recent_seasons: int = 6) -> series_lib.Chain:

@@ -114,9 +114,28 @@ def load_problem(dataset: str, *, column: str = "", test_size: int = 0, season: 
             raise DataError(f"{path}: the longest series has {len(longest)} values, too few to hold out {test_size} "
                             f"for the test and still train on at least {MIN_TRAIN_VALUES}")
         season = season or series_lib.detect_season(longest[:-test_size])
-        source = {"name": "csv", "path": os.path.abspath(path), "column": column, "id_column": id_column or None}
+        source = {"name": "csv", "path": os.path.abspath(path), "column": column, "id_column": id_column or None,
+                  "time_column": time_column or None, "date_column": date_column or None, "missing": missing,
+                  "covariates": list(covs)}
     # One series: a quarter of its training part at most; a panel: the test span (each series' last values).
     n_train = min(len(v) for v in values) - test_size
     val_size = val_size or rules.val_size(test_size, n_train, len(values))
     source.update({"num_series": len(values), "test_size": test_size, "val_size": val_size})
     return Problem(names, values, test_size, season, val_size, cov, covs, source)
+
+
+def read_series(path: str, source: dict) -> tuple[list[str], list[np.ndarray]]:
+    """Every series of a file read as a run read its own (``source``, the ``Problem.source`` it
+    recorded: a .tsf panel, a long-format CSV with an id column, or one CSV column), whole: names
+    and values [T_i]."""
+    if source.get("name") == "tsf":
+        pan = panel_lib.read_tsf(path)
+        return [s.name for s in pan.series], [s.values_T for s in pan.series]
+    column = source["column"]
+    if source.get("id_column") or source.get("time_column") or source.get("covariates"):
+        pan = panel_lib.read_long_csv(path, id_column=source.get("id_column"), time_column=source.get("time_column"),
+                                      value_column=column, covariates=tuple(source.get("covariates") or ()))
+        names = [s.name for s in pan.series] if source.get("id_column") else [column]
+        return names, [s.values_T for s in pan.series]
+    loaded = read_series_csv(path, column, source.get("date_column"), source.get("missing", "interpolate"))
+    return [column], [loaded.values_T]

@@ -55,12 +55,12 @@ from lstm_jax.errors import ConfigError, DataError
 from lstm_jax.forecast import rules
 from lstm_jax.forecast import statistical as statistical_lib
 from lstm_jax.forecast.references import reference_forecasts
-from lstm_jax.nn.models import Forecaster, ModelConfig
+from lstm_jax.nn.models import Forecaster, ModelConfig, ModelSpec
 from lstm_jax.train.config import TrainConfig
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams
 from lstm_jax.train.tasks import QuantileTask
-from lstm_jax.train.workdir import atomic_write, to_jsonable
+from lstm_jax.train.workdir import INFERENCE_RECORD, atomic_write, to_jsonable
 
 
 @dataclasses.dataclass
@@ -120,6 +120,43 @@ class Member:
     best_epoch: int
     epochs_trained: int
     seconds: float
+    run: str = ""  # the folder of the trainer whose weights forecast (the refit's), relative to the recipe's
+    run_epoch: int = 0  # that trainer's best epoch: the checkpoint the forecasts came from
+
+
+def forecast_blocks(predict: Callable[[np.ndarray], np.ndarray], z_list: Sequence[np.ndarray], input_size: int,
+                    steps: int, *, model_horizon: int, num_quantiles: int, median_index: int, level: str,
+                    season: int, cov_list: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """[S] arrays [steps, Q] in transformed units after each series of ``z_list``, from ``predict``
+    (windows x [N, L, D] -> [N, model_horizon * Q]); blocks longer than the model's horizon are fed
+    back (their median) as the recipe's single-series forecasts always were."""
+    z_list = [list(z) for z in z_list]
+    out = [[] for _ in z_list]
+    H, Q = model_horizon, num_quantiles
+    while len(out[0]) < steps:
+        if cov_list is not None and len(out[0]) > 0:
+            raise DataError("covariates are past values only: the horizon must fit in one model call "
+                            "(shorten the test span or give --horizon)")
+        x, lev = panel_lib.last_windows([np.asarray(z) for z in z_list], input_size, level=level, season=season,
+                                        covariates=cov_list)
+        p = predict(x).reshape(len(x), H, Q) + lev[:, None, None]
+        for i in range(len(z_list)):
+            out[i].extend(p[i])
+            z_list[i].extend(p[i, :, median_index])
+    return [np.asarray(o[:steps]) for o in out]
+
+
+def to_original(chains: Sequence[series_lib.Chain], z_SxHxQ: Sequence[np.ndarray],
+                histories: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Forecasts in transformed units -> original units, each series by its chain after its history."""
+    # The chains (log, deseason, scale) are monotone per step, so quantiles map to quantiles.
+    return [np.stack([c.inverse(z[:, q], h) for q in range(z.shape[1])], axis=1)
+            for c, z, h in zip(chains, z_SxHxQ, histories)]
+
+
+def member_median(preds: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """The median over members, per series, step and quantile; quantiles kept in order."""
+    return [np.sort(np.median(np.stack([m[i] for m in preds]), axis=0), axis=-1) for i in range(len(preds[0]))]
 
 
 class GlobalRecipe:
@@ -183,11 +220,18 @@ class GlobalRecipe:
         return Dataset(Split(np.tile(train.x_NxLxD, (reps, 1, 1)), np.tile(train.y_NxH, (reps, 1))),
                        Split(val.x_NxLxD, val.y_NxH), info={**info, "train_windows": len(train), "repeats": reps})
 
+    def model_spec(self) -> ModelSpec:
+        """Every member's network: inputs the target and the covariates, outputs each step's quantiles."""
+        cfg = self.config
+        features = 1 + (0 if self.cov is None else self.cov[0].shape[1])
+        return ModelSpec("forecaster", ModelConfig(hidden_size=cfg.hidden_size, **cfg.model_kwargs), features,
+                         horizon=self.model_horizon * len(self.quantiles))
+
     def _trainer(self, L: int, seed: int, data: Dataset, epochs: int, patience: int, workdir: str) -> Trainer:
         cfg = self.config
-        model_cfg = ModelConfig(hidden_size=cfg.hidden_size, **cfg.model_kwargs)
-        model = Forecaster(data.num_features, model_cfg, horizon=self.model_horizon * len(self.quantiles),
-                           rngs=nnx.Rngs(rng_streams(seed)["params"]))
+        spec = self.model_spec()
+        model_cfg = spec.config
+        model = Forecaster(data.num_features, model_cfg, horizon=spec.horizon, rngs=nnx.Rngs(rng_streams(seed)["params"]))
         train_cfg = TrainConfig(epochs=max(1, epochs), batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                                 seed=seed, patience=patience, schedule="cosine")
         return Trainer(model, self.task, data, train_cfg, workdir, log=self.train_log,
@@ -196,28 +240,15 @@ class GlobalRecipe:
 
     def _forecast(self, trainer: Trainer, L: int, z_list: Sequence[np.ndarray], steps: int,
                   cov_list: Sequence[np.ndarray] | None) -> list[np.ndarray]:
-        """[S] arrays [steps, Q] in transformed units; blocks longer than the model's horizon are fed
-        back (their median) as the recipe's single-series forecasts always were."""
-        z_list = [list(z) for z in z_list]
-        out = [[] for _ in z_list]
+        """[S] arrays [steps, Q] in transformed units (``forecast_blocks`` with the trainer's model)."""
         H, Q = self.model_horizon, len(self.quantiles)
-        while len(out[0]) < steps:
-            if cov_list is not None and len(out[0]) > 0:
-                raise DataError("covariates are past values only: the horizon must fit in one model call "
-                                "(shorten the test span or give --horizon)")
-            x, lev = panel_lib.last_windows([np.asarray(z) for z in z_list], L, level=self.level, season=self.season,
-                                            covariates=cov_list)
-            p = trainer.predict(Split(x, np.zeros((len(x), H * Q), np.float32))).reshape(len(x), H, Q)
-            p = p + lev[:, None, None]
-            for i in range(len(z_list)):
-                out[i].extend(p[i])
-                z_list[i].extend(p[i, :, self.task.median_index])
-        return [np.asarray(o[:steps]) for o in out]
+        predict = lambda x: trainer.predict(Split(x, np.zeros((len(x), H * Q), np.float32)))  # noqa: E731
+        return forecast_blocks(predict, z_list, L, steps, model_horizon=H, num_quantiles=Q,
+                               median_index=self.task.median_index, level=self.level, season=self.season,
+                               cov_list=cov_list)
 
     def _to_original(self, z_SxHxQ: Sequence[np.ndarray], histories: Sequence[np.ndarray]) -> list[np.ndarray]:
-        # The chains (log, deseason, scale) are monotone per step, so quantiles map to quantiles.
-        return [np.stack([c.inverse(z[:, q], h) for q in range(z.shape[1])], axis=1)
-                for c, z, h in zip(self.chains, z_SxHxQ, histories)]
+        return to_original(self.chains, z_SxHxQ, histories)
 
     def plan(self) -> list[tuple[int, int]]:
         """The members (input size, seed): every look-back with the first seed, then with the next, ...
@@ -253,19 +284,42 @@ class GlobalRecipe:
                 every = self._windows(self.z, L)
                 trainer = self._trainer(L, seed, self._dataset(every, val, info or {}), summary["best_epoch"], 0,
                                         wd + "-refit")
-                seconds += trainer.fit()["wall_seconds"]
+                refit = trainer.fit()
+                seconds += refit["wall_seconds"]
+                run_epoch = int(refit["best_epoch"])
+            else:
+                run_epoch = int(summary["best_epoch"])
             test_pred = self._forecast(trainer, L, self.z, self.horizon, self.cov)
             trainer.close()
             self._val_preds.append(self._to_original(val_pred, [t[:-V] for t in self.train_parts]))
             self._test_preds.append(self._to_original(test_pred, self.train_parts))
-            self.members.append(Member(L, seed, summary["best_epoch"], summary["epochs_trained"], seconds))
+            self.members.append(Member(L, seed, summary["best_epoch"], summary["epochs_trained"], seconds,
+                                       run=os.path.relpath(trainer.workdir, self.workdir), run_epoch=run_epoch))
             self.log(f"[{name}] best epoch {summary['best_epoch']} of {summary['epochs_trained']}"
                      f"{', refit' if cfg.refit else ''}; {seconds:.1f}s")
 
     @staticmethod
     def _median(preds: list[list[np.ndarray]]) -> list[np.ndarray]:
-        """The median over members, per series, step and quantile; quantiles kept in order."""
-        return [np.sort(np.median(np.stack([m[i] for m in preds]), axis=0), axis=-1) for i in range(len(preds[0]))]
+        return member_median(preds)
+
+    def inference_record(self, top: str, source: dict) -> dict:
+        """What ``lstm_jax.inference.load_run`` needs to forecast after new values: the members'
+        networks and checkpoints (folders relative to the run's folder ``top``), each series' fitted
+        chain, and how the run's series were read (``source``)."""
+        return {
+            "format": 1, "experiment": "forecast", "model": {"kind": "ensemble"},
+            "ensemble": {
+                "horizon": self.horizon, "model_horizon": self.model_horizon, "quantiles": list(self.quantiles),
+                "median_index": self.task.median_index, "level": self.level, "season": self.season,
+                "eval_batch_size": TrainConfig.eval_batch_size, "spec": self.model_spec().to_json(),
+                "members": [{"input_size": m.input_size, "seed": m.seed, "epoch": m.run_epoch,
+                             "run": os.path.relpath(os.path.join(self.workdir, m.run), top)} for m in self.members],
+                "series": [{"chain": panel_lib.chain_state(c), "train_length": len(t)}
+                           for c, t in zip(self.chains, self.train_parts)],
+                "covariates": self.cov is not None,
+            },
+            "source": source,
+        }
 
     def val_mase(self) -> float:
         """The mean over series of the members' median validation forecast's MASE."""
@@ -422,6 +476,8 @@ def run(problem: Problem, config: RecipeConfig, workdir: str, *, statistical: bo
         if len(recipe.quantiles) > 1:
             summary["forecast_quantiles"] = {str(q): q_forecasts[0][:, k].tolist() for k, q in enumerate(recipe.quantiles)}
     os.makedirs(workdir, exist_ok=True)
+    record = recipe.inference_record(workdir, {**problem.source, "names": problem.names})
+    atomic_write(os.path.join(workdir, INFERENCE_RECORD), json.dumps(to_jsonable(record), indent=2) + "\n")
     atomic_write(os.path.join(workdir, "summary.json"), json.dumps(to_jsonable(summary), indent=2) + "\n")
     if n > 1:
         write_per_series(os.path.join(workdir, "per_series.csv"), problem.names, problem.values, scores,

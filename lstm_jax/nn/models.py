@@ -10,7 +10,9 @@ Both take ``x_BxTxD`` and optional ``lengths_B`` and a dropout ``key`` (None at 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -305,3 +307,33 @@ def make_classifier(in_features: int, config: ModelConfig, rngs: nnx.Rngs, *, le
     if config.architecture in ("lstm_fcn", "lstm_fcn_time", "fcn"):
         return LSTMFCN(in_features, length, config, num_classes=num_classes, rngs=rngs)
     return Classifier(in_features, config, num_classes=num_classes, rngs=rngs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What rebuilds a run's network: its kind, ``ModelConfig`` and constructor arguments."""
+
+    kind: str  # 'classifier' | 'forecaster'
+    config: ModelConfig
+    in_features: int
+    num_classes: int = 2  # classifier
+    length: int | None = None  # classifier: the series length it was built for ('lstm_fcn' needs it)
+    horizon: int = 1  # forecaster: outputs per call
+
+    def build(self, seed: int = 0) -> nnx.Module:
+        """The network with freshly drawn weights (``load_run`` then puts the run's in)."""
+        rngs = nnx.Rngs(seed)
+        if self.kind == "classifier":
+            return make_classifier(self.in_features, self.config, rngs, length=self.length,
+                                   num_classes=self.num_classes)
+        if self.kind == "forecaster":
+            return Forecaster(self.in_features, self.config, horizon=self.horizon, rngs=rngs)
+        raise ConfigError(f"unknown model kind {self.kind!r}; one of classifier, forecaster")
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types (tuples become lists; ``from_json`` reads them back)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelSpec:
+        return cls(**{**d, "config": ModelConfig(**d["config"])})

@@ -8,11 +8,14 @@ and the best by the validation metric, for the final evaluation (they may be the
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from lstm_jax.errors import CheckpointError
 
@@ -29,28 +32,13 @@ class Checkpointer:
         self.directory = os.path.abspath(os.fspath(directory))
         self.metric = metric
         self.mode = mode
-        policies = ocp.checkpoint_managers
-        options = ocp.CheckpointManagerOptions(
-            # best_fn makes orbax write each step's metrics to disk and rank by them; without it,
-            # best_step() silently returns the latest step and a restarted manager cannot rank.
-            best_fn=lambda m: m[metric],
-            best_mode=mode,
-            preservation_policy=policies.AnyPreservationPolicy(
-                [
-                    policies.LatestN(n=1),
-                    policies.BestN(get_metric_fn=lambda m: m[metric], reverse=(mode == "min"), n=1),
-                ]
-            ),
-            # Writing overlaps the next epoch; wait() (called before any restore and at the end of a
-            # run) makes "saved" mean saved. A save cut short never replaces the last complete one.
-            enable_async_checkpointing=True,
-            create=not read_only,
-            read_only=read_only,
-        )
-        try:
-            self._manager = ocp.CheckpointManager(self.directory, options=options)
-        except Exception as e:  # orbax raises many types for an unreadable directory
-            raise CheckpointError(f"cannot open checkpoints in {self.directory}: {e}") from None
+        # A read-only manager warns, three times, that it is read-only: that is what was asked for.
+        with _quiet_absl() if read_only else contextlib.nullcontext():
+            options = _options(metric, mode, read_only)
+            try:
+                self._manager = ocp.CheckpointManager(self.directory, options=options)
+            except Exception as e:  # orbax raises many types for an unreadable directory
+                raise CheckpointError(f"cannot open checkpoints in {self.directory}: {e}") from None
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Saves a pytree of arrays and its JSON metadata; ``meta[metric]`` ranks it."""
@@ -97,6 +85,52 @@ class Checkpointer:
             raise CheckpointError(f"checkpoint {step} in {self.directory} has no metadata; its files were left as they are")
         return state, meta
 
+    def restore_as_saved(self, step: int) -> tuple[Any, dict[str, Any]]:
+        """Restores ``step`` as it was saved (nested dicts and lists of arrays, no target structure):
+        for a reader that needs a part of it, such as the parameters. Returns (state, meta)."""
+        self.wait()
+        try:
+            out = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # see restore
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} is unreadable ({first}); its files were left as they are"
+            ) from None
+        return out["state"], out["meta"] or {}
+
     def close(self) -> None:
         self.wait()
         self._manager.close()
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """absl (orbax's logger) at ERROR inside, restored after."""
+    before = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
+
+
+def _options(metric: str, mode: str, read_only: bool) -> ocp.CheckpointManagerOptions:
+    policies = ocp.checkpoint_managers
+    return ocp.CheckpointManagerOptions(
+        # best_fn makes orbax write each step's metrics to disk and rank by them; without it,
+        # best_step() silently returns the latest step and a restarted manager cannot rank.
+        best_fn=lambda m: m[metric],
+        best_mode=mode,
+        preservation_policy=policies.AnyPreservationPolicy(
+            [
+                policies.LatestN(n=1),
+                policies.BestN(get_metric_fn=lambda m: m[metric], reverse=(mode == "min"), n=1),
+            ]
+        ),
+        # Writing overlaps the next epoch; wait() (called before any restore and at the end of a
+        # run) makes "saved" mean saved. A save cut short never replaces the last complete one.
+        enable_async_checkpointing=True,
+        create=not read_only,
+        read_only=read_only,
+    )

@@ -7,6 +7,7 @@
     events.out.tfevents.*  TensorBoard: per-epoch scalars, learning rate, steps/s, hyperparameters
     plugins/profile/     a ``jax.profiler`` trace, when asked for (TensorBoard's profiler, Perfetto)
     checkpoints/         orbax checkpoints (``lstm_jax.train.checkpoint``)
+    inference.json       what loading the finished run for prediction needs (``lstm_jax.inference.run``)
 
 A path that is a file, or that cannot be created, is refused before anything is written.
 """
@@ -23,6 +24,8 @@ import numpy as np
 
 from lstm_jax import plots
 from lstm_jax.errors import CheckpointError, ConfigError
+
+INFERENCE_RECORD = "inference.json"
 
 
 def atomic_write(path: str, text: str) -> None:
