@@ -3,6 +3,11 @@
 Every layer takes ``x_BxTxD`` (batch first) and optional ``lengths_B``: row b is valid on
 ``[0, lengths[b])``. Past a row's length its carry is frozen and its outputs are zero, so padding
 never changes a valid output, and the reverse direction reverses only the valid prefix.
+
+Streaming: a forward ``LSTM`` and a stack of them also run one step at a time,
+``layer.step(carry, x_BxD, valid_B=None) -> (h_BxH, carry)`` from ``layer.initial_carry(B)``; fed a
+sequence step by step (``valid_B = t < lengths``) they give what the whole-sequence call gives.
+Backward and bidirectional layers read the sequence from its end and cannot step.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lstm_jax import kernels
-from lstm_jax.errors import ConfigError
+from lstm_jax.errors import ConfigError, DataError
 from lstm_jax.kernels import native, xla
 from lstm_jax.nn.cells import RecurrentCell, get_cell
 
@@ -59,6 +64,20 @@ def dropout_mask(key: Array, shape: tuple[int, ...], rate: float, dtype=jnp.floa
     return dropout(jnp.ones(shape, dtype), rate, key)
 
 
+def freeze_invalid(valid_B: Array, new_carry, old_carry, h_BxH: Array):
+    """(carry, h) after a step, where rows with ``valid_B`` False keep ``old_carry`` and output zeros:
+    how every step past a row's length is treated, in a sequence or one step at a time."""
+    m = valid_B[:, None]
+    new_carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new_carry, old_carry)
+    return new_carry, jnp.where(m, h_BxH, jnp.zeros_like(h_BxH))
+
+
+BIDIRECTIONAL_STEP_ERROR = ("a bidirectional model reads the whole sequence in both directions and cannot stream; "
+                            "build it with bidirectional=False to run one step at a time")
+REVERSE_STEP_ERROR = ("a layer with reverse=True reads each sequence from its last step back and cannot stream; "
+                      "only forward layers run one step at a time")
+
+
 def scan_cell(cell: RecurrentCell, xp_BxTxG: Array, carry, mask_BxT: Array | None, unroll: int = 1, *,
               recurrent_dropout: float = 0.0, key: Array | None = None, variational: bool = True):
     """Runs ``cell.step`` over time. Returns (final carry, outputs [B, T, H]).
@@ -81,9 +100,7 @@ def scan_cell(cell: RecurrentCell, xp_BxTxG: Array, carry, mask_BxT: Array | Non
             m_h = dropout_mask(jax.random.fold_in(key, x["t"]), (B, H), recurrent_dropout, cell.carry_dtype)
         new, h = cell.step(carry, x["xp"], m_h)
         if "valid" in x:
-            m = x["valid"][:, None]
-            new = jax.tree.map(lambda n, o: jnp.where(m, n, o), new, carry)
-            h = jnp.where(m, h, jnp.zeros_like(h))
+            new, h = freeze_invalid(x["valid"], new, carry, h)
         return new, h
 
     carry, h_TxBxH = jax.lax.scan(body, carry, xs, unroll=unroll)
@@ -106,6 +123,7 @@ class LSTM(nnx.Module):
     ``'cudnn'`` is cuDNN through ``jax.experimental.rnn`` (standard cell with tanh/sigmoid, on a
     GPU); ``'auto'`` takes the fastest one that applies, judged by the default backend when the
     layer is built. With several devices the native and cuDNN kernels run once per batch shard.
+    ``layer.step(carry, x_BxD, valid_B=None)`` runs one step (see :meth:`step`).
     ``remat=True`` (xla and native paths) recomputes the forward in chunks during the backward
     pass, so that long sequences train in O(sqrt(T)) activation memory.
     Pass ``dtype=jnp.bfloat16`` (a cell argument) to compute in bf16; the cell state c stays f32.
@@ -185,6 +203,25 @@ class LSTM(nnx.Module):
             h_BxTxH = reverse_valid(h_BxTxH, lengths)
         return (h_BxTxH, carry) if return_carry else h_BxTxH
 
+    def step(self, carry, x_BxD: Array, valid_B: Array | None = None):
+        """One step from raw input, for inference: (carry, x [B, D]) -> (h [B, H], new carry).
+
+        The cell's ``project`` then ``step`` (what ``cell(carry, x)`` computes), on plain XLA whatever
+        ``impl`` is, with no dropout. Rows where ``valid_B`` (bool [B]) is False keep their carry and
+        output zeros, as the sequence call treats steps past a row's length; so from
+        ``initial_carry(B)``, step t with ``valid_B = t < lengths`` gives ``layer(x, lengths)[:, t]``.
+        A layer with ``reverse=True`` raises ``ConfigError``.
+        """
+        if self.reverse:
+            raise ConfigError(REVERSE_STEP_ERROR)
+        B = jax.tree.leaves(carry)[0].shape[0]
+        if x_BxD.ndim != 2 or x_BxD.shape != (B, self.in_features):
+            raise DataError(f"a step takes one input per row, x [{B}, {self.in_features}]; got shape {tuple(x_BxD.shape)}")
+        new, h_BxH = self.cell.step(carry, self.cell.project(x_BxD))
+        if valid_B is not None:
+            new, h_BxH = freeze_invalid(jnp.asarray(valid_B).astype(bool), new, carry, h_BxH)
+        return h_BxH, new
+
 
 def use_impl(model: nnx.Module, impl: str) -> nnx.Module:
     """Sets the recurrence implementation of every ``LSTM`` layer inside ``model``, in place; returns it.
@@ -247,6 +284,10 @@ class Bidirectional(nnx.Module):
         h = jnp.concatenate([hf, hb], axis=-1)
         return (h, (cf, cb)) if return_carry else h
 
+    def step(self, carry, x_BxD: Array, valid_B: Array | None = None):
+        """Always raises ``ConfigError``: the backward direction needs the sequence's end first."""
+        raise ConfigError(BIDIRECTIONAL_STEP_ERROR)
+
     def _fusable(self, key) -> bool:
         """Both directions on the XLA path, or both in the native LSTM kernels, with one
         configuration, and no dropout to draw."""
@@ -289,6 +330,7 @@ class LSTMStack(nnx.Module):
     ``hidden_sizes`` gives each layer's width (an int repeats for ``num_layers``). Each layer is an
     ``LSTM`` or, with ``bidirectional``, a ``Bidirectional``. Called like ``LSTM``, plus a dropout
     ``key`` (None means evaluation: no dropout). Carries are a tuple with one entry per layer.
+    ``stack.step(carries, x_BxD, valid_B=None)`` runs one step of every layer (see :meth:`step`).
     """
 
     def __init__(
@@ -333,6 +375,25 @@ class LSTMStack(nnx.Module):
     def final_output(self, carries) -> Array:
         """The top layer's last-valid-step features, read from the stack's final carries."""
         return self.layers[-1].final_output(carries[-1])
+
+    def check_streamable(self) -> None:
+        """Raises ``ConfigError`` (one line, saying why) unless every layer can run one step at a time."""
+        for layer in self.layers:
+            if isinstance(layer, Bidirectional):
+                raise ConfigError(BIDIRECTIONAL_STEP_ERROR)
+            if layer.reverse:
+                raise ConfigError(REVERSE_STEP_ERROR)
+
+    def step(self, carries, x_BxD: Array, valid_B: Array | None = None):
+        """One step of every layer, bottom to top, for inference (no dropout):
+        (carries, x [B, D]) -> (h [B, H_out], new carries), with ``valid_B`` as in :meth:`LSTM.step`.
+        Raises ``ConfigError`` for a bidirectional stack."""
+        self.check_streamable()
+        h, new = x_BxD, []
+        for layer, carry in zip(self.layers, carries, strict=True):
+            h, carry = layer.step(carry, h, valid_B)
+            new.append(carry)
+        return h, tuple(new)
 
     def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None,
                  return_carry: bool = False, *, key: Array | None = None):

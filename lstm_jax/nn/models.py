@@ -5,6 +5,13 @@ A classifier for ``num_classes`` K gives logits [B] (one sigmoid unit) when K ==
 
 Both take ``x_BxTxD`` and optional ``lengths_B`` and a dropout ``key`` (None at evaluation).
 ``ModelConfig`` describes the network alone; how it is trained lives in ``TrainConfig``.
+
+Streaming (inference, no dropout): ``state = model.init_state(B)``, then ``y, state = model.step(state,
+x_BxD, valid_B=None)`` once per step; ``y`` is what ``model`` gives for the sequence up to that step
+(``valid_B = t < lengths`` reproduces ``model(x, lengths)``), for pooling 'last' and 'mean'. The state
+is a dict of float arrays: ``{"carries": one carry per layer}``, plus ``"sum"`` [B, H] and ``"count"``
+[B] (the running sum and number of the valid outputs) for pooling 'mean'. Bidirectional models and
+``LSTMFCN`` read the whole series and raise ``ConfigError``. ``lstm_jax.nn.stream`` jits the step.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from lstm_jax.nn.cells import get_activation, get_cell
 from lstm_jax.nn.layers import DROPOUT_MODES, LSTMStack, dropout, valid_mask
 
 Array = jax.Array
+State = dict[str, Any]  # a streaming model's state: a dict of (tuples of) float arrays, see the module docstring
 
 POOLINGS = ("last", "mean")
 # 'lstm': the recurrent stack (bidirectional with ``bidirectional=True``); 'lstm_fcn': LSTM-FCN as
@@ -143,6 +151,42 @@ class _Head(nnx.Module):
         h, carries = self.encoder(x_BxTxD, lengths, return_carry=True, key=key)
         return pool(self.encoder, h, carries, lengths, self.config.pooling)
 
+    def readout(self, features_BxH: Array) -> Array:
+        """Pooled features [B, H] -> the model's output."""
+        return self.head(features_BxH)
+
+    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None) -> Array:
+        return self.readout(self.features(x_BxTxD, lengths, key=key))
+
+    def init_state(self, batch_size: int) -> State:
+        """The streaming state before the first step (zeros); raises ``ConfigError`` for a
+        bidirectional model."""
+        self.encoder.check_streamable()
+        carries = self.encoder.initial_carry(batch_size)
+        state = {"carries": carries}
+        if self.config.pooling == "mean":
+            dtype = jax.tree.leaves(carries)[0].dtype
+            state["sum"] = jnp.zeros((batch_size, self.encoder.out_features), dtype)
+            state["count"] = jnp.zeros((batch_size,), dtype)
+        return state
+
+    def step(self, state: State, x_BxD: Array, valid_B: Array | None = None) -> tuple[Array, State]:
+        """One step of input x [B, D] -> (output as if each row's sequence ended here, new state).
+
+        Rows where ``valid_B`` (bool [B]) is False are padding: their state stays and their output is
+        that of their last valid step, as ``model(x, lengths)`` reads it. No dropout (inference).
+        """
+        h_BxH, carries = self.encoder.step(state["carries"], x_BxD, valid_B)
+        new = {"carries": carries}
+        if self.config.pooling == "last":
+            features = self.encoder.final_output(carries)
+        else:  # h is zero at invalid rows, so only the count needs the mask (as in ``pool``)
+            valid = 1.0 if valid_B is None else jnp.asarray(valid_B).astype(h_BxH.dtype)
+            new["sum"] = state["sum"] + h_BxH
+            new["count"] = state["count"] + valid
+            features = new["sum"] / jnp.maximum(new["count"], 1.0)[:, None]
+        return self.readout(features), new
+
 
 def head_width(num_classes: int) -> int:
     """One sigmoid unit for two classes, one logit per class for more."""
@@ -153,27 +197,26 @@ def head_width(num_classes: int) -> int:
 
 class Classifier(_Head):
     """``model(x_BxTxD, lengths=None, *, key=None)`` -> logits [B] (``num_classes`` 2: one sigmoid
-    unit) or [B, K] (``num_classes`` K > 2)."""
+    unit) or [B, K] (``num_classes`` K > 2). One step at a time: ``init_state(B)`` and
+    ``step(state, x_BxD, valid_B=None) -> (logits, state)``."""
 
     def __init__(self, in_features: int, config: ModelConfig, *, num_classes: int = 2, rngs: nnx.Rngs):
         self.num_classes = num_classes
         super().__init__(in_features, head_width(num_classes), config, rngs=rngs)
 
-    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None) -> Array:
-        logits = self.head(self.features(x_BxTxD, lengths, key=key))
+    def readout(self, features_BxH: Array) -> Array:
+        logits = self.head(features_BxH)
         return logits[:, 0] if self.num_classes == 2 else logits
 
 
 class Forecaster(_Head):
-    """Window -> next ``horizon`` values: ``model(x_BxTxD, lengths=None, *, key=None)`` -> [B, horizon]."""
+    """Window -> next ``horizon`` values: ``model(x_BxTxD, lengths=None, *, key=None)`` -> [B, horizon].
+    One step at a time: ``init_state(B)`` and ``step(state, x_BxD, valid_B=None) -> ([B, horizon], state)``."""
 
     def __init__(self, in_features: int, config: ModelConfig, *, horizon: int = 1, rngs: nnx.Rngs):
         if horizon < 1:
             raise ConfigError(f"horizon must be >= 1, got {horizon}")
         super().__init__(in_features, horizon, config, rngs=rngs)
-
-    def __call__(self, x_BxTxD: Array, lengths: Array | None = None, *, key: Array | None = None) -> Array:
-        return self.head(self.features(x_BxTxD, lengths, key=key))
 
 
 # -- LSTM-FCN -------------------------------------------------------------------------------------
@@ -215,6 +258,10 @@ class MaskedNorm(nnx.Module):
         return z * self.scale[...] + self.bias[...]
 
 
+LSTM_FCN_STEP_ERROR = ("LSTM-FCN ('lstm_fcn', 'lstm_fcn_time', 'fcn') cannot stream: its convolutions ('SAME' "
+                       "padding) and normalisation read the whole series; use architecture='lstm' to run step by step")
+
+
 class LSTMFCN(nnx.Module):
     """LSTM-FCN (Karim et al. 2017): ``model(x_BxTxD, lengths=None, *, key=None)`` -> logits [B] for
     ``num_classes`` 2 (one sigmoid unit), [B, K] for K > 2.
@@ -239,7 +286,8 @@ class LSTMFCN(nnx.Module):
     convolution and left out of the normalisation and the pooling, so padding never changes a logit.
     With the dimension shuffle the network is built for one series length ``length`` (the LSTM
     branch's input width); shorter series are zero-padded to it by the caller and passed with
-    ``lengths``. The other two read any length.
+    ``lengths``. The other two read any length. It cannot stream: ``init_state`` and ``step`` raise
+    ``ConfigError`` (the convolutions and the normalisation read the whole series).
     """
 
     def __init__(self, in_features: int, length: int | None, config: ModelConfig, *, num_classes: int = 2,
@@ -262,6 +310,14 @@ class LSTMFCN(nnx.Module):
         self.convs, self.norms = nnx.List(convs), nnx.List(norms)
         lstm_width = 0 if self.encoder is None else self.encoder.out_features
         self.head = nnx.Linear(lstm_width + c, width, rngs=rngs)
+
+    def init_state(self, batch_size: int) -> State:
+        """Always raises ``ConfigError``: LSTM-FCN cannot run one step at a time."""
+        raise ConfigError(LSTM_FCN_STEP_ERROR)
+
+    def step(self, state: State, x_BxD: Array, valid_B: Array | None = None) -> tuple[Array, State]:
+        """Always raises ``ConfigError``: LSTM-FCN cannot run one step at a time."""
+        raise ConfigError(LSTM_FCN_STEP_ERROR)
 
     def lstm_features(self, x_BxTxD: Array, lengths: Array | None, key: Array | None) -> Array | None:
         """The LSTM branch's [B, H] features (before dropout); None for FCN alone."""
