@@ -13,21 +13,23 @@ the conversions at the boundary are part of each time.
 Sections (``--suite`` picks the shapes; ``--step_shapes``, ``--seq_shapes``, ``--train_shapes`` override):
 
 - dispatch: a call that does no work, at each step shape's B and H: a jitted identity on a device
-  array, a jitted function that takes the step's arguments and returns them (so its gap to the step is
-  the step's own work), one torch op, an ONNX ``Identity`` model in ONNX Runtime. The floor under
-  every batch-1 time.
-- step (``BxDxH``): one streaming step, ``y, state = step(state, x_BxD)``, the state fed back at
-  every call: lstm_jax a jitted step, torch ``nn.LSTM`` on one step with its (h, c), ``torch.compile``
-  of that, ONNX Runtime on the exported step.
+  array, a jitted function that takes ``step_fn``'s arguments and returns them (so its gap to
+  lstm_jax:step_fn is the step's own work), one torch op, an ONNX ``Identity`` model in ONNX Runtime.
+  The floor under every batch-1 time.
+- step (``BxDxH``): one streaming step, the state fed back at every call: lstm_jax is
+  ``Stream(model, B)``, ``y = stream(x_BxD)``; lstm_jax:step_fn is ``jax.jit(step_fn(model)[0])``
+  called directly (the stream without its wrapper); torch ``nn.LSTM`` on one step with its (h, c),
+  ``torch.compile`` of that; ONNX Runtime on the exported step.
 - sequence (``BxTxDxH``): a whole sequence [B, T, D] -> [B, 1]: lstm_jax jitted (``impl='auto'``, the
   native kernels on a CPU; and ``lstm_jax:xla``, the portable path that export uses), torch eager,
   ``torch.compile``, ONNX Runtime.
 - train (``BxTxDxH``): benchmarks.benchmark's train step (forward, weight gradients, Adam) for
   lstm_jax (``impl='auto'``), lstm_jax:xla and torch.
 
-Peers (``--impls``; those that are not installed, or fail here, are skipped and listed):
-lstm_jax, lstm_jax:xla, torch, torch:compile, onnxruntime:torch (ONNX Runtime on torch's own ONNX
-export, ``torch.onnx.export``: ONNX's fused LSTM operator).
+Peers (``--impls``; each section runs those it has; those not installed, or failing here, are
+skipped and listed): lstm_jax, lstm_jax:xla, lstm_jax:step_fn, torch, torch:compile,
+onnxruntime:torch (ONNX Runtime on torch's own ONNX export, ``torch.onnx.export``: ONNX's fused
+LSTM operator).
 
 Timing is benchmarks.benchmark's: interleaved rounds, each peer timed right after an untimed run of
 its own, the median over rounds. One difference: a sample runs the call n times back to back, n
@@ -76,8 +78,9 @@ from lstm_jax.errors import ConfigError
 from lstm_jax.kernels import native
 from lstm_jax.nn.layers import use_impl
 from lstm_jax.nn.models import Forecaster, ModelConfig
+from lstm_jax.nn.stream import Stream, step_fn
 
-PEERS = ("lstm_jax", "lstm_jax:xla", "torch", "torch:compile", "onnxruntime:torch")
+PEERS = ("lstm_jax", "lstm_jax:xla", "lstm_jax:step_fn", "torch", "torch:compile", "onnxruntime:torch")
 SUITES = {
     "latency": {"step": ["1x8x128", "1x8x512"],
                 "sequence": ["1x100x8x128", "64x100x8x128", "1x100x8x512", "64x100x8x512"],
@@ -172,30 +175,31 @@ def jax_sequence(impl: str):
     return build
 
 
-def jax_step_fn(model: Forecaster):
-    """(jitted step, its state, its first carry): ``step(state, carry, x_BxD) -> (y_Bx1, carry)``, the
-    layer's cell on one raw input and the head on its output."""
-    graphdef, state = nnx.split(model)
-
-    def step(state, carry, x_BxD):
-        m = nnx.merge(graphdef, state)
-        carry, h_BxH = m.encoder.layers[0].cell(carry, x_BxD)
-        return m.head(h_BxH), carry
-
-    return jax.jit(step), state
+def jax_stream(shape: bm.Shape, threads: int) -> Built:
+    """``Stream(model, B)``, as a user streams: ``y = stream(x_BxD)``."""
+    stream = Stream(jax_model(shape), shape.B)
+    x = inputs(shape)[:, 0]
+    return ready(lambda: np.asarray(stream(x)))
 
 
-def jax_step(shape: bm.Shape, threads: int) -> Built:
+def jax_step_call(shape: bm.Shape, step: Callable) -> Callable[[], np.ndarray]:
+    """Calls ``step(params, state, x_BxD, None) -> (y, state)`` on ``step_fn``'s arguments, feeding the
+    state back."""
     model = jax_model(shape)
-    step, state = jax_step_fn(model)
-    carry = {"now": model.encoder.layers[0].initial_carry(shape.B)}
+    _, params = step_fn(model)
+    state = {"now": model.init_state(shape.B)}
     x = inputs(shape)[:, 0]
 
     def call():
-        y, carry["now"] = step(state, carry["now"], x)
+        y, state["now"] = step(params, state["now"], x, None)
         return np.asarray(y)
 
-    return ready(call, path="cell step")
+    return call
+
+
+def jax_step_fn(shape: bm.Shape, threads: int) -> Built:
+    """``jax.jit(step_fn(model)[0])`` called directly: the stream without its wrapper."""
+    return ready(jax_step_call(shape, jax.jit(step_fn(jax_model(shape))[0])))
 
 
 # -- torch ----------------------------------------------------------------------------------------------
@@ -355,7 +359,7 @@ def ort_torch_step(shape: bm.Shape, threads: int) -> Built:
 
 # -- the sections' peers --------------------------------------------------------------------------------
 
-STEP = {"lstm_jax": jax_step, "torch": torch_step(False), "torch:compile": torch_step(True),
+STEP = {"lstm_jax": jax_stream, "lstm_jax:step_fn": jax_step_fn, "torch": torch_step(False), "torch:compile": torch_step(True),
         "onnxruntime:torch": ort_torch_step}
 SEQUENCE = {"lstm_jax": jax_sequence("auto"), "lstm_jax:xla": jax_sequence("xla"), "torch": torch_sequence(False),
             "torch:compile": torch_sequence(True), "onnxruntime:torch": ort_torch_sequence}
@@ -376,16 +380,9 @@ def dispatch_calls(shape: bm.Shape, threads: int, skipped: dict[str, str]) -> di
     identity = jax.jit(lambda x: x)
     out["jax: jit identity"] = ready(lambda: identity(x_dev).block_until_ready())
 
-    model = jax_model(shape)
-    _, state = jax_step_fn(model)
-    echo = jax.jit(lambda state, carry, x_BxD: (x_BxD[:, :1], carry))
-    carry = {"now": model.encoder.layers[0].initial_carry(shape.B)}
     x = inputs(shape)[:, 0]
-
-    def echo_call():
-        y, carry["now"] = echo(state, carry["now"], x)
-        return np.asarray(y)
-
+    echo = jax.jit(lambda params, state, x_BxD, valid_B: (x_BxD[:, :1], state))
+    echo_call = jax_step_call(shape, echo)
     out["jax: jit, the step's arguments"] = ready(echo_call)
     try:
         torch = torch_module(threads)
@@ -551,6 +548,11 @@ def run_inference(shapes: dict[str, list[bm.Shape]], impls: list[str], dispatch:
 
 # -- the record -----------------------------------------------------------------------------------------
 
+def digits(v: float) -> str:
+    """Three significant digits, without exponents."""
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) >= 0.001 else f"{v:.1g}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """One table per section and shape: each peer's time per call, its ratio to torch's, work rate."""
     th = report["threads"]
@@ -565,7 +567,7 @@ def markdown(report: dict[str, Any]) -> str:
     for section, shape_json in keys:
         shape = bm.Shape(**json.loads(shape_json))
         rows = [r for r in report["results"] if r["section"] == section and json.dumps(r["shape"]) == shape_json]
-        micro = max(r["median_ms"] for r in rows) < 1.0
+        micro = section in ("dispatch", "step")
         unit = "µs" if micro else "ms"
         scale = 1e3 if micro else 1.0
         torch_ms = next((r["median_ms"] for r in rows if r["impl"] == "torch"), None)
@@ -577,11 +579,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             name = r["impl"] + (f" ({r['path']})" if r.get("path") else "")
-            cells = [name, f"{r['median_ms'] * scale:.1f}", f"{r['p25_ms'] * scale:.1f}–{r['p75_ms'] * scale:.1f}"]
+            cells = [name, digits(r["median_ms"] * scale), f"{digits(r['p25_ms'] * scale)}–{digits(r['p75_ms'] * scale)}"]
             if torch_ms:
                 cells.append(f"{torch_ms / r['median_ms']:.2f}")
             if section != "dispatch":
-                cells += [f"{r['gflops']:.2f}", f"{r['percent_of_matmul_peak']:.2f}"]
+                cells += [digits(r["gflops"]), digits(r["percent_of_matmul_peak"])]
             cells += ["—" if r["first_call_s"] is None else f"{r['first_call_s']:.2f}", str(r["calls_per_sample"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

@@ -34,7 +34,7 @@ BINARY_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "wall_seconds", "nu
 FORECAST_KEYS = ("val_mse", "wall_seconds", "num_devices", "config")
 BENCH_IMPLS = ("lstm_jax:scan", "lstm_jax:xla", "lstm_jax:native", "lstm_jax:cudnn", "flax_nnx")
 # benchmarks.inference's peers in the test (torch.compile left out: its compilers cost seconds).
-INFERENCE_IMPLS = ("lstm_jax", "lstm_jax:xla", "torch", "onnxruntime:torch")
+INFERENCE_IMPLS = ("lstm_jax", "lstm_jax:xla", "lstm_jax:step_fn", "torch", "onnxruntime:torch")
 
 
 def collect(procs):
@@ -193,7 +193,8 @@ def test_inference_benchmark_runs_end_to_end(runs):
     report = read_json(f"{out}.json")
     assert report["command"].startswith("python -m benchmarks.inference --step_shapes=1x2x5 "), report["command"]
     expected = {"dispatch": {"jax: jit identity", "jax: jit, the step's arguments", "torch", "onnxruntime"},
-                "step": {"lstm_jax", "torch", "onnxruntime:torch"}, "sequence": set(INFERENCE_IMPLS),
+                "step": {"lstm_jax", "lstm_jax:step_fn", "torch", "onnxruntime:torch"},
+                "sequence": {"lstm_jax", "lstm_jax:xla", "torch", "onnxruntime:torch"},
                 "train": {"lstm_jax", "lstm_jax:xla", "torch"}}
     for section, peers in expected.items():
         rows = [r for r in report["results"] if r["section"] == section]
