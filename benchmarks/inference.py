@@ -117,6 +117,7 @@ class Built:
     call: Callable[[], object]
     first_call_s: float
     path: str | None = None  # the LSTM implementation behind an lstm_jax peer
+    export_s: float | None = None  # writing the exported model, before the first call
     threads: dict[str, int] = dataclasses.field(default_factory=dict)  # torch's, ONNX Runtime's, as read back
 
 
@@ -325,14 +326,16 @@ def ort_torch_sequence(shape: bm.Shape, threads: int) -> Built:
     torch, model, _ = torch_modules(shape, threads)
     x = inputs(shape)
     t0 = time.perf_counter()
-    session = ort_session(torch_onnx(torch, model, (torch.from_numpy(x),), ["x"], ["y"]), threads)
+    graph = torch_onnx(torch, model, (torch.from_numpy(x),), ["x"], ["y"])
+    export_s, t0 = time.perf_counter() - t0, time.perf_counter()
+    session = ort_session(graph, threads)
 
     def call():
         return session.run(None, {"x": x})[0]
 
     first_s = time.perf_counter() - t0 + first_call(call)
     same_as_torch([call()], torch, model, (torch.from_numpy(x),))
-    return Built(call, first_s, threads=ort_threads(session))
+    return Built(call, first_s, export_s=export_s, threads=ort_threads(session))
 
 
 def ort_threads(session) -> dict[str, int]:
@@ -345,7 +348,9 @@ def ort_torch_step(shape: bm.Shape, threads: int) -> Built:
     zero = np.zeros((1, shape.B, shape.H), np.float32)
     t0 = time.perf_counter()
     args = (torch.from_numpy(x), torch.from_numpy(zero), torch.from_numpy(zero))
-    session = ort_session(torch_onnx(torch, model, args, ["x", "h", "c"], ["y", "h_out", "c_out"]), threads)
+    graph = torch_onnx(torch, model, args, ["x", "h", "c"], ["y", "h_out", "c_out"])
+    export_s, t0 = time.perf_counter() - t0, time.perf_counter()
+    session = ort_session(graph, threads)
     first_s = time.perf_counter() - t0 + first_call(lambda: session.run(None, {"x": x, "h": zero, "c": zero}))
     same_as_torch(session.run(None, {"x": x, "h": zero, "c": zero}), torch, model, args)
     state = {"h": zero, "c": zero}
@@ -354,7 +359,7 @@ def ort_torch_step(shape: bm.Shape, threads: int) -> Built:
         y, state["h"], state["c"] = session.run(None, {"x": x, "h": state["h"], "c": state["c"]})
         return y
 
-    return Built(call, first_s, threads=ort_threads(session))
+    return Built(call, first_s, export_s=export_s, threads=ort_threads(session))
 
 
 # -- the sections' peers --------------------------------------------------------------------------------
@@ -420,9 +425,11 @@ def onnx_identity(B: int, D: int) -> bytes:
 # -- measuring ------------------------------------------------------------------------------------------
 
 def repeats(call: Callable[[], object], sample_s: float) -> int:
-    """Calls per sample: enough for ``sample_s`` seconds, judged from the quickest of three calls."""
+    """Calls per sample: enough for ``sample_s`` seconds, judged from the quickest of three calls
+    after two untimed ones (a jitted call may trace again once its arguments become its own outputs)."""
     if sample_s <= 0:
         return 1
+    call(), call()
     fastest = min(first_call(call) for _ in range(3))
     return max(1, min(100_000, math.ceil(sample_s / max(fastest, 1e-7))))
 
@@ -445,16 +452,17 @@ def measure(section: str, shape: bm.Shape, built: dict[str, Built], rounds: int,
         median = float(np.median(ms))
         gflop = 0.0 if section == "dispatch" else shape.gflop("forward")
         rows.append(row(section, shape, name, median, ms, rounds, reps[name], built[name].first_call_s, gflop, peak,
-                        built[name].path))
+                        built[name].path, built[name].export_s))
         log(f"  {section:8s} {shape_label(shape, section):24s} {name:32s} {median:10.3f} ms")
     return rows
 
 
-def row(section, shape, name, median, ms, rounds, reps, first_call_s, gflop, peak, path) -> dict[str, Any]:
+def row(section, shape, name, median, ms, rounds, reps, first_call_s, gflop, peak, path, export_s=None) -> dict:
     gflops = gflop / (median * 1e-3) if gflop else None
     return {"section": section, "shape": dataclasses.asdict(shape), "impl": name, "path": path,
             "median_ms": median, "p25_ms": float(np.percentile(ms, 25)), "p75_ms": float(np.percentile(ms, 75)),
-            "rounds": rounds, "calls_per_sample": reps, "first_call_s": first_call_s, "gflop": gflop or None,
+            "rounds": rounds, "calls_per_sample": reps, "first_call_s": first_call_s, "export_s": export_s,
+            "gflop": gflop or None,
             "gflops": gflops, "percent_of_matmul_peak": None if gflops is None else 100 * gflops / peak}
 
 
@@ -575,7 +583,8 @@ def markdown(report: dict[str, Any]) -> str:
         head = ["peer", f"{unit} per call", f"p25–p75 {unit}"] + (["torch / this"] if torch_ms else [])
         if section != "dispatch":
             head += ["GFLOP/s", "% of matmul peak"]
-        head += ["first call s", "calls per sample"]
+        exports = any(r.get("export_s") is not None for r in rows)
+        head += ["first call s"] + (["export s"] if exports else []) + ["calls per sample"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             name = r["impl"] + (f" ({r['path']})" if r.get("path") else "")
@@ -584,7 +593,10 @@ def markdown(report: dict[str, Any]) -> str:
                 cells.append(f"{torch_ms / r['median_ms']:.2f}")
             if section != "dispatch":
                 cells += [digits(r["gflops"]), digits(r["percent_of_matmul_peak"])]
-            cells += ["—" if r["first_call_s"] is None else f"{r['first_call_s']:.2f}", str(r["calls_per_sample"])]
+            cells += ["—" if r["first_call_s"] is None else f"{r['first_call_s']:.2f}"]
+            if exports:
+                cells.append("—" if r.get("export_s") is None else f"{r['export_s']:.2f}")
+            cells.append(str(r["calls_per_sample"]))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if report["skipped"]:
