@@ -29,7 +29,9 @@ Sections (``--suite`` picks the shapes; ``--step_shapes``, ``--seq_shapes``, ``-
 Peers (``--impls``; each section runs those it has; those not installed, or failing here, are
 skipped and listed): lstm_jax, lstm_jax:xla, lstm_jax:step_fn, torch, torch:compile,
 onnxruntime:torch (ONNX Runtime on torch's own ONNX export, ``torch.onnx.export``: ONNX's fused
-LSTM operator).
+LSTM operator). torch:compile turns on Dynamo's experimental ``allow_rnn``: without it (torch 2.13)
+Dynamo refuses ``nn.LSTM`` and the compiled model runs eagerly; a compile that captures no graph
+is skipped.
 
 Timing is benchmarks.benchmark's: interleaved rounds, each peer timed right after an untimed run of
 its own, the median over rounds. One difference: a sample runs the call n times back to back, n
@@ -41,7 +43,10 @@ steps back to back. The first-call column is the time from the built model to it
 Threads: every peer gets the CPUs this process may use (narrow them with ``taskset -c 0``). XLA sizes
 its CPU thread pool from them (and lstm_jax's native kernels split their work over that pool); this
 module sets ``torch.set_num_threads`` and ONNX Runtime's ``intra_op_num_threads`` to the same
-count. The record gives each as read back, XLA's as the threads its pool started.
+count. The record gives each as read back, XLA's as the threads its pool started, and the machine's
+load average at the start and end: run it on a quiet machine. With other work on the cores every
+peer slows, torch most: here, with the load average at 3 on 2 cores, one nn.LSTM step (B=1, H=32)
+took 24 ms on 2 threads against 68 µs on 1, its threads waiting on each other.
 
 DeepBench (Baidu; code/kernels/rnn_problems.h): its inference_server LSTM shapes with H = 256
 (T=150), 512 and 1024 (T=25) at B = 1, 2, 4, and its training LSTM shapes with H = 512 and 1024, T=25,
@@ -245,21 +250,22 @@ def torch_modules(shape: bm.Shape, threads: int):
 def torch_sequence(compiled: bool):
     def build(shape: bm.Shape, threads: int) -> Built:
         torch, model, _ = torch_modules(shape, threads)
-        fn = torch.compile(model) if compiled else model
+        fn = compile_rnn(torch, model) if compiled else model
         x = inputs(shape)
 
         def call():
             with torch.inference_mode():
                 return fn(torch.from_numpy(x)).numpy()
 
-        return Built(call, first_compiled_call(call, compiled), threads={"torch": torch.get_num_threads()})
+        return Built(call, first_compiled_call(torch, call, compiled), threads={"torch": torch.get_num_threads()},
+                     path="allow_rnn" if compiled else None)
     return build
 
 
 def torch_step(compiled: bool):
     def build(shape: bm.Shape, threads: int) -> Built:
         torch, _, model = torch_modules(shape, threads)
-        fn = torch.compile(model) if compiled else model
+        fn = compile_rnn(torch, model) if compiled else model
         zero = torch.zeros(1, shape.B, shape.H)
         state = {"h": zero, "c": zero}
         x = inputs(shape)
@@ -269,19 +275,32 @@ def torch_step(compiled: bool):
                 y, state["h"], state["c"] = fn(torch.from_numpy(x), state["h"], state["c"])
                 return y.numpy()
 
-        return Built(call, first_compiled_call(call, compiled), threads={"torch": torch.get_num_threads()})
+        return Built(call, first_compiled_call(torch, call, compiled), threads={"torch": torch.get_num_threads()},
+                     path="allow_rnn" if compiled else None)
     return build
 
 
-def first_compiled_call(call: Callable[[], object], compiled: bool) -> float:
-    """The first call's time; a torch.compile that fails here is a skip, with its first line."""
+def compile_rnn(torch, model):
+    """``torch.compile(model)`` with Dynamo's experimental RNN support on: without it, Dynamo refuses
+    ``nn.LSTM`` ("Dynamo does not support RNN, GRU, or LSTM") and the whole call runs eagerly."""
+    torch._dynamo.config.allow_rnn = True
+    return torch.compile(model)
+
+
+def first_compiled_call(torch, call: Callable[[], object], compiled: bool) -> float:
+    """The first call's time. A torch.compile that fails here, or that captures no graph (so runs
+    eagerly), is a skip, with its reason."""
     if not compiled:
         return first_call(call)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     try:
-        return first_call(call)
+        seconds = first_call(call)
     except Exception as e:  # noqa: BLE001  dynamo and inductor raise many kinds
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise bm.Skip(f"torch.compile fails here: {type(e).__name__}: {first}") from None
+    if torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs:
+        raise bm.Skip("torch.compile captured no graph here (it would run eagerly)")
+    return seconds
 
 
 # -- ONNX Runtime ---------------------------------------------------------------------------------------
@@ -522,8 +541,10 @@ def run_inference(shapes: dict[str, list[bm.Shape]], impls: list[str], dispatch:
     if jax.default_backend() != "cpu":
         raise ConfigError("benchmarks.inference compares CPU peers; run it with JAX_PLATFORMS=cpu")
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load_start = os.getloadavg()
     peak = bm.matmul_peak_gflops(peak_size or 2048)
-    log(f"{bm.device_description()}; {threads} threads for every peer; f32 matmul peak {peak:.0f} GFLOP/s")
+    log(f"{bm.device_description()}; {threads} threads for every peer; f32 matmul peak {peak:.0f} GFLOP/s; "
+        f"load average {load_start[0]:.2f}")
     results, skipped, seen = [], {}, {}
     for section in SECTIONS:
         for shape in shapes["step" if section == "dispatch" else section]:
@@ -551,6 +572,8 @@ def run_inference(shapes: dict[str, list[bm.Shape]], impls: list[str], dispatch:
            if k in os.environ}
     return {"device": bm.device_description(), "backend": jax.default_backend(), "versions": versions(),
             "threads": thread_record(threads, seen), "environment": env, "matmul_peak_gflops": peak,
+            # 1-minute load averages: a busy machine slows every peer, torch's threads most (see the docstring)
+            "load_average": {"start": load_start[0], "end": os.getloadavg()[0]},
             "matmul_peak_size": peak_size or 2048, "results": results, "skipped": skipped}
 
 
@@ -568,7 +591,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['device']}; jax {report['versions']['jax']}"
         + "".join(f", {k} {report['versions'][k]}" for k in ("torch", "onnxruntime") if k in report["versions"])
         + f". f32 matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s (same run).", "",
-        "Threads: " + ", ".join(f"{k} {v}" for k, v in th.items()) + ".", "",
+        "Threads: " + ", ".join(f"{k} {v}" for k, v in th.items()) + ". Load average (1 min) "
+        f"{report['load_average']['start']:.2f} at the start, {report['load_average']['end']:.2f} at the end.", "",
         "Median per call over interleaved rounds (NumPy in, NumPy out; a sample repeats a short call). "
         "Model: one LSTM layer and a linear head on the last output.", ""]
     keys = list(dict.fromkeys((r["section"], json.dumps(r["shape"])) for r in report["results"]))
