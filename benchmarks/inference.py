@@ -18,18 +18,23 @@ Sections (``--suite`` picks the shapes; ``--step_shapes``, ``--seq_shapes``, ``-
   The floor under every batch-1 time.
 - step (``BxDxH``): one streaming step, the state fed back at every call: lstm_jax is
   ``Stream(model, B)``, ``y = stream(x_BxD)``; lstm_jax:step_fn is ``jax.jit(step_fn(model)[0])``
-  called directly (the stream without its wrapper); torch ``nn.LSTM`` on one step with its (h, c),
-  ``torch.compile`` of that; ONNX Runtime on the exported step.
+  called directly (the stream without its wrapper); lstm_jax:export, the step of ``export_jax``'s
+  folder, deserialized and jitted as docs/export.md's consumer calls it; onnxruntime:lstm_jax, ONNX
+  Runtime on ``export_onnx``'s step; torch ``nn.LSTM`` on one step with its (h, c),
+  ``torch.compile`` of that, ONNX Runtime on torch's export of it.
 - sequence (``BxTxDxH``): a whole sequence [B, T, D] -> [B, 1]: lstm_jax jitted (``impl='auto'``, the
-  native kernels on a CPU; and ``lstm_jax:xla``, the portable path that export uses), torch eager,
-  ``torch.compile``, ONNX Runtime.
+  native kernels on a CPU; and ``lstm_jax:xla``, the XLA fast path), lstm_jax:export (``export_jax``
+  as a user calls it: T symbolic, so the recurrence is a ``lax.scan``), onnxruntime:lstm_jax
+  (``export_onnx(length=T)``: jax2onnx needs a fixed T; a ``lax.scan`` as an ONNX ``Loop``), torch
+  eager, ``torch.compile``, ONNX Runtime on torch's export.
 - train (``BxTxDxH``): benchmarks.benchmark's train step (forward, weight gradients, Adam) for
   lstm_jax (``impl='auto'``), lstm_jax:xla and torch.
 
 Peers (``--impls``; each section runs those it has; those not installed, or failing here, are
-skipped and listed): lstm_jax, lstm_jax:xla, lstm_jax:step_fn, torch, torch:compile,
-onnxruntime:torch (ONNX Runtime on torch's own ONNX export, ``torch.onnx.export``: ONNX's fused
-LSTM operator). torch:compile turns on Dynamo's experimental ``allow_rnn``: without it (torch 2.13)
+skipped and listed): lstm_jax, lstm_jax:xla, lstm_jax:step_fn, lstm_jax:export,
+onnxruntime:lstm_jax, torch, torch:compile, onnxruntime:torch (ONNX Runtime on torch's own ONNX
+export, ``torch.onnx.export``: ONNX's fused LSTM operator). Every exported peer's first output is
+checked against its model's (1e-4) and skipped if it differs. torch:compile turns on Dynamo's experimental ``allow_rnn``: without it (torch 2.13)
 Dynamo refuses ``nn.LSTM`` and the compiled model runs eagerly; a compile that captures no graph
 is skipped.
 
@@ -37,8 +42,9 @@ Timing is benchmarks.benchmark's: interleaved rounds, each peer timed right afte
 its own, the median over rounds. One difference: a sample runs the call n times back to back, n
 chosen so that a sample lasts at least ``--sample_ms``, and the time per call is reported. A batch-1
 step takes tens of microseconds, too short for one clock reading, and a streaming loop does run its
-steps back to back. The first-call column is the time from the built model to its first output
-(tracing, compiling, exporting, loading a session).
+steps back to back. The first-call column is the time from the built model (or its export) to
+its first output (tracing, compiling, deserializing, loading a session); the export column, the
+time to write the export (jax2onnx loads its plugins on its first conversion, about 7 s here).
 
 Threads: every peer gets the CPUs this process may use (narrow them with ``taskset -c 0``). XLA sizes
 its CPU thread pool from them (and lstm_jax's native kernels split their work over that pool); this
@@ -64,8 +70,10 @@ import io
 import json
 import math
 import os
+import pathlib
 import shlex
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -80,12 +88,15 @@ from flax import nnx
 from benchmarks import benchmark as bm
 from experiments import common
 from lstm_jax.errors import ConfigError
+from lstm_jax.inference.export import export_jax
+from lstm_jax.inference.onnx import export_onnx
 from lstm_jax.kernels import native
 from lstm_jax.nn.layers import use_impl
 from lstm_jax.nn.models import Forecaster, ModelConfig
 from lstm_jax.nn.stream import Stream, step_fn
 
-PEERS = ("lstm_jax", "lstm_jax:xla", "lstm_jax:step_fn", "torch", "torch:compile", "onnxruntime:torch")
+PEERS = ("lstm_jax", "lstm_jax:xla", "lstm_jax:step_fn", "lstm_jax:export", "onnxruntime:lstm_jax", "torch",
+         "torch:compile", "onnxruntime:torch")
 SUITES = {
     "latency": {"step": ["1x8x128", "1x8x512"],
                 "sequence": ["1x100x8x128", "64x100x8x128", "1x100x8x512", "64x100x8x512"],
@@ -206,6 +217,106 @@ def jax_step_call(shape: bm.Shape, step: Callable) -> Callable[[], np.ndarray]:
 def jax_step_fn(shape: bm.Shape, threads: int) -> Built:
     """``jax.jit(step_fn(model)[0])`` called directly: the stream without its wrapper."""
     return ready(jax_step_call(shape, jax.jit(step_fn(jax_model(shape))[0])))
+
+
+# -- lstm_jax's exports --------------------------------------------------------------------------------
+
+def same_as(got: list[np.ndarray], want: list[np.ndarray], what: str) -> None:
+    """A peer that computes something else is not measured: a skip, with the difference."""
+    worst = max(float(np.max(np.abs(np.asarray(g) - np.asarray(w)))) for g, w in zip(got, want, strict=True))
+    if worst > 1e-4:
+        raise bm.Skip(f"{what}'s output is {worst:.2g} away from the model's")
+
+
+def export(fmt: str, shape: bm.Shape, section: str) -> tuple[Forecaster, dict[str, bytes], dict, float]:
+    """(model, the export's files by name, its manifest, seconds to export): ``export_jax`` as a user
+    calls it (T symbolic), ``export_onnx`` with ``length=T`` (jax2onnx needs a fixed T)."""
+    model = jax_model(shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp) / "export"
+        t0 = time.perf_counter()
+        try:
+            if fmt == "jax":
+                export_jax(model, folder, platforms=("cpu",), step=section == "step")
+            else:
+                export_onnx(model, folder, length=shape.T, step=section == "step")
+        except ConfigError as e:  # the exporter cannot run here (jax2onnx missing, ...): its one line
+            raise bm.Skip(str(e)) from None
+        seconds = time.perf_counter() - t0
+        files = {f.name: f.read_bytes() for f in folder.iterdir()}
+    return model, files, json.loads(files["manifest.json"]), seconds
+
+
+def first_output(model: Forecaster, section: str, x: np.ndarray) -> np.ndarray:
+    """The model's own output for ``x``: its sequence call, or its first step from the zero state."""
+    if section == "step":
+        return np.asarray(model.step(model.init_state(x.shape[0]), jnp.asarray(x))[0])
+    return np.asarray(model(jnp.asarray(x)))
+
+
+def step_state(manifest: dict, B: int) -> list[np.ndarray]:
+    """The exported step's zero state, in call order."""
+    return [np.zeros([B if d == "B" else d for d in s["shape"]], s["dtype"]) for s in manifest["state"]]
+
+
+def jax_export(section: str):
+    """The jax.export artifact, deserialized and jitted (as docs/export.md's consumer calls it)."""
+    def build(shape: bm.Shape, threads: int) -> Built:
+        model, files, manifest, export_s = export("jax", shape, section)
+        t0 = time.perf_counter()
+        program = jax.jit(jax.export.deserialize(bytearray(files[f"{section}.jax"])).call)
+        x = inputs(shape)
+        if section == "step":
+            x, valid, state = x[:, 0], np.ones((shape.B,), bool), {"now": step_state(manifest, shape.B)}
+
+            def call():
+                y, *state["now"] = program(*state["now"], x, valid)
+                return np.asarray(y)
+
+            first_s = time.perf_counter() - t0 + first_call(lambda: program(*state["now"], x, valid)[0].block_until_ready())
+            same_as([program(*state["now"], x, valid)[0]], [first_output(model, section, x)], "the exported step")
+        else:
+            lengths = np.full((shape.B,), shape.T, np.int32)
+
+            def call():
+                return np.asarray(program(x, lengths))
+
+            first_s = time.perf_counter() - t0 + first_call(call)
+            same_as([call()], [first_output(model, section, x)], "the exported sequence")
+        return Built(call, first_s, path="scan" if section == "sequence" else None, export_s=export_s)
+    return build
+
+
+def jax_onnx(section: str):
+    """ONNX Runtime on ``export_onnx``'s graph."""
+    def build(shape: bm.Shape, threads: int) -> Built:
+        model, files, manifest, export_s = export("onnx", shape, section)
+        t0 = time.perf_counter()
+        session = ort_session(files[f"{section}.onnx"], threads)
+        x = inputs(shape)
+        if section == "step":
+            x, valid = x[:, 0], np.ones((shape.B,), bool)
+            names = [s["name"] for s in manifest["state"]]
+            state = {"now": dict(zip(names, step_state(manifest, shape.B), strict=True))}
+
+            def run():
+                return session.run(None, {**state["now"], "x": x, "valid": valid})
+
+            def call():
+                y, *new = run()
+                state["now"] = dict(zip(names, new, strict=True))
+                return y
+        else:
+            feed = {"x": x, "lengths": np.full((shape.B,), shape.T, np.int32)}
+
+            def run():
+                return session.run(None, feed)
+
+            call = run
+        first_s = time.perf_counter() - t0 + first_call(run)
+        same_as([run()[0]], [first_output(model, section, x)], f"ONNX Runtime's {section}")
+        return Built(call, first_s, path="scan", export_s=export_s, threads=ort_threads(session))
+    return build
 
 
 # -- torch ----------------------------------------------------------------------------------------------
@@ -383,9 +494,11 @@ def ort_torch_step(shape: bm.Shape, threads: int) -> Built:
 
 # -- the sections' peers --------------------------------------------------------------------------------
 
-STEP = {"lstm_jax": jax_stream, "lstm_jax:step_fn": jax_step_fn, "torch": torch_step(False), "torch:compile": torch_step(True),
+STEP = {"lstm_jax": jax_stream, "lstm_jax:step_fn": jax_step_fn, "lstm_jax:export": jax_export("step"),
+        "onnxruntime:lstm_jax": jax_onnx("step"), "torch": torch_step(False), "torch:compile": torch_step(True),
         "onnxruntime:torch": ort_torch_step}
-SEQUENCE = {"lstm_jax": jax_sequence("auto"), "lstm_jax:xla": jax_sequence("xla"), "torch": torch_sequence(False),
+SEQUENCE = {"lstm_jax": jax_sequence("auto"), "lstm_jax:xla": jax_sequence("xla"), "lstm_jax:export": jax_export("sequence"),
+            "onnxruntime:lstm_jax": jax_onnx("sequence"), "torch": torch_sequence(False),
             "torch:compile": torch_sequence(True), "onnxruntime:torch": ort_torch_sequence}
 
 

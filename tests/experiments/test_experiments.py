@@ -33,8 +33,9 @@ BINARY_VARIANTS = {  # "basic" on the command line, the others in process
 BINARY_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "wall_seconds", "num_devices", "config")
 FORECAST_KEYS = ("val_mse", "wall_seconds", "num_devices", "config")
 BENCH_IMPLS = ("lstm_jax:scan", "lstm_jax:xla", "lstm_jax:native", "lstm_jax:cudnn", "flax_nnx")
-# benchmarks.inference's peers in the test (torch.compile left out: its compilers cost seconds).
-INFERENCE_IMPLS = ("lstm_jax", "lstm_jax:xla", "lstm_jax:step_fn", "torch", "onnxruntime:torch")
+# benchmarks.inference's peers in the test (torch.compile and ONNX export of lstm_jax left out: their
+# compilers and plugins cost seconds).
+INFERENCE_IMPLS = ("lstm_jax", "lstm_jax:xla", "lstm_jax:step_fn", "lstm_jax:export", "torch", "onnxruntime:torch")
 
 
 def collect(procs):
@@ -193,8 +194,8 @@ def test_inference_benchmark_runs_end_to_end(runs):
     report = read_json(f"{out}.json")
     assert report["command"].startswith("python -m benchmarks.inference --step_shapes=1x2x5 "), report["command"]
     expected = {"dispatch": {"jax: jit identity", "jax: jit, the step's arguments", "torch", "onnxruntime"},
-                "step": {"lstm_jax", "lstm_jax:step_fn", "torch", "onnxruntime:torch"},
-                "sequence": {"lstm_jax", "lstm_jax:xla", "torch", "onnxruntime:torch"},
+                "step": {"lstm_jax", "lstm_jax:step_fn", "lstm_jax:export", "torch", "onnxruntime:torch"},
+                "sequence": {"lstm_jax", "lstm_jax:xla", "lstm_jax:export", "torch", "onnxruntime:torch"},
                 "train": {"lstm_jax", "lstm_jax:xla", "torch"}}
     for section, peers in expected.items():
         rows = [r for r in report["results"] if r["section"] == section]
@@ -207,7 +208,7 @@ def test_inference_benchmark_runs_end_to_end(runs):
             assert r["shape"]["B"] == (1 if section in ("dispatch", "step") else 3)
             assert section == "dispatch" or r["gflops"] > 0
     lstm_jax = {(r["section"], r["impl"]): r["path"] for r in report["results"] if r["impl"].startswith("lstm_jax")}
-    assert lstm_jax[("sequence", "lstm_jax:xla")] == "xla"
+    assert lstm_jax[("sequence", "lstm_jax:xla")] == "xla" and lstm_jax[("sequence", "lstm_jax:export")] == "scan"
     assert lstm_jax[("sequence", "lstm_jax")] == ("native" if native.available() else "xla")
     threads = report["threads"]
     counts = {k: v for k, v in threads.items() if k not in ("torch_interop", "xla_cpu_pool")}
