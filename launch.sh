@@ -38,6 +38,8 @@ commands:
   seeds [flags]      run the four seed programs and print their results table (python -m experiments.seeds)
   ucr [flags]        the UCR recipe on every set in ../shared/data/ucr, with the baselines (python -m experiments.ucr)
   ablation [flags]   every registered cell over seeds, one table (python -m experiments.ablation)
+  predict [flags]    predictions from a finished run: --workdir=RUN --input=FILE (python -m experiments.predict)
+  export [flags]     a finished run as jax.export or ONNX programs: --workdir=RUN --format=jax|onnx --output=DIR
   bench [flags]      the LSTM speed benchmark against its peers (python -m benchmarks.benchmark)
   test [args]        the test suite (python -m pytest -q tests); arguments go to pytest
   help               this message
@@ -141,7 +143,7 @@ case "$cmd" in
   help | -h | --help)
     usage
     ;;
-  binary | classify | forecast | seeds | ablation | ucr)
+  binary | classify | forecast | seeds | ablation | ucr | predict | export)
     setup_env
     exec "$PY" -m "experiments.$cmd" "$@"
     ;;

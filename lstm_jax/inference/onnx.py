@@ -74,8 +74,8 @@ def export_onnx(model: nnx.Module, path: str | os.PathLike, *, length: int | Non
     state entries, ``x`` [B, D] float32 and ``valid`` [B] bool; outputs the model's output and
     ``new.<entry>`` for each state entry), and ``manifest.json``.
 
-    ``length``: None for a symbolic T, or a fixed T; jax2onnx 0.13 cannot trace the layers' masks with a
-    symbolic T, which ends in a ConfigError asking for ``length``. ``step``, ``metadata``,
+    ``length``: None for a symbolic T, or a fixed T (a model jax2onnx cannot convert with a symbolic
+    T ends in a ConfigError asking for ``length``). ``step``, ``metadata``,
     ``in_features`` and ``overwrite`` as in ``export_jax``. ``model`` is not changed. Returns ``path``.
     """
     check_metadata(metadata)

@@ -31,7 +31,8 @@ def valid_mask(lengths_B: Array | None, T: int) -> Array | None:
     """[B, T] boolean mask of the valid prefix, or None when every step is valid."""
     if lengths_B is None:
         return None
-    return jnp.arange(T)[None, :] < jnp.asarray(lengths_B)[:, None]
+    # iota rather than arange: the same program, and converters (jax2onnx) take it with a symbolic T.
+    return jax.lax.broadcasted_iota(jnp.int32, (1, T), 1) < jnp.asarray(lengths_B)[:, None]
 
 
 def reverse_valid(x_BxTx_: Array, lengths_B: Array | None) -> Array:
@@ -39,7 +40,7 @@ def reverse_valid(x_BxTx_: Array, lengths_B: Array | None) -> Array:
     if lengths_B is None:
         return jnp.flip(x_BxTx_, axis=1)
     T = x_BxTx_.shape[1]
-    t = jnp.arange(T)[None, :]
+    t = jax.lax.broadcasted_iota(jnp.int32, (1, T), 1)
     L = jnp.minimum(jnp.asarray(lengths_B), T)[:, None]  # a length past T means the whole row, as in valid_mask
     idx_BxT = jnp.where(t < L, L - 1 - t, t)
     idx = idx_BxT.reshape(idx_BxT.shape + (1,) * (x_BxTx_.ndim - 2))
@@ -90,7 +91,7 @@ def scan_cell(cell: RecurrentCell, xp_BxTxG: Array, carry, mask_BxT: Array | Non
     H = cell.hidden_size
     dropping = key is not None and recurrent_dropout > 0.0
     h_mask = dropout_mask(key, (B, H), recurrent_dropout, cell.carry_dtype) if dropping and variational else None
-    xs = {"xp": jnp.swapaxes(xp_BxTxG, 0, 1), "t": jnp.arange(T)}
+    xs = {"xp": jnp.swapaxes(xp_BxTxG, 0, 1), "t": jax.lax.iota(jnp.int32, T)}
     if mask_BxT is not None:
         xs["valid"] = jnp.swapaxes(mask_BxT, 0, 1)
 

@@ -8,11 +8,13 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 
+import jax
 import numpy as np
 import pytest
-from harness import run_front_end, write_three_class_ts
+from harness import REPO_ROOT, run_front_end, write_three_class_ts
 
 from experiments import classify
 from experiments.configs import classify as classify_config
@@ -41,7 +43,8 @@ def classifier_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("classifier")
     root = write_three_class_ts(tmp / "data")
     config = classify_config.get_config()
-    config.model.hidden_size, config.model.conv_filters = (4,), (4, 4, 4)
+    # The recurrent classifier (it streams, for the README's block), pooling the mean of its outputs.
+    config.model.architecture, config.model.pooling, config.model.hidden_size = "lstm", "mean", (4,)
     config.data.min_epoch_rows, config.data.norm = 0, "channel"
     config.update({"epochs": 2, "dataset": "ucr:Tri", "data_dir": str(root)})
     job = classify.build(config)
@@ -156,3 +159,33 @@ def test_a_run_without_a_record_says_so(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({"best_epoch": 1}))
     with pytest.raises(CheckpointError, match="no inference.json"):
         load_run(str(tmp_path))
+
+
+def test_export_front_end_writes_the_run_with_its_record_and_refuses_an_unknown_format(classifier_run, tmp_path):
+    wd, test_file, _, _ = classifier_run
+    out = tmp_path / "exported"
+    r = run_front_end("export", f"--workdir={wd}", "--format=jax", f"--output={out}")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metadata"]["run"]["inputs"]["labels"] == {"down": 0, "flat": 1, "up": 2}
+    run = load_run(wd)
+    x, lengths, _, _ = archives.read_inputs(test_file)
+    split = run.prepare(x, lengths)
+    exported = jax.export.deserialize(bytearray((out / "sequence.jax").read_bytes()))
+    np.testing.assert_allclose(np.asarray(exported.call(split.x, split.lengths)), run.predictor.outputs(split),
+                               atol=1e-5, rtol=0)
+    r = run_front_end("export", f"--workdir={wd}", "--format=tflite", f"--output={tmp_path / 'other'}")
+    assert r.returncode == 2 and r.stderr.strip() == "error: --format must be one of jax, onnx, got 'tflite'"
+    assert not (tmp_path / "other").exists()
+
+
+def test_the_readme_block_runs_as_written(classifier_run):
+    wd, test_file, _, _ = classifier_run
+    block = next(b for b in re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+                 if "load_run" in b)
+    x, lengths, _, _ = archives.read_inputs(test_file)
+    run = load_run(wd)
+    x_t = run.prepare(x[:1], lengths[:1]).x[:, 0]
+    scope = {"x_NxTxD": x, "lengths_N": lengths, "x_t": x_t}
+    exec(compile(block.replace('"runs/R"', repr(wd)), "README.md", "exec"), scope)  # noqa: S102
+    assert scope["labels"] == run.predict(x, lengths) and scope["y_t"].shape == (1, 3)
