@@ -25,8 +25,8 @@ Sections (``--suite`` picks the shapes; ``--step_shapes``, ``--seq_shapes``, ``-
 - sequence (``BxTxDxH``): a whole sequence [B, T, D] -> [B, 1]: lstm_jax jitted (``impl='auto'``, the
   native kernels on a CPU; and ``lstm_jax:xla``, the XLA fast path), lstm_jax:export (``export_jax``
   as a user calls it: T symbolic, so the recurrence is a ``lax.scan``), onnxruntime:lstm_jax
-  (``export_onnx(length=T)``: jax2onnx needs a fixed T; a ``lax.scan`` as an ONNX ``Loop``), torch
-  eager, ``torch.compile``, ONNX Runtime on torch's export.
+  (``export_onnx``, T symbolic too: the ``lax.scan`` as an ONNX ``Loop``), torch eager,
+  ``torch.compile``, ONNX Runtime on torch's export.
 - train (``BxTxDxH``): benchmarks.benchmark's train step (forward, weight gradients, Adam) for
   lstm_jax (``impl='auto'``), lstm_jax:xla and torch.
 
@@ -229,8 +229,8 @@ def same_as(got: list[np.ndarray], want: list[np.ndarray], what: str) -> None:
 
 
 def export(fmt: str, shape: bm.Shape, section: str) -> tuple[Forecaster, dict[str, bytes], dict, float]:
-    """(model, the export's files by name, its manifest, seconds to export): ``export_jax`` as a user
-    calls it (T symbolic), ``export_onnx`` with ``length=T`` (jax2onnx needs a fixed T)."""
+    """(model, the export's files by name, its manifest, seconds to export): ``export_jax`` or
+    ``export_onnx`` as a user calls it (B and T symbolic), the step only for the step section."""
     model = jax_model(shape)
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp) / "export"
@@ -239,7 +239,7 @@ def export(fmt: str, shape: bm.Shape, section: str) -> tuple[Forecaster, dict[st
             if fmt == "jax":
                 export_jax(model, folder, platforms=("cpu",), step=section == "step")
             else:
-                export_onnx(model, folder, length=shape.T, step=section == "step")
+                export_onnx(model, folder, step=section == "step")
         except ConfigError as e:  # the exporter cannot run here (jax2onnx missing, ...): its one line
             raise bm.Skip(str(e)) from None
         seconds = time.perf_counter() - t0
