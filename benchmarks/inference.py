@@ -315,7 +315,8 @@ def jax_onnx(section: str):
             call = run
         first_s = time.perf_counter() - t0 + first_call(run)
         same_as([run()[0]], [first_output(model, section, x)], f"ONNX Runtime's {section}")
-        return Built(call, first_s, path="scan", export_s=export_s, threads=ort_threads(session))
+        return Built(call, first_s, path="scan" if section == "sequence" else None, export_s=export_s,
+                     threads=ort_threads(session))
     return build
 
 
