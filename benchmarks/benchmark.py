@@ -90,18 +90,22 @@ IMPL_ALIASES = {"lstm_jax:fast": "lstm_jax:xla", "lstm_jax:fast_bf16": "lstm_jax
 DEFAULT_IMPLS = tuple(i for i in SINGLE_LAYER if i != "lstm_jax:xla_bf16")
 MODES = ("train", "forward")
 
-flags.DEFINE_list("shapes", ["64x100x8x128", "128x100x32x256"],
-                  "Shapes BxTxIxH: batch, steps, input features, hidden units.")
-flags.DEFINE_list("impls", list(DEFAULT_IMPLS), f"Implementations, any of: {', '.join(ALL_IMPLS)}.")
-flags.DEFINE_list("modes", list(MODES), "What to time: train (forward, backward, Adam) and/or forward.")
-flags.DEFINE_integer("rounds", 10, "Timed rounds; every implementation runs in each, interleaved (an untimed call, "
-                     "then a timed one).")
-flags.DEFINE_integer("warmup", 2, "Untimed calls of each implementation before the rounds.")
-flags.DEFINE_integer("peak_size", 0, "N of the N x N f32 matmul that sets the peak (0: 2048 on CPU, 8192 on GPU).")
-flags.DEFINE_enum("torch_device", "auto", ["auto", "cpu", "cuda"], "Where torch runs (auto: CUDA when available).")
-flags.DEFINE_string("out", None, "Path prefix: writes <out>.json and <out>.md (the table is printed either way).")
-flags.DEFINE_string("note", "", "Free text recorded with the results (machine load, how the run was started).")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """This front-end's flags (not defined on import, so that other benchmarks can import this module)."""
+    flags.DEFINE_list("shapes", ["64x100x8x128", "128x100x32x256"],
+                      "Shapes BxTxIxH: batch, steps, input features, hidden units.")
+    flags.DEFINE_list("impls", list(DEFAULT_IMPLS), f"Implementations, any of: {', '.join(ALL_IMPLS)}.")
+    flags.DEFINE_list("modes", list(MODES), "What to time: train (forward, backward, Adam) and/or forward.")
+    flags.DEFINE_integer("rounds", 10, "Timed rounds; every implementation runs in each, interleaved (an untimed call, "
+                         "then a timed one).")
+    flags.DEFINE_integer("warmup", 2, "Untimed calls of each implementation before the rounds.")
+    flags.DEFINE_integer("peak_size", 0, "N of the N x N f32 matmul that sets the peak (0: 2048 on CPU, 8192 on GPU).")
+    flags.DEFINE_enum("torch_device", "auto", ["auto", "cpu", "cuda"], "Where torch runs (auto: CUDA when available).")
+    flags.DEFINE_string("out", None, "Path prefix: writes <out>.json and <out>.md (the table is printed either way).")
+    flags.DEFINE_string("note", "", "Free text recorded with the results (machine load, how the run was started).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,12 +309,13 @@ def flax_linen(shape: Shape, modes) -> Runner:
 
 # -- peers outside JAX ----------------------------------------------------------------------------
 
-def torch_impl(shape: Shape, modes, kind: str = "lstm") -> Runner:
+def torch_impl(shape: Shape, modes, kind: str = "lstm", device: str | None = None) -> Runner:
+    """torch's peer of ``kind``; ``device`` (auto, cpu, cuda) defaults to --torch_device."""
     try:
         import torch
     except ImportError:
         raise Skip("torch is not installed") from None
-    want = FLAGS.torch_device
+    want = device or FLAGS.torch_device
     device = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise Skip("--torch_device=cuda but torch sees no CUDA device")
@@ -578,4 +583,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, define=define_flags)

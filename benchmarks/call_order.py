@@ -18,6 +18,7 @@ from absl import app, flags
 
 from benchmarks import benchmark as bm
 
+bm.define_flags()  # its --shapes and --impls
 flags.DEFINE_integer("reps", 12, "Rounds.")
 
 

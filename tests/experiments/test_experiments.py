@@ -33,6 +33,9 @@ BINARY_VARIANTS = {  # "basic" on the command line, the others in process
 BINARY_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "wall_seconds", "num_devices", "config")
 FORECAST_KEYS = ("val_mse", "wall_seconds", "num_devices", "config")
 BENCH_IMPLS = ("lstm_jax:scan", "lstm_jax:xla", "lstm_jax:native", "lstm_jax:cudnn", "flax_nnx")
+# benchmarks.inference's peers in the test (torch.compile and ONNX export of lstm_jax left out: their
+# compilers and plugins cost seconds).
+INFERENCE_IMPLS = ("lstm_jax", "lstm_jax:xla", "lstm_jax:step_fn", "lstm_jax:export", "torch", "onnxruntime:torch")
 
 
 def collect(procs):
@@ -83,6 +86,11 @@ def runs(tmp_path_factory, start_experiment):
                                           "--rounds=2", "--warmup=0", "--peak_size=64",
                                           f"--out={workdirs['benchmark']}")
     procs["benchmark_bad_shape"] = start_experiment("benchmarks.benchmark", "--shapes=3x4x2")
+    workdirs["inference"] = base / "bench" / "inference"
+    procs["inference"] = start_experiment("benchmarks.inference", "--step_shapes=1x2x5", "--seq_shapes=3x4x2x5",
+                                          "--train_shapes=3x4x2x5", f"--impls={','.join(INFERENCE_IMPLS)}",
+                                          "--rounds=2", "--warmup=0", "--sample_ms=0", "--peak_size=64",
+                                          f"--out={workdirs['inference']}")
     workdirs["benchmark_bad_shape"] = None
     workdirs["unknown_flag"] = base / "unknown_flag"
     procs["unknown_flag"] = start_experiment("binary", *BAD_FLAGS["unknown_flag"], f"--workdir={workdirs['unknown_flag']}")
@@ -177,6 +185,39 @@ def test_benchmark_runs_end_to_end(runs):
     assert report["command"] in table
     for impl in {i for i, _ in ran}:
         assert re.search(rf"^\| {re.escape(impl)} \| [0-9.]+ \| [0-9.]+ \|", table, re.M), impl
+
+
+def test_inference_benchmark_runs_end_to_end(runs):
+    """Every section and peer ran or is listed as skipped, with the same threads everywhere."""
+    rc, stdout, stderr, out = runs["inference"]
+    assert rc == 0, f"exit {rc}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    report = read_json(f"{out}.json")
+    assert report["command"].startswith("python -m benchmarks.inference --step_shapes=1x2x5 "), report["command"]
+    expected = {"dispatch": {"jax: jit identity", "jax: jit, the step's arguments", "torch", "onnxruntime"},
+                "step": {"lstm_jax", "lstm_jax:step_fn", "lstm_jax:export", "torch", "onnxruntime:torch"},
+                "sequence": {"lstm_jax", "lstm_jax:xla", "lstm_jax:export", "torch", "onnxruntime:torch"},
+                "train": {"lstm_jax", "lstm_jax:xla", "torch"}}
+    for section, peers in expected.items():
+        rows = [r for r in report["results"] if r["section"] == section]
+        ran = {r["impl"] if section != "dispatch" or r["impl"].startswith("jax") else r["impl"].split(":")[0]
+               for r in rows}
+        skipped = {k.split(": ", 1)[1] for k in report["skipped"] if k.startswith(section + ": ")}
+        assert ran | skipped == peers and not ran & skipped, (section, ran, skipped)
+        for r in rows:
+            assert r["median_ms"] > 0 and r["rounds"] == 2 and r["calls_per_sample"] == 1
+            assert r["shape"]["B"] == (1 if section in ("dispatch", "step") else 3)
+            assert section == "dispatch" or r["gflops"] > 0
+    lstm_jax = {(r["section"], r["impl"]): r["path"] for r in report["results"] if r["impl"].startswith("lstm_jax")}
+    assert lstm_jax[("sequence", "lstm_jax:xla")] == "xla" and lstm_jax[("sequence", "lstm_jax:export")] == "scan"
+    assert lstm_jax[("sequence", "lstm_jax")] == ("native" if native.available() else "xla")
+    threads = report["threads"]
+    counts = {k: v for k, v in threads.items() if k not in ("torch_interop", "xla_cpu_pool")}
+    assert len(set(counts.values())) == 1, threads
+    with open(f"{out}.md") as f:
+        table = f.read()
+    assert report["command"] in table
+    for r in report["results"]:
+        assert re.search(rf"^\| {re.escape(r['impl'])}( \([a-z ]+\))? \| [0-9.]+ \|", table, re.M), r["impl"]
 
 
 def test_benchmark_bad_shape_gives_one_error_line(runs):
