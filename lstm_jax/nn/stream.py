@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from lstm_jax.errors import DataError
@@ -62,10 +63,15 @@ class Stream:
         self.initial_state = model.init_state(batch_size)
         self.state = self.initial_state
         self.traces = 0
+        # What a call passes is kept as cheap to pass as it gets: the parameters as a flat list of
+        # arrays (an nnx.State costs jit more to flatten than the step costs to run at batch 1) and
+        # one all-True mask, built once.
+        self._leaves, treedef = jax.tree.flatten(self.params)
+        self._all_valid = jnp.ones((batch_size,), bool)
 
-        def traced(params, state, x_BxD, valid_B):
+        def traced(leaves, state, x_BxD, valid_B):
             self.traces += 1  # runs only while jax traces
-            return fn(params, state, x_BxD, valid_B)
+            return fn(jax.tree.unflatten(treedef, leaves), state, x_BxD, valid_B)
 
         self.compiled = jax.jit(traced)
 
@@ -75,10 +81,11 @@ class Stream:
 
     def __call__(self, x_BxD: Array, valid_B: Array | None = None) -> Array:
         """One step of input [B, D] -> the model's output for the sequences so far; advances ``state``."""
-        x_BxD = jnp.asarray(x_BxD)
-        valid_B = jnp.ones((self.batch_size,), bool) if valid_B is None else jnp.asarray(valid_B).astype(bool)
-        if x_BxD.ndim != 2 or x_BxD.shape[0] != self.batch_size or valid_B.shape != (self.batch_size,):
+        valid_B = self._all_valid if valid_B is None else valid_B
+        if np.ndim(x_BxD) != 2 or np.shape(x_BxD)[0] != self.batch_size or np.shape(valid_B) != (self.batch_size,):
             raise DataError(f"this stream takes x [{self.batch_size}, D] and valid [{self.batch_size}], "
-                            f"got {tuple(x_BxD.shape)} and {tuple(valid_B.shape)}")
-        y, self.state = self.compiled(self.params, self.state, x_BxD, valid_B)
+                            f"got {tuple(np.shape(x_BxD))} and {tuple(np.shape(valid_B))}")
+        if getattr(valid_B, "dtype", None) != jnp.bool_:
+            valid_B = np.asarray(valid_B).astype(bool)
+        y, self.state = self.compiled(self._leaves, self.state, x_BxD, valid_B)
         return y
