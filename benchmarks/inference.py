@@ -188,7 +188,7 @@ def jax_sequence(impl: str):
         def call():
             return np.asarray(forward(state, x))
 
-        return ready(call, path=model.encoder.layers[0].impl)
+        return ready(call, path=model.encoder.layers[0].call_impl(shape.B))
     return build
 
 

@@ -72,6 +72,30 @@ def choose(cell, impl: str = "auto", *, remat: bool = False, recurrent_dropout: 
     return impl
 
 
+# Where 'auto' keeps the native kernels on the CPU, by the size of the packed weights [D + H, G*H]
+# (float32 bytes) and the batch. Each thread runs its block of rows through the whole sequence and
+# streams all the weights every step; XLA's dot reads them once per step for all rows. With small
+# weights that does not matter; with large ones native wins only with enough rows per thread.
+# Measured on 2 cores (docs/results.md, "Inference"): native won at B=1..64 with 0.3 MB of weights
+# and at B >= 32 up to 8 MB; it lost at B <= 16 from 2 MB and at every B with 32 MB (H=1024).
+NATIVE_SMALL_WEIGHTS = 512 * 1024
+NATIVE_LARGE_WEIGHTS = 8 * 1024 * 1024
+NATIVE_MIN_ROWS_LARGE = 32
+
+
+def refine(impl: str, cell, batch: int, in_features: int) -> str:
+    """'auto''s choice made at build time, refined by the problem's size when the layer is called:
+    'native' becomes 'xla' where the measurements above say XLA is faster (and it runs the cell)."""
+    if impl != "native" or not xla.supports(cell):
+        return impl
+    weight_bytes = 4 * (in_features + cell.hidden_size) * cell.num_gates * cell.hidden_size
+    if weight_bytes <= NATIVE_SMALL_WEIGHTS:
+        return impl
+    if weight_bytes <= NATIVE_LARGE_WEIGHTS and batch >= NATIVE_MIN_ROWS_LARGE:
+        return impl
+    return "xla"
+
+
 def run(impl: str, cell, x_BxTxD: Array, mask_BxT: Array | None, lengths_B: Array | None, carry, *,
         remat: bool = False):
     """One layer's recurrence by ``impl`` (not 'scan' or 'auto'). Returns (final carry, outputs [B, T, H]).

@@ -169,6 +169,12 @@ class LSTM(nnx.Module):
         self.recurrent_dropout = recurrent_dropout
         self.dropout_mode = dropout_mode
         self.impl = kernels.choose(self.cell, impl, remat=remat, recurrent_dropout=recurrent_dropout)
+        # 'auto' picks again by the problem's size when called (``kernels.refine``); a forced impl stays.
+        self.auto = impl == "auto"
+
+    def call_impl(self, batch: int) -> str:
+        """The implementation a call with ``batch`` rows runs: ``impl``, refined by size for 'auto'."""
+        return kernels.refine(self.impl, self.cell, batch, self.in_features) if self.auto else self.impl
 
     @property
     def out_features(self) -> int:
@@ -191,14 +197,15 @@ class LSTM(nnx.Module):
         if key is not None and self.input_dropout > 0.0:
             shape = (B, 1, D) if variational else (B, T, D)
             x_BxTxD = x_BxTxD * dropout_mask(jax.random.fold_in(key, 0), shape, self.input_dropout, x_BxTxD.dtype)
-        if self.impl == "scan":
+        impl = self.call_impl(B)
+        if impl == "scan":
             xp = self.cell.project(x_BxTxD)
             unroll = xla.default_unroll() if self.unroll is None else self.unroll
             carry, h_BxTxH = scan_cell(
                 self.cell, xp, carry, valid_mask(lengths, T), unroll, recurrent_dropout=self.recurrent_dropout,
                 key=None if key is None else jax.random.fold_in(key, 1), variational=variational)
         else:
-            carry, h_BxTxH = kernels.run(self.impl, self.cell, x_BxTxD, valid_mask(lengths, T), lengths, carry,
+            carry, h_BxTxH = kernels.run(impl, self.cell, x_BxTxD, valid_mask(lengths, T), lengths, carry,
                                          remat=self.remat)
         if self.reverse:
             h_BxTxH = reverse_valid(h_BxTxH, lengths)
@@ -238,6 +245,7 @@ def use_impl(model: nnx.Module, impl: str) -> nnx.Module:
             else:
                 layer.impl = kernels.choose(layer.cell, impl, remat=layer.remat,
                                             recurrent_dropout=layer.recurrent_dropout)
+            layer.auto = impl == "auto"
     return model
 
 
@@ -275,7 +283,7 @@ class Bidirectional(nnx.Module):
 
     def __call__(self, x_BxTxD: Array, lengths: Array | None = None, initial_carry=None, return_carry: bool = False,
                  *, key: Array | None = None):
-        if self._fusable(key):
+        if self._fusable(key, x_BxTxD.shape[0]):
             h, carry = self._call_fused(x_BxTxD, lengths, initial_carry)
             return (h, carry) if return_carry else h
         cf, cb = (None, None) if initial_carry is None else initial_carry
@@ -289,16 +297,17 @@ class Bidirectional(nnx.Module):
         """Always raises ``ConfigError``: the backward direction needs the sequence's end first."""
         raise ConfigError(BIDIRECTIONAL_STEP_ERROR)
 
-    def _fusable(self, key) -> bool:
+    def _fusable(self, key, batch: int = 1) -> bool:
         """Both directions on the XLA path, or both in the native LSTM kernels, with one
         configuration, and no dropout to draw."""
         f, b = self.forward, self.backward
         no_dropout = key is None or (f.input_dropout == 0.0 and b.input_dropout == 0.0)
         if f.remat or b.remat or not no_dropout:
             return False
-        if f.impl == b.impl == "native":
+        fi, bi = f.call_impl(batch), b.call_impl(batch)
+        if fi == bi == "native":
             return native.stackable(f.cell, b.cell)
-        return f.impl == b.impl == "xla" and xla.stackable(f.cell, b.cell)
+        return fi == bi == "xla" and xla.stackable(f.cell, b.cell)
 
     def _call_fused(self, x_BxTxD: Array, lengths: Array | None, initial_carry):
         """Both directions at once; the same results as running them apart.
@@ -313,7 +322,7 @@ class Bidirectional(nnx.Module):
         carries = [self.forward.initial_carry(B) if cf is None else cf,
                    self.backward.initial_carry(B) if cb is None else cb]
         mask_TxB = None if lengths is None else valid_mask(lengths, T).T
-        if self.forward.impl == "native":
+        if self.forward.call_impl(B) == "native":
             (cf, cb), h_TxBx2H = native.cell_layers([self.forward.cell, self.backward.cell],
                                                     jnp.swapaxes(x_BxTxD, 0, 1), carries, mask_TxB, reversed=0b10)
             return jnp.swapaxes(h_TxBx2H, 0, 1), (cf, cb)

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from lstm_jax.errors import ConfigError
+from lstm_jax.kernels import native
 from lstm_jax.nn.layers import LSTM, Bidirectional, LSTMStack, dropout, reverse_valid
 
 B, T, D, H = 3, 7, 3, 5
@@ -288,3 +289,16 @@ def test_stack_configuration_errors():
     stack = LSTMStack(D, H, num_layers=3, bidirectional=True, rngs=nnx.Rngs(0))
     assert [layer.out_features for layer in stack.layers] == [2 * H] * 3
     assert stack.layers[1].forward.in_features == 2 * H
+
+
+def test_auto_refines_native_by_the_size_of_the_weights_and_the_batch():
+    if not native.supports(LSTM(2, 4, rngs=nnx.Rngs(0)).cell):
+        pytest.skip("the native kernels are not built here")
+    small = LSTM(8, 16, rngs=nnx.Rngs(0))  # 24 x 64 floats: native at any batch
+    assert small.call_impl(1) == small.call_impl(64) == "native"
+    large = LSTM(256, 256, rngs=nnx.Rngs(0))  # 2 MB of packed weights: XLA below 32 rows
+    assert (large.impl, large.call_impl(4), large.call_impl(32)) == ("native", "xla", "native")
+    forced = LSTM(256, 256, impl="native", rngs=nnx.Rngs(0))
+    assert forced.call_impl(4) == "native"
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 256)), jnp.float32)
+    np.testing.assert_allclose(large(x), forced(x), atol=1e-5)  # same weights (same seed), either path
