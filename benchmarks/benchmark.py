@@ -569,17 +569,23 @@ def main(argv):
     report = run_benchmark(shapes, list(dict.fromkeys(impls)), modes, FLAGS.rounds, FLAGS.warmup,
                            FLAGS.peak_size)
     report = {"command": command.strip(), "date": datetime.date.today().isoformat(), "note": FLAGS.note, **report}
-    if FLAGS.out:  # the measurements first, so that nothing below can lose them
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-        with open(FLAGS.out + ".json", "w") as f:
+    write_record(FLAGS.out, report, lambda r: markdown(r, r["command"]))
+
+
+def write_record(out: str | None, report: dict[str, Any], to_markdown: Callable[[dict[str, Any]], str]) -> None:
+    """Prints the report's table, and with ``out`` writes ``out.json`` (first, so that nothing after
+    can lose the measurements) and ``out.md``."""
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out + ".json", "w") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
-    table = markdown(report, report["command"])
+    table = to_markdown(report)
     print("\n" + table)
-    if FLAGS.out:
-        with open(FLAGS.out + ".md", "w") as f:
+    if out:
+        with open(out + ".md", "w") as f:
             f.write(table + "\n")
-        print(f"wrote {FLAGS.out}.json and {FLAGS.out}.md")
+        print(f"wrote {out}.json and {out}.md")
 
 
 if __name__ == "__main__":

@@ -759,17 +759,7 @@ def main(argv):
                            FLAGS.peak_size)
     report = {"command": command.strip(), "date": datetime.date.today().isoformat(), "note": FLAGS.note,
               "suite": FLAGS.suite, **report}
-    if FLAGS.out:  # the measurements first, so that nothing below can lose them
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-        with open(FLAGS.out + ".json", "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-    table = markdown(report)
-    print("\n" + table)
-    if FLAGS.out:
-        with open(FLAGS.out + ".md", "w") as f:
-            f.write(table + "\n")
-        print(f"wrote {FLAGS.out}.json and {FLAGS.out}.md")
+    bm.write_record(FLAGS.out, report, markdown)
 
 
 if __name__ == "__main__":

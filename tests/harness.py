@@ -307,3 +307,14 @@ def write_three_class_ts(root: pathlib.Path, name: str = "Tri", n_train: int = 3
         (folder / f"{name}_{part}.ts").write_text(head + "\n".join(lines) + "\n")
     (root / "BASELINES.md").write_text("| dataset | classes | 1NN-DTW | FCN |\n|---|---|---|---|\n| Tri | 3 | .700 | – |\n")
     return root
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes, to prove that a refused command touched nothing."""
+    files = {}
+    for root, _, names in os.walk(folder):
+        for n in names:
+            p = os.path.join(root, n)
+            with open(p, "rb") as f:
+                files[os.path.relpath(p, folder)] = f.read()
+    return files

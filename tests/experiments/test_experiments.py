@@ -17,7 +17,7 @@ import shutil
 
 import jax
 import pytest
-from harness import run_front_end
+from harness import run_front_end, snapshot
 
 from lstm_jax.kernels import native
 
@@ -55,17 +55,6 @@ def read_json(path):
 def read_metrics(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def snapshot(workdir):
-    """Every file under ``workdir`` with its bytes, to prove a refused run touched nothing."""
-    files = {}
-    for root, _, names in os.walk(workdir):
-        for n in names:
-            p = os.path.join(root, n)
-            with open(p, "rb") as f:
-                files[os.path.relpath(p, workdir)] = f.read()
-    return files
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 
 import jax
 import numpy as np
 import pytest
-from harness import REPO_ROOT, run_front_end, write_three_class_ts
+from harness import REPO_ROOT, run_front_end, snapshot, write_three_class_ts
 
 from experiments import classify
 from experiments.configs import classify as classify_config
@@ -23,17 +22,6 @@ from lstm_jax.errors import CheckpointError, DataError
 from lstm_jax.forecast import recipe as fr
 from lstm_jax.inference.run import ClassifierRun, ForecastRun, Predictor, load_run, write_record
 from lstm_jax.train.loop import fit
-
-
-def _tree(path) -> dict[str, bytes]:
-    """Every file under ``path`` and its bytes: what 'nothing changed' compares."""
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = fh.read()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +78,7 @@ def test_predict_front_end_writes_labels_and_probabilities(classifier_run, tmp_p
 
 def test_bad_input_is_one_line_and_changes_nothing(classifier_run, tmp_path):
     wd, test_file, _, _ = classifier_run
-    before = _tree(wd)
+    before = snapshot(wd)
     (tmp_path / "empty.ts").write_text("")
     one_channel = tmp_path / "one.npz"
     np.savez(one_channel, X=np.zeros((3, 8, 1)))
@@ -118,7 +106,7 @@ def test_bad_input_is_one_line_and_changes_nothing(classifier_run, tmp_path):
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "never.csv").exists() and (tmp_path / "exists.csv").read_text() == "keep me"
-    assert _tree(wd) == before
+    assert snapshot(wd) == before
     # Labels the run never saw: refused by name.
     wrong = tmp_path / "wrong.ts"
     wrong.write_text(open(test_file).read().replace(":flat\n", ":sideways\n").replace("up down flat", "up down sideways"))
