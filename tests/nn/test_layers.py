@@ -296,9 +296,10 @@ def test_auto_refines_native_by_the_size_of_the_weights_and_the_batch():
         pytest.skip("the native kernels are not built here")
     small = LSTM(8, 16, rngs=nnx.Rngs(0))  # 24 x 64 floats: native at any batch
     assert small.call_impl(1) == small.call_impl(64) == "native"
-    large = LSTM(256, 256, rngs=nnx.Rngs(0))  # 2 MB of packed weights: XLA below 32 rows
+    large = LSTM(160, 128, rngs=nnx.Rngs(0))  # 288 x 512 floats, 0.6 MB: XLA below 32 rows
     assert (large.impl, large.call_impl(4), large.call_impl(32)) == ("native", "xla", "native")
-    forced = LSTM(256, 256, impl="native", rngs=nnx.Rngs(0))
+    forced = LSTM(160, 128, impl="native", rngs=nnx.Rngs(0))
     assert forced.call_impl(4) == "native"
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 256)), jnp.float32)
-    np.testing.assert_allclose(large(x), forced(x), atol=1e-5)  # same weights (same seed), either path
+    # What a call runs (traced, not compiled): the native kernels are an FFI custom call.
+    calls_native = lambda B: "ffi_call" in str(jax.make_jaxpr(lambda x: large(x))(jnp.zeros((B, 3, 160))))  # noqa: E731
+    assert not calls_native(2) and calls_native(32)
