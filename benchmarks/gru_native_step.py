@@ -19,7 +19,8 @@ import optax
 import torch
 from flax import nnx
 
-from lstm_jax.kernels import native_gru
+from lstm_jax.kernels import native
+from lstm_jax.kernels.native import gru as native_gru
 from lstm_jax.nn.cells import GRUCell
 from lstm_jax.nn.layers import scan_cell
 
@@ -101,7 +102,7 @@ med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
 for k, v in times.items():
     print(f"{k:11s} min {1e3 * min(v):7.2f}  median {med[k]:7.2f} ms  "
           f"p25 {1e3 * np.percentile(v, 25):7.2f}  p75 {1e3 * np.percentile(v, 75):7.2f}")
-print(f"B={B} T={T} I={I} H={H} isa={native_gru.isa()} native threads={native_gru.threads()} "
+print(f"B={B} T={T} I={I} H={H} isa={native.isa()} native threads={native.threads()} "
       f"torch threads={torch.get_num_threads()} rounds={ROUNDS}")
 print(f"medians: torch / native_gru = {med['torch'] / med['native_gru']:.2f}   "
       f"scan / native_gru = {med['scan'] / med['native_gru']:.2f}   scan / torch = {med['scan'] / med['torch']:.2f}")
