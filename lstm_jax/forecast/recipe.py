@@ -60,7 +60,7 @@ from lstm_jax.train.config import TrainConfig
 from lstm_jax.train.loop import Trainer
 from lstm_jax.train.steps import rng_streams
 from lstm_jax.train.tasks import QuantileTask
-from lstm_jax.train.workdir import INFERENCE_RECORD, atomic_write, to_jsonable
+from lstm_jax.train.workdir import INFERENCE_FORMAT, INFERENCE_RECORD, atomic_write, to_jsonable
 
 
 @dataclasses.dataclass
@@ -307,7 +307,7 @@ class GlobalRecipe:
         networks and checkpoints (folders relative to the run's folder ``top``), each series' fitted
         chain, and how the run's series were read (``source``)."""
         return {
-            "format": 1, "experiment": "forecast", "model": {"kind": "ensemble"},
+            "format": INFERENCE_FORMAT, "experiment": "forecast", "model": {"kind": "ensemble"},
             "ensemble": {
                 "horizon": self.horizon, "model_horizon": self.model_horizon, "quantiles": list(self.quantiles),
                 "median_index": self.task.median_index, "level": self.level, "season": self.season,

@@ -25,7 +25,6 @@ import dataclasses
 import io
 import json
 import os
-import re
 from typing import Any
 
 import jax
@@ -43,10 +42,10 @@ from lstm_jax.forecast.recipe import forecast_blocks, member_median, to_original
 from lstm_jax.nn.models import ModelSpec
 from lstm_jax.train.checkpoint import Checkpointer
 from lstm_jax.train.steps import TrainState, predict_step
+from lstm_jax.train.workdir import INFERENCE_FORMAT as FORMAT
 from lstm_jax.train.workdir import INFERENCE_RECORD as RECORD
 from lstm_jax.train.workdir import atomic_write, to_jsonable
 
-FORMAT = 1
 NORMS = ("series", "channel", "none")
 
 
@@ -77,6 +76,14 @@ class SeriesInputs:
         return cls(features=features, length=length, labels=dict(info.get("labels") or {"0": 0, "1": 1}),
                    norm=norm, mean=tuple(stats["mean"]) if stats else None,
                    std=tuple(stats["std"]) if stats else None, missing=missing)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SeriesInputs:
+        stats = {k: None if d[k] is None else tuple(d[k]) for k in ("mean", "std")}
+        return cls(**{**d, **stats})
 
     @property
     def class_labels(self) -> list[str]:
@@ -122,7 +129,7 @@ def write_record(workdir: str, spec: ModelSpec, inputs: SeriesInputs | None, *, 
                  experiment: str) -> None:
     """Writes ``inference.json`` into a run's folder (the training process's primary writes it)."""
     record = {"format": FORMAT, "experiment": experiment, "model": spec.to_json(),
-              "inputs": None if inputs is None else to_jsonable(dataclasses.asdict(inputs)),
+              "inputs": None if inputs is None else inputs.to_json(),
               "eval_batch_size": eval_batch_size}
     atomic_write(os.path.join(workdir, RECORD), json.dumps(record, indent=2) + "\n")
 
@@ -152,8 +159,9 @@ def run_folder(workdir: str) -> tuple[str, dict[str, Any]]:
     if not os.path.exists(summary_path):
         raise CheckpointError(f"{workdir} holds no finished run (no summary.json): train it to the end first")
     summary = _read_json(summary_path, "summary")
-    if "chosen" in summary:  # candidates/<name>, as train_and_evaluate names their folders
-        path = os.path.join(path, "candidates", re.sub(r"[^\w.-]+", "-", str(summary["chosen"])))
+    if "chosen" in summary:  # the chosen candidate's folder, under this one (wherever the run now lies)
+        chosen = summary["candidates"][summary["chosen"]]["workdir"]
+        path = os.path.join(path, "candidates", os.path.basename(chosen))
         summary = _read_json(os.path.join(path, "summary.json"), "summary")
     return path, summary
 
@@ -250,9 +258,7 @@ class ClassifierRun:
         self.spec = ModelSpec.from_json(record["model"])
         self.model = load_model(self.spec, folder, int(summary["best_epoch"]))
         self.predictor = Predictor(self.model, record["eval_batch_size"])
-        self.inputs = SeriesInputs(**{**record["inputs"],
-                                      "mean": None if record["inputs"]["mean"] is None else tuple(record["inputs"]["mean"]),
-                                      "std": None if record["inputs"]["std"] is None else tuple(record["inputs"]["std"])})
+        self.inputs = SeriesInputs.from_json(record["inputs"])
         self.classes = self.inputs.class_labels
 
     def prepare(self, x_NxTxD: np.ndarray, lengths_N: np.ndarray | None = None) -> Split:

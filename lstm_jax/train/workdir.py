@@ -26,6 +26,7 @@ from lstm_jax import plots
 from lstm_jax.errors import CheckpointError, ConfigError
 
 INFERENCE_RECORD = "inference.json"
+INFERENCE_FORMAT = 1  # the version of that record; a reader refuses another
 
 
 def atomic_write(path: str, text: str) -> None:
