@@ -119,19 +119,28 @@ def model_config(m: ml_collections.ConfigDict, **overrides) -> ModelConfig:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
-                       log: Callable[[str], None] = print, source: dict | None = None) -> dict[str, Any]:
+                       log: Callable[[str], None] = print, source: dict | None = None,
+                       on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Trains and evaluates what ``config`` describes, writing the run into ``workdir``.
 
     Returns the summary (also in ``<workdir>/summary.json``). ``source`` (optional) records where
-    the config came from (file, overrides) in the summary.
+    the config came from (file, overrides) in the summary. ``on_epoch`` goes to the ``Trainer``
+    (its per-epoch hook); a recipe that trains several models (candidates, an ensemble) has no one
+    sequence of epochs to report and refuses it.
     """
     exp = experiment(config)
+    refuse_hook = ConfigError(f"this {config.experiment} config trains several models (candidates or an ensemble); "
+                              "a per-epoch hook (a study's pruner) needs a config that trains one")
     if exp.runs_itself is not None and exp.runs_itself(config):
+        if on_epoch is not None:
+            raise refuse_hook
         # A recipe that trains many models itself (an ensemble) writes its own run.
         return exp.run(config, workdir, resume=resume, log=log, source=source)
     candidates = exp.candidates(config) if exp.candidates is not None else None
+    if candidates and on_epoch is not None:
+        raise refuse_hook
     if not candidates:
-        return _train_one(exp, config, workdir, resume=resume, log=log, source=source)
+        return _train_one(exp, config, workdir, resume=resume, log=log, source=source, on_epoch=on_epoch)
     files = Workdir(workdir, resume=resume)  # refuses a used workdir before any candidate starts
     record = to_jsonable(config)
     if resume:
@@ -157,10 +166,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
     return summary
 
 
-def _train_one(exp: Experiment, config, workdir, *, resume, log, source) -> dict[str, Any]:
+def _train_one(exp: Experiment, config, workdir, *, resume, log, source, on_epoch=None) -> dict[str, Any]:
     job: Job = exp.build(config)
     record = to_jsonable(config)
-    trainer = Trainer(job.model, job.task, job.data, job.train, workdir, resume=resume, record=record, log=log)
+    trainer = Trainer(job.model, job.task, job.data, job.train, workdir, resume=resume, record=record, log=log,
+                      on_epoch=on_epoch)
     try:
         summary = trainer.fit()
         if job.evaluate is not None:

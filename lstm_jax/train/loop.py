@@ -81,11 +81,17 @@ class Trainer:
     anything but the number of epochs. A workdir that already holds a run is refused unless
     ``resume``, which continues from its latest checkpoint and replays exactly the randomness an
     uninterrupted run would have used.
+
+    ``on_epoch(record)`` (optional) is called after each epoch is checkpointed and logged, with that
+    epoch's record (``epoch``, ``train_*``, ``val_*``, seconds). It is the loop's one hook for code
+    outside it, e.g. a study's pruner: an exception it raises ends training there and propagates.
     """
 
     def __init__(self, model: nnx.Module, task, data: Dataset, config: TrainConfig, workdir: str, *,
-                 resume: bool = False, record: dict | None = None, log: Callable[[str], None] = print):
+                 resume: bool = False, record: dict | None = None, log: Callable[[str], None] = print,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None):
         self.model, self.task, self.data, self.config = model, task, data, config
+        self.on_epoch = on_epoch
         self.streams = rng_streams(config.seed)
         self.mesh = distributed.data_mesh()
         self.is_primary = distributed.is_primary()
@@ -248,6 +254,8 @@ class Trainer:
             self.history.append(record)
             self.files.write_metrics(self.history)
             self._log_epoch(record)
+            if self.on_epoch is not None:
+                self.on_epoch(dict(record))
         self._profile.stop(self.state)
         meta = self._restore(self.ckpt.best_step())
         # The caller's model gets the best weights (copies: the state's arrays may be donated later).

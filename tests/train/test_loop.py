@@ -407,3 +407,32 @@ def test_profile_steps_write_a_trace(tmp_path):
     assert summary["steps"] == 3
     traces = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "wd" / "plugins" / "profile") for f in fs]
     assert any(t.endswith(".xplane.pb") for t in traces), traces
+
+
+def test_on_epoch_sees_each_epoch_record_and_can_stop_training(tmp_path):
+    """The loop's one hook: called once per epoch with the record metrics.jsonl keeps; an exception
+    it raises (a pruner's) ends training after that epoch's checkpoint, and propagates."""
+    seen = []
+    model = Classifier(D, MODEL_CONFIG, rngs=nnx.Rngs(0))
+    trainer = Trainer(model, BinaryTask(), tiny_binary(), train_config(3), str(tmp_path / "all"),
+                      log=lambda _: None, on_epoch=seen.append)
+    trainer.fit()
+    trainer.close()
+    assert seen == read_metrics(tmp_path / "all")
+    assert [r["epoch"] for r in seen] == [1, 2, 3]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(record):
+        if record["epoch"] == 2:
+            raise Stop
+
+    model = Classifier(D, MODEL_CONFIG, rngs=nnx.Rngs(0))
+    trainer = Trainer(model, BinaryTask(), tiny_binary(), train_config(3), str(tmp_path / "stopped"),
+                      log=lambda _: None, on_epoch=stop_at_two)
+    with pytest.raises(Stop):
+        trainer.fit()
+    trainer.close()
+    assert [r["epoch"] for r in read_metrics(tmp_path / "stopped")] == [1, 2]
+    assert 2 in _numeric_dirs(tmp_path / "stopped" / "checkpoints")
