@@ -154,7 +154,8 @@ def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
         raise ConfigError(f"cannot set {path} to {value!r}: {str(e).splitlines()[0]}") from None
 
 
-def _shortcut_value(name: str, value: Any) -> Any:
+def shortcut_value(name: str, value: Any) -> Any:
+    """A shortcut flag's value as its config field holds it (--hidden_size=64 -> (64,))."""
     s = SHORTCUTS[name]
     if s.kind == "ints":
         try:
@@ -203,7 +204,7 @@ def resolve_config(shortcuts: tuple[str, ...], default_for: Callable[[str | None
         field = SHORTCUTS[name].field
         if field in overrides:
             raise ConfigError(f"--{name} and --config.{field} both set {field}; give one")
-        set_field(config, field, _shortcut_value(name, value))
+        set_field(config, field, shortcut_value(name, value))
         given.add(field)
         overrides[field] = get_field(config, field)
     if derived is not None:
@@ -269,13 +270,17 @@ def initialize_distributed() -> None:
         sys.stdout = open(os.devnull, "w")  # one report per job; errors still reach stderr
 
 
-def enable_compilation_cache() -> None:
+COMPILATION_CACHE = "LSTM_JAX_COMPILATION_CACHE"
+
+
+def enable_compilation_cache(default: str | None = None) -> None:
     """Keeps compiled XLA programs across runs, so a second run skips most compilation.
 
-    The folder is $LSTM_JAX_COMPILATION_CACHE (default ~/.cache/lstm_jax/xla); set it to 0 to
-    switch the cache off.
+    The folder is $LSTM_JAX_COMPILATION_CACHE, else ``default`` (else ~/.cache/lstm_jax/xla); set
+    the variable to 0 to switch the cache off.
     """
-    path = os.environ.get("LSTM_JAX_COMPILATION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lstm_jax", "xla"))
+    default = default or os.path.join(os.path.expanduser("~"), ".cache", "lstm_jax", "xla")
+    path = os.environ.get(COMPILATION_CACHE, default)
     if path in ("", "0"):
         return
     import jax
