@@ -10,6 +10,7 @@ import tempfile
 import harness
 import jax
 import pytest
+from study.postgres import postgres_url  # noqa: F401  (the session's PostgreSQL, tests/study/postgres.py)
 
 # Every test runs in float32 unless it opts into float64 with ``jax.enable_x64(True)`` locally.
 jax.config.update("jax_enable_x64", False)

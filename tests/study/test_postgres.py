@@ -9,29 +9,26 @@ import pytest
 from study import postgres
 
 optuna = pytest.importorskip("optuna")
-psycopg2 = pytest.importorskip("psycopg2")
-
-# The session's server, as this module's fixture (a plain import would read as unused to the lint).
-postgres_url = postgres.postgres_url
+psycopg = pytest.importorskip("psycopg")
 
 
 def test_password_is_checked(postgres_url):
-    with psycopg2.connect(postgres_url) as conn, conn.cursor() as cur:
+    with psycopg.connect(postgres_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT current_user, current_database(), inet_server_addr()::text, current_setting('fsync')")
         assert cur.fetchone() == ("study_user", "study", "127.0.0.1/32", "off")
     conn.close()
     wrong = postgres_url.replace("study_user:", "study_user:not-", 1)
     assert wrong != postgres_url
-    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-        psycopg2.connect(wrong)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(wrong)
 
 
 # The trial is asked and told by hand, across two storages, rather than run by Study.optimize.
 @pytest.mark.filterwarnings("ignore:Argument ``heartbeat_interval`` is an experimental feature")
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_two_storages_share_a_study(postgres_url):
-    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (3); the driver installed here is psycopg2.
-    url = postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    # The study extra's driver is psycopg (3), which SQLAlchemy 2.1 takes for a bare postgresql://.
+    url = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
     first = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
     second = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
     try:
@@ -46,7 +43,7 @@ def test_two_storages_share_a_study(postgres_url):
             assert (read.number, read.state, read.params, read.value) == (
                 trial.number, optuna.trial.TrialState.COMPLETE, {"x": x}, x * x)
         # Each storage holds its own pooled connection: with the probe below, three sessions of study_user.
-        with psycopg2.connect(postgres_url) as conn, conn.cursor() as cur:
+        with psycopg.connect(postgres_url) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'study_user'")
             assert cur.fetchone()[0] >= 3
         conn.close()
