@@ -92,3 +92,72 @@ def forecast(series_T: np.ndarray, start: int, forecast_H: np.ndarray, path: str
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
+
+
+def box_by_group(values: dict[str, Sequence[float]], path: str, ylabel: str, title: str = "") -> str:
+    """One box per group, in the dict's order, with the values drawn over it as points.
+
+    ``values`` maps a group name to its values (any length; an empty group keeps its place on the
+    axis without a box, so that pictures of several datasets line up). Returns ``path``.
+    """
+    plt = _pyplot()
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 + 0.9 * len(names)), 3.8))
+    filled = [(k, np.asarray(values[n], float)) for k, n in enumerate(names, start=1) if len(values[n])]
+    if filled:
+        ax.boxplot([v for _, v in filled], positions=[k for k, _ in filled], widths=0.55, showfliers=False,
+                   medianprops={"color": "C3"})
+    rng = np.random.default_rng(0)  # the same jitter on every run, so reruns give the same picture
+    for k, v in filled:
+        ax.scatter(k + rng.uniform(-0.12, 0.12, len(v)), v, s=14, color="0.25", alpha=0.7, zorder=3)
+    ax.set_xticks(range(1, len(names) + 1), [n if len(values[n]) else f"{n}\n(none)" for n in names],
+                  rotation=30 if max(map(len, names), default=0) > 8 else 0)
+    ax.set_xlim(0.4, len(names) + 0.6)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def marginal(points: dict[str, tuple[Sequence[Any], Sequence[float]]], path: str, xlabel: str, ylabel: str,
+             log_x: bool = False, title: str = "", *,
+             lines: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+             categories: Sequence[Any] | None = None) -> str:
+    """A metric against one hyperparameter, one colour per group: ``points[group] = (x_N, y_N)``.
+
+    ``lines[group] = (x_B, y_B)`` are drawn through the group's points (a binned median, say).
+    With ``categories`` the x values are category labels: each category gets a slot, each group a
+    strip of points in it with its median as a short bar, and ``log_x`` and ``lines`` are unused.
+    Returns ``path``.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    groups = list(points)
+    if categories is not None:
+        slot = {repr(c): k for k, c in enumerate(categories)}
+        width = 0.8 / max(1, len(groups))
+        rng = np.random.default_rng(0)
+        for g, name in enumerate(groups):
+            xs, ys = points[name]
+            pos = np.array([slot[repr(x)] for x in xs], float) - 0.4 + width * (g + 0.5)
+            ys = np.asarray(ys, float)
+            ax.scatter(pos + rng.uniform(-0.25, 0.25, len(pos)) * width, ys, s=14, alpha=0.7, color=f"C{g}",
+                       label=name)
+            for p in np.unique(pos):
+                ax.hlines(np.median(ys[pos == p]), p - 0.4 * width, p + 0.4 * width, color=f"C{g}", lw=2)
+        ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+    else:
+        for g, name in enumerate(groups):
+            xs, ys = points[name]
+            ax.scatter(np.asarray(xs, float), np.asarray(ys, float), s=14, alpha=0.6, color=f"C{g}", label=name)
+            if lines and name in lines:
+                ax.plot(*(np.asarray(a, float) for a in lines[name]), color=f"C{g}", lw=1.8, marker="o", ms=3)
+        if log_x:
+            ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if groups:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
