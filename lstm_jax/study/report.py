@@ -19,11 +19,11 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-import optuna
 from scipy import stats
 
 from lstm_jax import plots
 from lstm_jax.errors import ConfigError, UserError
+from lstm_jax.study import optuna_api
 
 DIRECTIONS = ("maximize", "minimize")
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
@@ -192,7 +192,7 @@ def importances(trials: list[TrialRecord], space: dict, direction: str) -> dict[
     if len(variants) > 1:
         if VARIANT_PARAM in distributions:
             return f"the space has its own {VARIANT_PARAM!r} hyperparameter, which hides the variant factor"
-        distributions[VARIANT_PARAM] = optuna.distributions.CategoricalDistribution(variants)
+        distributions[VARIANT_PARAM] = optuna_api.choice(variants)
     if len(distributions) < 2:
         # fANOVA shares the variance out among the factors: one factor gets all of it by construction
         return f"only {' and '.join(distributions) or 'nothing'} varies, so there is nothing to rank"
@@ -201,24 +201,13 @@ def importances(trials: list[TrialRecord], space: dict, direction: str) -> dict[
         return f"{len(usable)} complete trial(s) with every hyperparameter, fANOVA needs {MIN_IMPORTANCE_TRIALS}"
     if np.ptp([t.value for t in usable]) == 0:
         return "the validation values do not vary, so there is no variance to share out"
-    try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-    except ImportError:
-        return "fANOVA needs scikit-learn, which is not installed (pip install scikit-learn)"
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "a new study created in memory" per dataset
-    try:
-        study = optuna.create_study(direction=direction)
-        study.add_trials(usable)
-        found = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except RuntimeError as e:  # optuna's "zero total variance in all trees": the forest saw no signal
-        return f"fANOVA could not share out the variance ({e})"
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    found = optuna_api.fanova(usable, direction)
+    if isinstance(found, str):
+        return found
     return {name: float(v) for name, v in sorted(found.items(), key=lambda kv: -kv[1])}
 
 
-def _frozen(trials: list[TrialRecord], distributions: dict) -> list[optuna.trial.FrozenTrial]:
+def _frozen(trials: list[TrialRecord], distributions: dict) -> list:
     """The trials as Optuna's, leaving out those missing a hyperparameter or holding a value outside its
     distribution (a space changed between runs); the variant factor's value is the trial's variant."""
     out = []
@@ -227,7 +216,7 @@ def _frozen(trials: list[TrialRecord], distributions: dict) -> list[optuna.trial
             continue
         params = {name: t.variant if name == VARIANT_PARAM else t.params[name] for name in distributions}
         try:
-            out.append(optuna.trial.create_trial(params=params, distributions=distributions, value=float(t.value)))
+            out.append(optuna_api.complete_trial(params, distributions, float(t.value)))
         except (ValueError, TypeError):  # create_trial checks every value against its distribution
             continue
     return out
@@ -417,7 +406,7 @@ def _marginal_section(folder: str, dataset: str, trials: list[TrialRecord], info
     done = [t for t in _complete(trials) if t.test is not None and math.isfinite(t.test)]
     for param in chosen:
         dist = info.space[param]
-        categorical = isinstance(dist, optuna.distributions.CategoricalDistribution)
+        categorical = optuna_api.is_categorical(dist)
         points, curves = {}, {}
         for v in variants:
             ts = [t for t in done if t.variant == v and param in t.params
