@@ -34,6 +34,12 @@ from lstm_jax.study import optuna_api
 from lstm_jax.study.report import TrialRecord
 from lstm_jax.train.tasks import selection_mode
 
+SURPLUS = "surplus"  # the note of a trial that lost the race for a pair's last place
+
+
+class Surplus(Exception):
+    """Another worker started the pair's last trial first; this one ends failed, noted, uncounted."""
+
 
 def slug(text: str) -> str:
     """``text`` as one safe file name part ('ucr:ECG200' -> 'ucr-ECG200')."""
@@ -129,8 +135,22 @@ def open_studies(plan: Plan, store, *, worker: int = 0) -> dict[tuple[str, str],
 def _counts(study) -> dict[str, int]:
     counts: dict[str, int] = {}
     for t in optuna_api.trials(study):
-        counts[optuna_api.state_name(t)] = counts.get(optuna_api.state_name(t), 0) + 1
+        if t.user_attrs.get("note") != SURPLUS:
+            counts[optuna_api.state_name(t)] = counts.get(optuna_api.state_name(t), 0) + 1
     return counts
+
+
+def _surplus(plan: Plan, study, number: int) -> bool:
+    """Whether trials finished, or running with a lower number, already fill the pair: two workers
+    that counted at the same moment both started one; trial numbers are given in order, so the
+    later one yields."""
+    taken = 0
+    for t in optuna_api.trials(study):
+        state = optuna_api.state_name(t)
+        if t.user_attrs.get("note") == SURPLUS or t.number == number:
+            continue
+        taken += state in optuna_api.FINISHED or (state == "RUNNING" and t.number < number)
+    return taken >= plan.trials_per_variant
 
 
 def progress(plan: Plan, studies) -> dict[tuple[str, str], dict[str, int]]:
@@ -172,17 +192,21 @@ def work(plan: Plan, store, run: Callable[[TrialRun], dict], root: str, *, worke
             time.sleep(plan.heartbeat_seconds)  # others are finishing the last trials; watch for a stale one
             continue
         pair = min(free, key=lambda p: (finished(counts[p]) + counts[p].get("RUNNING", 0), order[p]))
-        optuna_api.optimize_one(studies[pair], _objective(plan, pair, run, root, worker, log), catch=(NonFiniteError,))
+        optuna_api.optimize_one(studies[pair], _objective(plan, pair, run, root, worker, log, studies[pair]),
+                                catch=(NonFiniteError, Surplus))
         ran += 1
     return ran
 
 
 def _objective(plan: Plan, pair: tuple[str, str], run: Callable[[TrialRun], dict], root: str, worker: int,
-               log: Callable[[str], None]):
+               log: Callable[[str], None], study):
     dataset, variant = pair
 
     def objective(trial) -> float:
         t0 = time.perf_counter()
+        if _surplus(plan, study, trial.number):
+            trial.set_user_attr("note", SURPLUS)
+            raise Surplus
         # Kept in the trial before training: a retried trial (its worker died) trains the same seed.
         seed = trial.user_attrs.get("seed")
         if seed is None:
@@ -249,6 +273,8 @@ def records(plan: Plan, studies) -> list[TrialRecord]:
     out = []
     for (dataset, variant), study in studies.items():
         for t in optuna_api.trials(study):
+            if t.user_attrs.get("note") == SURPLUS:
+                continue
             state = optuna_api.state_name(t)
             value = t.value if state == "COMPLETE" else None
             out.append(TrialRecord(dataset=dataset, variant=variant, number=t.number, state=state,
