@@ -6,7 +6,7 @@
 #   ./launch.sh classify [...]  python -m experiments.classify
 #   ./launch.sh forecast [...]  python -m experiments.forecast
 #   ./launch.sh seeds [flags]   the four seed programs, then a results table (python -m experiments.seeds)
-#   ./launch.sh ucr | ablation | bench [flags]   python -m experiments.ucr / .ablation / .benchmark
+#   ./launch.sh ucr | study | bench [flags]   python -m experiments.ucr / .study / .benchmark
 #   ./launch.sh test [args]     python -m pytest -q tests; arguments go to pytest
 #
 # Environment:
@@ -37,7 +37,7 @@ commands:
                      (python -m experiments.forecast)
   seeds [flags]      run the four seed programs and print their results table (python -m experiments.seeds)
   ucr [flags]        the UCR recipe on every set in ../shared/data/ucr, with the baselines (python -m experiments.ucr)
-  ablation [flags]   every registered cell over seeds, one table (python -m experiments.ablation)
+  study [flags]      an ablation study on Optuna: --config=experiments/configs/studies/quick.py (python -m experiments.study)
   predict [flags]    predictions from a finished run: --workdir=RUN --input=FILE (python -m experiments.predict)
   export [flags]     a finished run as jax.export or ONNX programs: --workdir=RUN --format=jax|onnx --output=DIR
   bench [flags]      the LSTM speed benchmark against its peers (python -m benchmarks.benchmark)
@@ -143,7 +143,7 @@ case "$cmd" in
   help | -h | --help)
     usage
     ;;
-  binary | classify | forecast | seeds | ablation | ucr | predict | export)
+  binary | classify | forecast | seeds | study | ucr | predict | export)
     setup_env
     exec "$PY" -m "experiments.$cmd" "$@"
     ;;

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 # Every experiment module imports into one process (their flags are defined when a front-end starts).
-from experiments import ablation, binary, classify, forecast, seeds, ucr  # noqa: F401
+from experiments import binary, classify, forecast, seeds, ucr  # noqa: F401
 from experiments.configs import base
 from experiments.train import train_and_evaluate
 from lstm_jax.errors import ConfigError
