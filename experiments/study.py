@@ -147,8 +147,12 @@ def open_folder(workdir: str, study: Study, *, create: bool) -> None:
     atomic_write(record_path, json.dumps(study.plan.record, indent=2) + "\n")
 
 
+def storage_url_default(workdir: str) -> str:
+    return f"sqlite:///{os.path.join(workdir, 'study.db')}"
+
+
 def storage_url(workdir: str) -> str:
-    return FLAGS.storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{os.path.join(workdir, 'study.db')}"
+    return FLAGS.storage or os.environ.get(STORAGE_ENV) or storage_url_default(workdir)
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -229,6 +233,9 @@ def main(argv):
         open_folder(workdir, study, create=False)
         work_here(study, workdir, url, FLAGS.worker_index)
         return
+    if not FLAGS.report and url != storage_url_default(workdir):
+        # A storage of its own is checked before the folder is made: a bad URL leaves nothing behind.
+        optuna_api.storage(url, heartbeat_seconds=study.plan.heartbeat_seconds)
     open_folder(workdir, study, create=not FLAGS.report)
     if not FLAGS.report:
         print(f"study {study.plan.name}: {len(study.plan.pairs)} (dataset, variant) pairs x "
