@@ -194,6 +194,14 @@ def work_here(study: Study, workdir: str, url: str, worker: int) -> int:
                        log=lambda line: print(line, flush=True))
 
 
+def rerun_command(experiment: str, path: str, cores: int | None) -> str:
+    """The command that trains a trial again bit for bit: on as many cores as the trial had."""
+    command = f"python -m experiments.{experiment} --config={path}"
+    if cores and cores < len(os.sched_getaffinity(0)):
+        command = f"taskset -c 0-{cores - 1} {command}" if cores > 1 else f"taskset -c 0 {command}"
+    return command
+
+
 def write_report(study: Study, workdir: str, url: str, command: str) -> str:
     store = optuna_api.storage(url, heartbeat_seconds=study.plan.heartbeat_seconds)
     plan = study.plan
@@ -211,8 +219,9 @@ def write_report(study: Study, workdir: str, url: str, command: str) -> str:
         config = study.trial_config(d, v, dict(t.params), t.user_attrs["seed"])
         configfile.write(os.path.join(workdir, rel), config, (
             f"Study {plan.name!r}: the best trial of {v} on {d} (trial {t.number}), {plan.metric} {t.value:.6g}.\n\n"
-            f"    python -m experiments.{config.experiment} --config={os.path.join(workdir, rel)}\n\n"
-            f"trains it again (its own run: {t.user_attrs.get('workdir')}) to the same {plan.metric} on this machine."))
+            f"    {rerun_command(config.experiment, os.path.join(workdir, rel), t.user_attrs.get('cores'))}\n\n"
+            f"trains it again (its own run: {t.user_attrs.get('workdir')}) to the same {plan.metric} on this machine,\n"
+            f"on as many cores as its worker had ({t.user_attrs.get('cores')}): XLA's sums follow its thread count."))
         best_files[(d, v)] = rel
     info = report.StudyInfo(title=plan.name, metric=plan.metric, test_metric=plan.test_metric,
                             direction=plan.direction, baseline="lstm", space=plan.space, command=command,

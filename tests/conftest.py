@@ -86,6 +86,7 @@ SLOW_TESTS = {
                          "test_binary_recipe_yields_to_flags", "test_binary_on_a_real_ucr_set"),
     "test_series.py": ("test_csv_forecast_end_to_end",),
     "test_export.py": ("test_bad_requests",),
+    "test_study.py": ("test_quick_study", "test_a_worker_killed", "test_report_on_a_study"),
     "test_run.py": ("test_a_reloaded", "test_predict_front_end", "test_bad_input_is_one_line", "test_export_front_end", "test_the_readme_block"),
 }
 

@@ -204,6 +204,9 @@ def _objective(plan: Plan, pair: tuple[str, str], run: Callable[[TrialRun], dict
 
     def objective(trial) -> float:
         t0 = time.perf_counter()
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        # The cores it ran on: XLA's sums depend on its thread count, so a bit-exact rerun needs as many.
+        trial.set_user_attr("cores", len(os.sched_getaffinity(0)))
         if _surplus(plan, study, trial.number):
             trial.set_user_attr("note", SURPLUS)
             raise Surplus
@@ -215,7 +218,6 @@ def _objective(plan: Plan, pair: tuple[str, str], run: Callable[[TrialRun], dict
         params = {name: optuna_api.suggest(trial, name, d) for name, d in plan.space.items()}
         folder = plan.trial_folder(root, dataset, variant, trial.number)
         trial.set_user_attr("workdir", os.path.relpath(folder, root))
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
 
         def on_epoch(record: dict) -> None:
             trial.report(float(record[plan.metric]), int(record["epoch"]))

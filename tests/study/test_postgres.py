@@ -11,6 +11,9 @@ from study import postgres
 optuna = pytest.importorskip("optuna")
 psycopg = pytest.importorskip("psycopg")
 
+from lstm_jax.errors import UserError  # noqa: E402  (after the skips: lstm_jax.study needs Optuna)
+from lstm_jax.study import optuna_api  # noqa: E402
+
 
 def test_password_is_checked(postgres_url):
     with psycopg.connect(postgres_url) as conn, conn.cursor() as cur:
@@ -63,3 +66,16 @@ def test_a_folder_the_server_user_cannot_reach(tmp_path):
     with pytest.raises(RuntimeError, match=f"cannot reach {private}/lstm_jax-pg-"), postgres.server(parent=private):
         pass
     assert list(private.iterdir()) == []
+
+
+def test_a_url_without_its_password_takes_pgpassword(postgres_url, monkeypatch):
+    """The standard libpq ways keep the password out of the URL (and so out of every record)."""
+    password = postgres_url.split(":")[2].split("@")[0]
+    bare = postgres_url.replace(f":{password}@", "@")
+    monkeypatch.setenv("PGPASSWORD", password)
+    store = optuna_api.storage(bare, heartbeat_seconds=1)
+    assert optuna_api.study_names(store) is not None
+    monkeypatch.setenv("PGPASSWORD", "wrong")
+    with pytest.raises(UserError, match="password authentication failed") as e:
+        optuna_api.storage(bare, heartbeat_seconds=1)
+    assert password not in str(e.value)
