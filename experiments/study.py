@@ -6,7 +6,7 @@
     python -m experiments.study --config=... --workdir=runs/greff --report
 
 A study is a config file (experiments/configs/studies/): ``base`` (any experiment's config),
-``datasets``, ``variants`` (cells, or names in ``variant_fields``), ``trials_per_variant``, ``space``
+``datasets``, ``variants`` (cells, or names in ``variant_fields``), ``baseline``, ``trials_per_variant``, ``space``
 (lstm_jax.study.space), ``sampler``, ``pruner``, ``seeds``, ``metric``. Each trial is an ordinary run
 in ``<workdir>/trials/<dataset>/<variant>/<number>/``. The storage is ``<workdir>/study.db``
 (SQLite) unless ``--storage`` (or $LSTM_JAX_STUDY_STORAGE, which keeps a password out of the
@@ -85,6 +85,9 @@ class Study:
             if v not in CELLS and v not in self.variant_fields:
                 raise ConfigError(f"variant {v!r} is not a cell ({', '.join(sorted(CELLS))}) "
                                   "nor a name in variant_fields")
+        self.baseline = config.baseline
+        if self.baseline and self.baseline not in self.variants:
+            raise ConfigError(f"baseline {self.baseline!r} is not one of the variants ({', '.join(self.variants)})")
         for key in self.dataset_fields:
             if key not in {engine.slug(d) for d in self.datasets}:
                 raise ConfigError(f"dataset_fields.{key}: no dataset of the study is named so "
@@ -224,7 +227,7 @@ def write_report(study: Study, workdir: str, url: str, command: str) -> str:
             f"on as many cores as its worker had ({t.user_attrs.get('cores')}): XLA's sums follow its thread count."))
         best_files[(d, v)] = rel
     info = report.StudyInfo(title=plan.name, metric=plan.metric, test_metric=plan.test_metric,
-                            direction=plan.direction, baseline="lstm", space=plan.space, command=command,
+                            direction=plan.direction, baseline=study.baseline, space=plan.space, command=command,
                             best_files=best_files)
     return report.write_report(workdir, records, info)
 

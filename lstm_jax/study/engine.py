@@ -247,7 +247,7 @@ def _objective(plan: Plan, pair: tuple[str, str], run: Callable[[TrialRun], dict
         if all(t is not None for t in tests):
             trial.set_user_attr("test", float(np.mean(tests)))
         value = float(np.mean(values))
-        shown = ", ".join(f"{k} {v:.3g}" for k, v in params.items())
+        shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items()) or "fixed"
         log(f"[w{worker}] {dataset}/{variant} #{trial.number}: {plan.metric} {value:.4f}  "
             f"({shown}; seed {seed}; {seconds:.1f}s)")
         return value

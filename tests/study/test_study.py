@@ -84,9 +84,10 @@ def test_the_study_makes_each_trial_config_from_base_dataset_variant_and_params(
     ({"sampler": "grid"}, "sampler must be one of"),
     ({"metric": "test_accuracy"}, "validation metric"),
     ({"trials_per_variant": 0}, ">= 1"),
-    ({"variant_fields": ml_collections.ConfigDict({"wide": "model.hidden_sise=(96,)"}), "variants": "wide"},
+    ({"variant_fields": ml_collections.ConfigDict({"wide": "model.hidden_sise=(96,)"}), "variants": "lstm,wide"},
      "no field model.hidden_sise"),
     ({"dataset_fields": ml_collections.ConfigDict({"ECG200": "epochs=3"})}, "no dataset of the study"),
+    ({"baseline": "peephole"}, "baseline 'peephole' is not one of the variants"),
 ])
 def test_a_bad_study_config_is_one_line(fields, words):
     with pytest.raises(ConfigError, match=words) as e:

@@ -21,6 +21,7 @@ def get_config():
     c.dataset_fields = ml_collections.ConfigDict()  # dataset -> "field=value; ..." set for it alone
     c.variants = "lstm,gru,cifg"  # registered cells, or names in variant_fields
     c.variant_fields = ml_collections.ConfigDict()  # name -> "field=value; ..." for a variant that is not a cell
+    c.baseline = "lstm"  # the variant every other is tested against in the report
     c.trials_per_variant = 4  # finished trials per (dataset, variant)
     # One text per hyperparameter (lstm_jax.study.space); names are the experiment's short flags.
     c.space = ml_collections.ConfigDict({
