@@ -129,15 +129,21 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, std
 
 
-def compare(groups: dict[str, list[float]], baseline: str) -> list[Comparison]:
-    """Each group other than ``baseline`` against it, in ``groups``' order: Welch's two-sided t-test
-    (scipy.stats.ttest_ind, equal_var=False), p-values Holm-corrected over the variants tested.
+def compare(groups: dict[str, list[float]], baseline: str, test: str = "welch") -> list[Comparison]:
+    """Each group other than ``baseline`` against it, in ``groups``' order, p-values Holm-corrected
+    over the variants tested. ``test``: ``welch``, Welch's two-sided t-test (scipy.stats.ttest_ind,
+    equal_var=False; ``difference`` of means); or ``mannwhitney``, the two-sided Mann-Whitney U test
+    (``difference`` of medians, ``t`` None), for a whole search's skewed values.
 
     A group (or a baseline) with fewer than 2 values, or two groups without any variance, is not
     tested: its p-values are None and ``reason`` says why. A missing baseline counts as no values.
     """
+    if test not in ("welch", "mannwhitney"):
+        raise ConfigError(f"test must be welch or mannwhitney, got {test!r}")
+    center = (lambda v: float(np.median(v)) if len(v) else None) if test == "mannwhitney" else (
+        lambda v: _mean_std(v)[0])
     base = list(groups.get(baseline, []))
-    base_mean, _ = _mean_std(base)
+    base_mean = center(base)
     rows: list[dict] = []
     for variant, values in groups.items():
         if variant == baseline:
@@ -145,7 +151,7 @@ def compare(groups: dict[str, list[float]], baseline: str) -> list[Comparison]:
         values = list(values)
         mean, std = _mean_std(values)
         row = dict(variant=variant, n=len(values), mean=mean, std=std, baseline_mean=base_mean,
-                   difference=None if mean is None or base_mean is None else mean - base_mean,
+                   difference=None if center(values) is None or base_mean is None else center(values) - base_mean,
                    t=None, p_raw=None, p_holm=None, reason="")
         if len(base) < 2:
             row["reason"] = f"baseline {baseline} has {len(base)} value(s), the test needs 2"
@@ -157,8 +163,11 @@ def compare(groups: dict[str, list[float]], baseline: str) -> list[Comparison]:
             with warnings.catch_warnings():
                 # scipy's "precision loss" warning for nearly equal values: the p-value is still the answer.
                 warnings.simplefilter("ignore", RuntimeWarning)
-                result = stats.ttest_ind(values, base, equal_var=False)
-            row.update(t=float(result.statistic), p_raw=float(result.pvalue))
+                if test == "welch":
+                    result = stats.ttest_ind(values, base, equal_var=False)
+                    row.update(t=float(result.statistic), p_raw=float(result.pvalue))
+                else:
+                    row["p_raw"] = float(stats.mannwhitneyu(values, base, alternative="two-sided").pvalue)
         rows.append(row)
     tested = [r for r in rows if r["p_raw"] is not None]
     for r, p in zip(tested, holm([r["p_raw"] for r in tested])):
@@ -352,6 +361,10 @@ def _dataset_section(folder: str, dataset: str, trials: list[TrialRecord], info:
     lines += ["", f"![{info.test_metric} of each variant's best set](report/{box})", ""]
 
     lines += _comparison_section(tests, info)
+    if info.space:  # with fixed hyperparameters the best set is already every trial
+        searched = {v: [t.test for t in _complete(ts) if t.test is not None and math.isfinite(t.test)]
+                    for v, ts in by_variant.items()}
+        lines += _search_section(searched, info)
     found = importances(trials, info.space, info.direction)
     lines += _importance_section(found, info)
     lines += _marginal_section(folder, dataset, trials, info, variants, found, names)
@@ -381,6 +394,28 @@ def _comparison_section(tests: dict[str, list[float]], info: StudyInfo) -> list[
     rows += [[c.variant, c.n, _mean_pm(c.mean, c.std), _num(c.difference, "+.4g"), _num(c.t, ".3g"),
               _num(c.p_raw, ".3g"), _num(c.p_holm, ".3g"), verdict(c, info.direction)] for c in comparisons]
     return lines + _table(["variant", "n", "mean ± std", "difference", "Welch t", "p (raw)", "p (Holm)", "verdict"],
+                          rows) + [""]
+
+
+def _search_section(values: dict[str, list[float]], info: StudyInfo) -> list[str]:
+    """Every complete trial, not only the best set: how a variant fares over the whole search space."""
+    lines = ["### Over the whole search", ""]
+    if info.baseline not in values:
+        return []
+    comparisons = compare(values, info.baseline, test="mannwhitney")
+    if not comparisons:
+        return []
+    tested = sum(c.p_raw is not None for c in comparisons)
+    lines += [f"{info.test_metric} of every complete trial: how sensitive each variant is across the space (Greff et "
+              f"al.'s density plots), not how good it is when tuned. Two-sided Mann-Whitney U test against "
+              f"{info.baseline}, p-values Holm-corrected over the {tested} variant(s); difference of medians.", ""]
+    base = values[info.baseline]
+    rows = [[f"{info.baseline} (baseline)", len(base), _num(float(np.median(base)) if base else None),
+             _mean_pm(*_mean_std(base)), "—", "—", "—", "—"]]
+    rows += [[c.variant, c.n, _num(float(np.median(values[c.variant])) if values[c.variant] else None),
+              _mean_pm(c.mean, c.std), _num(c.difference, "+.4g"), _num(c.p_raw, ".3g"), _num(c.p_holm, ".3g"),
+              verdict(c, info.direction)] for c in comparisons]
+    return lines + _table(["variant", "n", "median", "mean ± std", "difference", "p (raw)", "p (Holm)", "verdict"],
                           rows) + [""]
 
 

@@ -90,6 +90,21 @@ def test_compare_is_welch_with_holm():
     assert flat[0].p_holm is None and "variance" in flat[0].reason
 
 
+def test_compare_over_a_whole_search_is_mann_whitney_on_medians():
+    rng = np.random.default_rng(2)
+    groups = {"lstm": list(rng.normal(0.9, 0.05, 30)), "nfg": list(rng.normal(0.8, 0.05, 30)),
+              "np": list(rng.normal(0.9, 0.05, 30))}
+    out = {c.variant: c for c in compare(groups, "lstm", test="mannwhitney")}
+    for v in ("nfg", "np"):
+        ref = stats.mannwhitneyu(groups[v], groups["lstm"], alternative="two-sided").pvalue
+        assert out[v].p_raw == pytest.approx(ref) and out[v].t is None
+        assert out[v].difference == pytest.approx(np.median(groups[v]) - np.median(groups["lstm"]))
+    assert out["nfg"].p_holm == pytest.approx(min(1.0, 2 * out["nfg"].p_raw))  # the smaller of two p-values
+    assert verdict(out["nfg"], "maximize") == "worse" and verdict(out["np"], "maximize") == "no significant difference"
+    with pytest.raises(ConfigError):
+        compare(groups, "lstm", test="ttest")
+
+
 def test_verdict_follows_the_direction():
     worse_for_max = Comparison("noaf", 5, 0.6, 0.01, 0.8, -0.2, -30.0, 1e-6, 3e-6)
     assert verdict(worse_for_max, "maximize") == "worse"
@@ -209,6 +224,8 @@ def test_write_report_end_to_end(tmp_path):
         assert row(text.split("### Against the baseline")[1], "noaf").endswith("| worse |")
         assert row(text.split("### Against the baseline")[1], "gru").endswith("| no significant difference |")
         assert "learning_rate" in text.split("### Hyperparameter importance")[1]
+        search = text.split("### Over the whole search")[1].split("###")[0]
+        assert "Mann-Whitney" in search and row(search, "noaf").endswith("| worse |")
 
     # synthetic/lstm: trial 0 holds the best test value (0.999) but the worst validation value; the
     # best trial is #11, the best on validation, and its test value is not 0.999
