@@ -69,13 +69,13 @@ SLOW_MODULES = {"test_parallel.py", "test_kernels.py", "test_cell_variants.py",
                 "test_native.py", "test_native_gru.py", "test_native_variants.py", "test_native_builds.py",
                 "test_native_bidirectional.py", "test_sharded_kernels.py", "test_multiclass_models.py",
                 "test_forecast_recipe.py", "test_cudnn.py", "test_xla.py", "test_paths.py", "test_dropout.py", "test_classify.py",
-                "test_interop.py"}
+                "test_interop.py", "test_postgres.py"}
 SLOW_TESTS = {
     "test_train_and_evaluate.py": ("test_stacked_config", "test_recipe_budget", "test_csv_forecast",
                                    "test_a_trained_job_model"),
     "test_readme.py": ("test_python_api_block",),
     "test_loop.py": ("test_trainer_resume_continues", "test_fit_leaves", "test_profile_steps",
-                     "test_every_parameter_changes", "test_nan_after_resume", "test_select_last"),
+                     "test_every_parameter_changes", "test_nan_after_resume", "test_select_last", "test_on_epoch"),
     "test_cells.py": ("test_bptt_gradients_match_finite_differences",),
     "test_native.py": ("test_weight_gradient_partials", "test_huge_pages"),
     "test_cell_variants.py": ("test_every_cell_trains", "test_backward_matches_finite_differences",
@@ -86,7 +86,9 @@ SLOW_TESTS = {
                          "test_binary_recipe_yields_to_flags", "test_binary_on_a_real_ucr_set"),
     "test_series.py": ("test_csv_forecast_end_to_end",),
     "test_export.py": ("test_bad_requests",),
-    "test_study.py": ("test_quick_study", "test_a_worker_killed", "test_report_on_a_study"),
+    "test_study.py": ("test_quick_study", "test_a_worker_killed", "test_report_on_a_study", "test_the_engine",
+                      "test_stopping", "test_a_pruner"),
+    "test_report.py": ("test_write_report_categorical", "test_write_report_end_to_end"),
     "test_run.py": ("test_a_reloaded", "test_predict_front_end", "test_bad_input_is_one_line", "test_export_front_end", "test_the_readme_block"),
 }
 
