@@ -257,7 +257,9 @@ def main(argv):
         engine.open_studies(study.plan, store)
         workers = FLAGS.workers or max(1, len(os.sched_getaffinity(0)) // THREADS_PER_WORKER)
         t0 = time.perf_counter()
-        if workers == 1:
+        if engine.complete(study.plan, engine.open_studies(study.plan, store)):
+            print("the study is already complete")
+        elif workers == 1:
             work_here(study, workdir, url, 0)
         else:
             # Workers inherit this process's cache folder through the environment.

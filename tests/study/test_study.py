@@ -247,6 +247,8 @@ def test_quick_study_with_two_workers_reports_and_its_best_configs_train_again(t
         trial_dir = wd / best.user_attrs["workdir"]
         for f in ("config.json", "summary.json", "metrics.jsonl", "checkpoints"):
             assert (trial_dir / f).exists(), f
+        if variant != "gru":
+            continue  # one rerun shows the command; each costs a process start-up
         # The command the best config's docstring gives trains the trial again, bit for bit.
         best_file = wd / "best" / f"{dataset}-{variant}.py"
         command = [line.strip() for line in best_file.read_text().splitlines() if "python -m experiments" in line][0]
@@ -263,7 +265,7 @@ def test_quick_study_with_two_workers_reports_and_its_best_configs_train_again(t
     again = harness.run_front_end("study", *args, "--report")
     assert again.returncode == 0 and "report:" in again.stdout
     more = harness.run_front_end("study", *args)
-    assert more.returncode == 0 and "[w" not in more.stdout
+    assert more.returncode == 0 and "already complete" in more.stdout and "[w" not in more.stdout
 
 
 def _load(path) -> ml_collections.ConfigDict:
@@ -274,7 +276,7 @@ def _load(path) -> ml_collections.ConfigDict:
 
 def _study_command(wd, url_env: dict, *extra: str) -> tuple[list[str], dict]:
     cmd = [sys.executable, "-m", "experiments.study", f"--config={QUICK}", f"--workdir={wd}", "--workers=1",
-           "--config.variants=lstm,gru", "--config.trials_per_variant=3", "--config.base.epochs=3",
+           "--config.variants=lstm", "--config.trials_per_variant=4", "--config.base.epochs=3",
            "--config.heartbeat_seconds=1", *extra]
     return cmd, {**os.environ, **url_env, "PYTHONUNBUFFERED": "1"}
 
@@ -289,7 +291,7 @@ def test_a_worker_killed_mid_trial_loses_nothing_on_postgres(postgres_url, tmp_p
     cmd, env = _study_command(wd, {front.STORAGE_ENV: postgres_url})
     a = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     b = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    config = tiny(trials_per_variant=3, heartbeat_seconds=1)
+    config = tiny(variants="lstm", trials_per_variant=4, heartbeat_seconds=1)
     config.base.epochs = 3
     s = front.Study(config, "quick")  # what the command line below makes of quick.py
     store = optuna_api.storage(postgres_url, heartbeat_seconds=1)
@@ -320,7 +322,7 @@ def test_a_worker_killed_mid_trial_loses_nothing_on_postgres(postgres_url, tmp_p
     assert dict(retries[0].params) == victim[2] and retries[0].user_attrs["seed"] == victim[3]
     for st in studies.values():
         done = [t for t in st.get_trials() if t.state.name == "COMPLETE"]
-        assert len(done) == 3
+        assert len(done) == 4
         assert len({t.user_attrs["workdir"] for t in done}) == len(done)
     for root, _, files in os.walk(wd):
         for f in files:
