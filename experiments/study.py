@@ -208,8 +208,8 @@ def rerun_command(experiment: str, path: str, cores: int | None) -> str:
 def write_report(study: Study, workdir: str, url: str, command: str) -> str:
     store = optuna_api.storage(url, heartbeat_seconds=study.plan.heartbeat_seconds)
     plan = study.plan
-    missing = [plan.study_name(d, v) for d, v in plan.pairs if plan.study_name(d, v) not in optuna_api.study_names(store)]
-    if len(missing) == len(plan.pairs):
+    held = set(optuna_api.study_names(store))
+    if not any(plan.study_name(d, v) in held for d, v in plan.pairs):
         raise UserError(f"{optuna_api.redact(url)} holds no trial of study {plan.name!r}; run the study first")
     studies = engine.open_studies(plan, store)
     records = engine.records(plan, studies)
