@@ -89,9 +89,9 @@ class Study:
         if self.baseline and self.baseline not in self.variants:
             raise ConfigError(f"baseline {self.baseline!r} is not one of the variants ({', '.join(self.variants)})")
         for key in self.dataset_fields:
-            if key not in {engine.slug(d) for d in self.datasets}:
+            if key not in {report.safe_name(d) for d in self.datasets}:
                 raise ConfigError(f"dataset_fields.{key}: no dataset of the study is named so "
-                                  f"(datasets: {', '.join(engine.slug(d) for d in self.datasets)})")
+                                  f"(datasets: {', '.join(report.safe_name(d) for d in self.datasets)})")
         known = {n for n, s in common.SHORTCUTS.items() if _has(base, s.field)}
         for n in config.space:
             if n not in known:
@@ -111,7 +111,7 @@ class Study:
     def trial_config(self, dataset: str, variant: str, params: dict, seed: int) -> ml_collections.ConfigDict:
         c = copy.deepcopy(self.base)
         c.dataset = dataset
-        fields = dict(self.dataset_fields.get(engine.slug(dataset), {}))
+        fields = dict(self.dataset_fields.get(report.safe_name(dataset), {}))
         fields.update(self.variant_fields.get(variant, {"model.cell": variant}))
         for field, value in fields.items():
             common.set_field(c, field, tuple(value) if isinstance(value, list) else value)
@@ -218,7 +218,7 @@ def write_report(study: Study, workdir: str, url: str, command: str) -> str:
     best_files = {}
     os.makedirs(os.path.join(workdir, "best"), exist_ok=True)
     for (d, v), t in engine.best_trials(plan, studies).items():
-        rel = os.path.join("best", f"{engine.slug(d)}-{engine.slug(v)}.py")
+        rel = os.path.join("best", f"{report.safe_name(d)}-{report.safe_name(v)}.py")
         config = study.trial_config(d, v, dict(t.params), t.user_attrs["seed"])
         configfile.write(os.path.join(workdir, rel), config, (
             f"Study {plan.name!r}: the best trial of {v} on {d} (trial {t.number}), {plan.metric} {t.value:.6g}.\n\n"
@@ -245,15 +245,16 @@ def main(argv):
         open_folder(workdir, study, create=False)
         work_here(study, workdir, url, FLAGS.worker_index)
         return
+    # A storage of its own is opened before the folder is made, so a bad URL leaves nothing behind,
+    # and before any worker starts, so it is one line here rather than one per worker.
+    store = None
     if not FLAGS.report and url != storage_url_default(workdir):
-        # A storage of its own is checked before the folder is made: a bad URL leaves nothing behind.
-        optuna_api.storage(url, heartbeat_seconds=study.plan.heartbeat_seconds)
+        store = optuna_api.storage(url, heartbeat_seconds=study.plan.heartbeat_seconds)
     open_folder(workdir, study, create=not FLAGS.report)
     if not FLAGS.report:
         print(f"study {study.plan.name}: {len(study.plan.pairs)} (dataset, variant) pairs x "
               f"{study.plan.trials_per_variant} trials; storage {optuna_api.redact(url)}; workdir {workdir}", flush=True)
-        # One check of the storage before any worker starts: a bad URL is one line here, not one per worker.
-        store = optuna_api.storage(url, heartbeat_seconds=study.plan.heartbeat_seconds)
+        store = store or optuna_api.storage(url, heartbeat_seconds=study.plan.heartbeat_seconds)
         engine.open_studies(study.plan, store)
         workers = FLAGS.workers or max(1, len(os.sched_getaffinity(0)) // THREADS_PER_WORKER)
         t0 = time.perf_counter()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import socket
 import time
 import zlib
@@ -31,7 +30,7 @@ import numpy as np
 
 from lstm_jax.errors import ConfigError, DataError, NonFiniteError
 from lstm_jax.study import optuna_api
-from lstm_jax.study.report import TrialRecord
+from lstm_jax.study.report import TrialRecord, safe_name
 from lstm_jax.train.tasks import selection_mode
 
 SURPLUS = "surplus"  # the note of a trial that lost the race for a pair's last place
@@ -39,11 +38,6 @@ SURPLUS = "surplus"  # the note of a trial that lost the race for a pair's last 
 
 class Surplus(Exception):
     """Another worker started the pair's last trial first; this one ends failed, noted, uncounted."""
-
-
-def slug(text: str) -> str:
-    """``text`` as one safe file name part ('ucr:ECG200' -> 'ucr-ECG200')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +88,7 @@ class Plan:
         return f"{self.name}/{dataset}/{variant}"
 
     def trial_folder(self, root: str, dataset: str, variant: str, number: int) -> str:
-        return os.path.join(root, "trials", slug(dataset), slug(variant), str(number))
+        return os.path.join(root, "trials", safe_name(dataset), safe_name(variant), str(number))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,7 +284,7 @@ def best_trials(plan: Plan, studies) -> dict[tuple[str, str], Any]:
     out = {}
     for pair, study in studies.items():
         done = [t for t in optuna_api.trials(study) if optuna_api.state_name(t) == "COMPLETE"]
-        if done:
-            pick = max if plan.direction == "maximize" else min
-            out[pair] = pick(done, key=lambda t: (t.value, -t.number) if pick is max else (t.value, t.number))
+        if done:  # ties go to the lower trial number, as in the report's ranking
+            sign = -1.0 if plan.direction == "maximize" else 1.0
+            out[pair] = min(done, key=lambda t: (sign * t.value, t.number))
     return out

@@ -453,7 +453,7 @@ def _marginal_section(folder: str, dataset: str, trials: list[TrialRecord], info
                 curves[v] = binned_median(xs, ys)
         picture = names(dataset, param)
         plots.marginal(points, os.path.join(folder, "report", picture), xlabel=param, ylabel=info.test_metric,
-                       log_x=bool(getattr(dist, "log", False)), title=f"{dataset}: {info.test_metric} against {param}",
+                       log_x=optuna_api.is_log(dist), title=f"{dataset}: {info.test_metric} against {param}",
                        lines=curves, categories=list(dist.choices) if categorical else None)
         lines += [f"![{info.test_metric} against {param}](report/{picture})", ""]
     return lines
